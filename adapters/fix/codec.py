@@ -15,6 +15,7 @@ application can compare them without re-decoding.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -59,10 +60,8 @@ class Message:
         self._index: dict[int, str] | None = None
 
     def _build_index(self) -> dict[int, str]:
-        index: dict[int, str] = {}
-        for tag, value in self.fields:
-            index.setdefault(tag, value)
-        self._index = index
+        # reversed: the first occurrence of a repeated tag wins
+        index = self._index = dict(reversed(self.fields))
         return index
 
     def get(self, tag: int, default: str | None = None) -> str | None:
@@ -98,27 +97,54 @@ class Message:
         return "Message(" + "|".join(f"{t}={v}" for t, v in self.fields) + ")"
 
 
+_FIELDS_RE = re.compile(r"(?:-?[0-9]+=[^\x01]*\x01)+")
+_FIELD_RE = re.compile(r"(-?[0-9]+)=([^\x01]*)\x01")
+# Length fields whose next field is binary data that may contain SOH.
+DATA_LENGTH_TAGS = frozenset({90, 93, 95, 212, 348, 350, 352, 354, 356, 358, 360, 362, 364, 445,
+                              618, 621})
+_DATA_LENGTH_RE = re.compile(
+    "\x01(?:" + "|".join(str(t) for t in sorted(DATA_LENGTH_TAGS)) + ")=")
+
+
 def parse_frame(frame: bytes) -> Message:
     """Parse one complete, already length- and checksum-verified frame."""
     text = frame.decode("latin-1")
-    parts = text.split(SOH)
-    if parts[-1] != "":
-        raise GarbledMessage("frame does not end with SOH")
-    fields: list[tuple[int, str]] = []
-    append = fields.append
-    for part in parts[:-1]:
-        tag, sep, value = part.partition("=")
-        if not sep:
-            raise GarbledMessage(f"field without '=': {part[:20]!r}")
-        if tag.isdigit() and tag.isascii():
-            append((int(tag), value))
-        else:
-            append((parse_tag(tag), value))
+    if _DATA_LENGTH_RE.search(text) is None and _FIELDS_RE.fullmatch(text) is not None:
+        fields = [(int(t), v) for t, v in _FIELD_RE.findall(text)]
+    else:
+        fields = _parse_slow(text)
     if len(fields) < 4 or fields[0][0] != 8 or fields[1][0] != 9 or fields[2][0] != 35:
         raise GarbledMessage("first three fields are not 8, 9, 35")
     if fields[-1][0] != CHECK_SUM:
         raise GarbledMessage("last field is not CheckSum")
     return Message(fields, frame)
+
+
+def _parse_slow(text: str) -> list[tuple[int, str]]:
+    """Field by field, with raw data fields (a LENGTH then DATA of that length)."""
+    fields: list[tuple[int, str]] = []
+    pos, n = 0, len(text)
+    data_length: int | None = None
+    while pos < n:
+        eq = text.find("=", pos)
+        if eq < 0:
+            raise GarbledMessage(f"field without '=': {text[pos:pos + 20]!r}")
+        tag = parse_tag(text[pos:eq])
+        if data_length is not None:
+            end = eq + 1 + data_length
+            if end >= n or text[end] != SOH:
+                raise GarbledMessage(f"data field {tag} does not have the declared length")
+            data_length = None
+        else:
+            end = text.find(SOH, eq + 1)
+            if end < 0:
+                raise GarbledMessage("frame does not end with SOH")
+        value = text[eq + 1:end]
+        fields.append((tag, value))
+        if tag in DATA_LENGTH_TAGS and value.isdigit():
+            data_length = int(value)
+        pos = end + 1
+    return fields
 
 
 @dataclass(slots=True)
@@ -308,9 +334,8 @@ def join_fields(fields: Iterable[tuple[int, str]]) -> str:
 def finish(begin_string: str, rest: str) -> bytes:
     """Prefix 8= and 9= to ``rest`` (which starts with 35=) and append 10=."""
     body = rest.encode("latin-1")
-    head = f"8={begin_string}{SOH}9={len(body)}{SOH}".encode("latin-1")
-    total = checksum(head) + checksum(body)
-    return b"%s%s10=%03d\x01" % (head, body, total & 0xFF)
+    data = b"8=%s\x019=%d\x01%s" % (begin_string.encode(), len(body), body)
+    return b"%s10=%03d\x01" % (data, sum(data) & 0xFF)
 
 
 def encode(begin_string: str, msg_type: str, header: Sequence[tuple[int, str]],

@@ -613,7 +613,8 @@ class Session:
 
     def _send_raw(self, msg_type: str, body: Sequence[tuple[int, str]] | str,
                   header: Sequence[tuple[int, str]] = (), now: float | None = None,
-                  seq: int | None = None) -> int:
+                  seq: int | None = None,
+                  mangle: Callable[[bytes], bytes | None] | None = None) -> int:
         now = self.clock() if now is None else now
         persist = seq is None
         if seq is None:
@@ -625,37 +626,46 @@ class Session:
         if persist:
             self.store.save(seq, raw)
             self.store.next_sender_seq = seq + 1
-        self._out.append(raw)
+        wire = raw if mangle is None else mangle(raw)
+        if wire:
+            self._out.append(wire)
         self.last_sent = now
         self.counters.sent += 1
         return seq
 
     def send(self, msg_type: str, body: Sequence[tuple[int, str]] | str,
-             header: Sequence[tuple[int, str]] = ()) -> int:
-        """Send an application message; returns its MsgSeqNum."""
+             header: Sequence[tuple[int, str]] = (),
+             mangle: Callable[[bytes], bytes | None] | None = None) -> int:
+        """Send an application message; returns its MsgSeqNum.
+
+        ``mangle`` (fault injection) transforms the encoded bytes on their way
+        to the wire, after the message is stored: return None to lose it.
+        """
         extra = [f for f in header if f[0] not in _SESSION_HEADER]
-        return self._send_raw(msg_type, body, extra)
+        return self._send_raw(msg_type, body, extra, mangle=mangle)
+
+    def resend_possdup(self, seq: int, now: float | None = None) -> bool:
+        """Send stored message ``seq`` again with PossDupFlag=Y (same MsgSeqNum)."""
+        stored = self.store.get_range(seq, seq)
+        if not stored:
+            return False
+        self._out.append(self._possdup_copy(parse_frame(stored[0][1]), self.clock() if now is None else now))
+        return True
 
     def send_batch(self, msg_type: str, bodies: Iterable[str], now: float | None = None) -> int:
         """Hot path: send pre-encoded bodies ("tag=value\\x01..."); returns the count."""
         now = self.clock() if now is None else now
         store = self.store
-        seq = store.next_sender_seq
-        sending_time = self._ts.format(now)
+        first = store.next_sender_seq
         prefix = f"35={msg_type}{SOH}34="
-        suffix = f"{SOH}49={self.config.sender_comp_id}{SOH}52={sending_time}{SOH}" \
+        suffix = f"{SOH}49={self.config.sender_comp_id}{SOH}52={self._ts.format(now)}{SOH}" \
                  f"56={self.config.target_comp_id}{SOH}"
         begin = self._begin
-        out = self._out
-        save = store.save
-        count = 0
-        for body in bodies:
-            raw = finish(begin, f"{prefix}{seq}{suffix}{body}")
-            save(seq, raw)
-            out.append(raw)
-            seq += 1
-            count += 1
-        store.next_sender_seq = seq
+        raws = [finish(begin, f"{prefix}{seq}{suffix}{body}") for seq, body in enumerate(bodies, first)]
+        count = len(raws)
+        store.save_many(first, raws)
+        store.next_sender_seq = first + count
+        self._out.extend(raws)
         if count:
             self.last_sent = now
             self.counters.sent += count

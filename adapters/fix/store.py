@@ -29,6 +29,7 @@ class MessageStore(Protocol):
     creation_time: float
 
     def save(self, seq: int, raw: bytes) -> None: ...
+    def save_many(self, first_seq: int, raws: list[bytes]) -> None: ...
     def get_range(self, begin: int, end: int) -> list[tuple[int, bytes]]: ...
     def reset(self) -> None: ...
     def flush(self) -> None: ...
@@ -44,6 +45,10 @@ class MemoryStore:
 
     def save(self, seq: int, raw: bytes) -> None:
         self._messages[seq] = raw
+
+    def save_many(self, first_seq: int, raws: list[bytes]) -> None:
+        for i, raw in enumerate(raws):
+            self._messages[first_seq + i] = raw
 
     def get_range(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         return [(s, self._messages[s]) for s in range(begin, end + 1) if s in self._messages]
@@ -139,6 +144,19 @@ class FileStore:
         offset = self._body.tell()
         self._body.write(b"%d %d\n%s\n" % (seq, len(raw), raw))
         self._index(seq, offset)
+
+    def save_many(self, first_seq: int, raws: list[bytes]) -> None:
+        """Append consecutive messages with one write."""
+        offset = self._body.tell()
+        records = []
+        seq = first_seq
+        for raw in raws:
+            record = b"%d %d\n%s\n" % (seq, len(raw), raw)
+            self._index(seq, offset)
+            offset += len(record)
+            records.append(record)
+            seq += 1
+        self._body.write(b"".join(records))
 
     def get_range(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         self._body.flush()
