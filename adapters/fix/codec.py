@@ -23,6 +23,8 @@ from dataclasses import dataclass
 SOH = "\x01"
 SOH_B = b"\x01"
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
+_TRAILER_ROOM = 64      # header bytes a frame may have beyond max_message_size
+_CHECKSUM_ROOM = 16     # bytes to look at for the SOH that ends "10=nnn"
 
 # Tags the header of an outgoing message is built from, in QuickFIX's order:
 # 8, 9, 35 first, then the other header tags by number.
@@ -141,7 +143,7 @@ def _parse_slow(text: str) -> list[tuple[int, str]]:
                 raise GarbledMessage("frame does not end with SOH")
         value = text[eq + 1:end]
         fields.append((tag, value))
-        if tag in DATA_LENGTH_TAGS and value.isdigit():
+        if tag in DATA_LENGTH_TAGS and value.isascii() and value.isdigit():
             data_length = int(value)
         pos = end + 1
     return fields
@@ -228,22 +230,22 @@ class Framer:
                 return
             # QuickFIX searches for the trailer from the declared end; a wrong
             # length therefore swallows up to the next trailer, as it does.
-            trailer = buf.find(b"\x0110=", body_end - 1)
+            # Both searches are bounded, so the outcome never depends on how
+            # the bytes were split into chunks.
+            limit = start + max_size + _TRAILER_ROOM
+            trailer = buf.find(b"\x0110=", body_end - 1, limit)
             if trailer < 0:
-                if end - start > max_size + 64:
+                if end >= limit:
                     self._resync(start, "no CheckSum within the size limit")
                     continue
                 return
-            frame_end = buf.find(SOH_B, trailer + 4)
+            frame_end = buf.find(SOH_B, trailer + 4, trailer + 4 + _CHECKSUM_ROOM)
             if frame_end < 0:
-                if end - trailer > 16:
+                if end >= trailer + 4 + _CHECKSUM_ROOM:
                     yield self._garbled(start, trailer + 1, "CheckSum unterminated")
                     continue
                 return
             frame_end += 1
-            if frame_end - start > max_size + 64:
-                yield self._garbled(start, frame_end, "message exceeds the size limit")
-                continue
             frame = bytes(buf[start:frame_end])
             self._pos = frame_end
             if trailer != body_end - 1:
@@ -289,19 +291,19 @@ class SendingTimeClock:
         self.millis = millis
 
     def format(self, now: float) -> str:
-        second = int(now)
+        second, ms = divmod(round(now * 1000), 1000)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(second))
         if not self.millis:
             return self._prefix
-        return f"{self._prefix}.{int((now - second) * 1000):03d}"
+        return f"{self._prefix}.{ms:03d}"
 
 
 def format_utc_timestamp(now: float, millis: bool = True) -> str:
-    second = int(now)
+    second, ms = divmod(round(now * 1000), 1000)
     prefix = time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(second))
-    return f"{prefix}.{int((now - second) * 1000):03d}" if millis else prefix
+    return f"{prefix}.{ms:03d}" if millis else prefix
 
 
 def parse_utc_timestamp(value: str) -> float:

@@ -223,6 +223,7 @@ class Session:
         if not self.connected:
             return
         self.connected = False
+        self._out.clear()   # never carry frames over to the next connection
         was_logged = self.received_logon or self.sent_logon
         self.received_logon = self.sent_logon = False
         self.sent_logout = self.received_reset = self.sent_reset = False
@@ -315,7 +316,8 @@ class Session:
         except Exception:
             # An application bug: answer the message, never kill the session.
             self.log.exception("fix_application_error", msg_type=msg_type, seq=msg.get(34))
-            if self.received_logon and msg_type not in dd.ADMIN_MSG_TYPES:
+            if self.received_logon and msg_type not in dd.ADMIN_MSG_TYPES \
+                    and msg.get(34) == str(self.next_target_seq):
                 self.generate_business_reject(msg, BR_APPLICATION_NOT_AVAILABLE,
                                               "Application error", now=now)
         if not queued:
@@ -422,7 +424,7 @@ class Session:
         new_seq_text = msg.get(36)
         if new_seq_text is None:
             return
-        new_seq = int(new_seq_text)
+        new_seq = _int_field(msg, 36)
         self.log.info("fix_sequence_reset_received", gap_fill=gap_fill, new_seq=new_seq,
                       expected=self.next_target_seq)
         if new_seq > self.next_target_seq:
@@ -434,15 +436,15 @@ class Session:
         if not self._verify(msg, now, False, False):
             return
         self.counters.resend_requests_received += 1
-        begin = int(msg[7])
-        end = int(msg[16])
+        begin = _int_field(msg, 7)
+        end = _int_field(msg, 16)
         last_sent = self.next_sender_seq - 1
         if (self._fix42_plus and end == 0) or end >= self.next_sender_seq or \
                 (self._begin <= "FIX.4.2" and end == 999999):
             end = last_sent
         self.log.info("fix_resend_request_received", begin=begin, end=end)
         self._resend(begin, end, now)
-        seq = int(msg[34])
+        seq = _int_field(msg, 34)
         if seq == self.next_target_seq:
             self.store.next_target_seq += 1
 
@@ -511,6 +513,8 @@ class Session:
             seq_text = msg.get(34)
             if seq_text is None:
                 raise dd.SessionRejectError(dd.REQUIRED_TAG_MISSING, 34)
+            if not (seq_text.isascii() and seq_text.isdigit()):
+                raise dd.SessionRejectError(dd.INCORRECT_DATA_FORMAT, 34)
             seq = int(seq_text)
         if not self._valid_logon_state(msg_type):
             raise _Disconnect(f"logon state is not valid for message type {msg_type}")
@@ -626,6 +630,10 @@ class Session:
         if persist:
             self.store.save(seq, raw)
             self.store.next_sender_seq = seq + 1
+        if msg_type not in dd.ADMIN_MSG_TYPES and not self.logged_on:
+            # QuickFIX semantics: stored, not sent; the peer gets it by resend.
+            self.last_sent = now
+            return seq
         wire = raw if mangle is None else mangle(raw)
         if wire:
             self._out.append(wire)
@@ -665,7 +673,8 @@ class Session:
         count = len(raws)
         store.save_many(first, raws)
         store.next_sender_seq = first + count
-        self._out.extend(raws)
+        if self.logged_on:
+            self._out.extend(raws)
         if count:
             self.last_sent = now
             self.counters.sent += count
@@ -772,6 +781,16 @@ class Session:
             fn(self)
         except Exception:  # an application bug must not take the session down
             self.log.exception("fix_application_error")
+
+
+def _int_field(msg: Message, tag: int) -> int:
+    """An integer field the session needs; a bad one is a Reject (373=1 or 6)."""
+    value = msg.get(tag)
+    if value is None:
+        raise dd.SessionRejectError(dd.REQUIRED_TAG_MISSING, tag)
+    if not (value.isascii() and value.isdigit()):
+        raise dd.SessionRejectError(dd.INCORRECT_DATA_FORMAT, tag)
+    return int(value)
 
 
 _DEFAULT_HEADER = frozenset({8, 9, 35, 34, 43, 49, 50, 52, 56, 57, 97, 115, 116, 122, 128,

@@ -43,6 +43,7 @@ class FixConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self.peer: str = "?"
+        self.opened_at = time.monotonic()
 
     # asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -158,12 +159,13 @@ class FixAcceptor:
     """Serves the given sessions on one port (any mix of BeginStrings)."""
 
     def __init__(self, sessions: Iterable[Session], host: str = "127.0.0.1", port: int = 0,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, logon_timeout: float = 10.0) -> None:
         self.sessions = {(s.config.begin_string, s.config.sender_comp_id, s.config.target_comp_id): s
                          for s in sessions}
         self.host = host
         self.port = port
         self.max_message_size = max_message_size
+        self.logon_timeout = logon_timeout     # a connection that names no session by then is closed
         self._server: asyncio.Server | None = None
         self._connections: set[FixConnection] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -191,7 +193,14 @@ class FixAcceptor:
         while True:
             await asyncio.sleep(TICK_SECONDS)
             now = time.time()
+            opened_before = time.monotonic() - self.logon_timeout
             for conn in list(self._connections):
+                if conn.session is None:
+                    if conn.opened_at < opened_before:
+                        log.warning("fix_connection_refused", peer=conn.peer,
+                                    reason="no logon within the logon timeout")
+                        conn.close()
+                    continue
                 conn.tick(now)
 
     def connection(self, session: Session) -> FixConnection | None:

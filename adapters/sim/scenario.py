@@ -219,6 +219,7 @@ def _generate(sc: Scenario) -> Iterator[ScenarioEvent]:
     mids = {p.symbol: MIDS[p.symbol] for p in pairs}
     value_dates: dict[tuple[date, str, str], date] = {}
     recent: deque[SimFill] = deque(maxlen=512)
+    sent_on_time: deque[SimFill] = deque(maxlen=512)   # LP fills sent unaltered, in order
     open_orders: list[_Order] = []
     tag = f"{sc.seed:x}"
     lp = sc.lp_name
@@ -302,7 +303,10 @@ def _generate(sc: Scenario) -> Iterator[ScenarioEvent]:
                 open_orders.remove(order)
             recent.append(fill)
         if content_faults:
-            yield _apply_content_faults(index, fill, rates, rng, recent)
+            event = _apply_content_faults(index, fill, rates, rng, sent_on_time)
+            if event.lp is fill and "late" not in event.faults:
+                sent_on_time.append(fill)
+            yield event
         else:
             yield ScenarioEvent(index, fill, fill)
 
@@ -339,12 +343,14 @@ def _cancel(original: SimFill, exec_id: str, now: datetime) -> SimFill:
 def _correct(original: SimFill, exec_id: str, now: datetime, rng: random.Random) -> SimFill:
     dp = price_decimals(original.symbol)
     tick = Decimal(10) ** -dp * rng.choice((-3, -2, -1, 1, 2, 3))
+    # a forward's price stays LastSpotRate + LastForwardPoints: correct the spot
+    spot = original.spot_rate + tick if original.spot_rate is not None else None
     return replace(original, exec_id=exec_id, exec_type="G", exec_ref_id=original.exec_id,
-                   last_px=original.last_px + tick, transact_time=now)
+                   last_px=original.last_px + tick, spot_rate=spot, transact_time=now)
 
 
 def _apply_content_faults(index: int, fill: SimFill, rates: FaultRates, rng: random.Random,
-                          recent: deque[SimFill]) -> ScenarioEvent:
+                          sent_on_time: deque[SimFill]) -> ScenarioEvent:
     # One draw per fault type, always in the same order, so that switching one
     # fault on or off does not move the others.
     draws = {name: rng.random() for name in FaultRates.CONTENT}
@@ -356,10 +362,10 @@ def _apply_content_faults(index: int, fill: SimFill, rates: FaultRates, rng: ran
         return ScenarioEvent(index, None, fill, ("missing_lp",))
     if draws["missing_platform"] < rates.missing_platform:
         return ScenarioEvent(index, fill, None, ("missing_platform",))
-    if draws["execid_reuse"] < rates.execid_reuse and len(recent) > 1:
-        # The LP reports a new fill under the ExecID of an earlier, different
-        # one; the platform knows it under a fresh id.
-        earlier = recent[0]
+    if draws["execid_reuse"] < rates.execid_reuse and sent_on_time:
+        # The LP reports a new fill under the ExecID of an earlier one it has
+        # already sent; the platform knows the new fill under its own id.
+        earlier = sent_on_time[0]
         if earlier.exec_id != fill.exec_id:
             return ScenarioEvent(index, replace(fill, exec_id=earlier.exec_id), fill, ("execid_reuse",))
     altered = fill
