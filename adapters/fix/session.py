@@ -315,7 +315,7 @@ class Session:
             return
         except Exception:
             # An application bug: answer the message, never kill the session.
-            self.log.exception("fix_application_error", msg_type=msg_type, seq=msg.get(34))
+            self._msg_log(msg).exception("fix_application_error")
             if self.received_logon and msg_type not in dd.ADMIN_MSG_TYPES \
                     and msg.get(34) == str(self.next_target_seq):
                 self.generate_business_reject(msg, BR_APPLICATION_NOT_AVAILABLE,
@@ -569,7 +569,7 @@ class Session:
 
     def _do_target_too_high(self, msg: Message, seq: int, now: float) -> None:
         expected = self.next_target_seq
-        self.log.info("fix_seq_too_high", expected=expected, received=seq)
+        self._msg_log(msg).info("fix_seq_too_high", expected=expected)
         self._queue[seq] = msg
         if self.resend_range is not None and seq >= self.resend_range[0]:
             return
@@ -578,7 +578,7 @@ class Session:
     def _do_target_too_low(self, msg: Message, seq: int, now: float) -> None:
         if msg.get(43) != "Y":
             text = f"MsgSeqNum too low, expecting {self.next_target_seq} but received {seq}"
-            self.log.error("fix_seq_too_low", expected=self.next_target_seq, received=seq)
+            self._msg_log(msg).error("fix_seq_too_low", expected=self.next_target_seq)
             self.generate_logout(text, now)
             raise _Disconnect(text)
         self._do_poss_dup(msg, now)
@@ -757,8 +757,7 @@ class Session:
         if not self.received_logon:
             raise _Disconnect(f"tried to send a reject while not logged on: {reason_text}")
         self.counters.rejects_sent += 1
-        self.log.warning("fix_reject_sent", ref_seq=seq_text, ref_msg_type=msg_type,
-                         reason=reason, ref_tag=tag, text=reason_text)
+        self._msg_log(msg).warning("fix_reject_sent", reason=reason, ref_tag=tag, text=reason_text)
         body.sort()
         self._send_raw("3", body, _reverse_route(msg), now=now)
 
@@ -771,10 +770,14 @@ class Session:
         if reason_text:
             body.append((58, f"{reason_text} ({tag})" if tag else reason_text))
         self.counters.business_rejects_sent += 1
-        self.log.warning("fix_business_reject_sent", ref_seq=msg.get(34),
-                         ref_msg_type=msg.msg_type, reason=reason, text=reason_text)
+        self._msg_log(msg).warning("fix_business_reject_sent", reason=reason, text=reason_text)
         body.sort()
         self._send_raw("j", body, now=now)
+
+    def _msg_log(self, msg: Message) -> Any:
+        """The session logger with the message's context bound (error paths only)."""
+        return self.log.bind(seq=msg.get(34), msg_type=msg.msg_type, exec_id=msg.get(17),
+                             poss_dup=msg.get(43) == "Y")
 
     def _safe_app(self, fn: Callable[[Session], Any]) -> None:
         try:
