@@ -1,5 +1,8 @@
 """Command line of the FX STP engine: ``run_engine.py COMMAND``.
 
+  run                   the engine (default: config/engine.toml) until SIGINT/SIGTERM
+  status                what the database holds: executions, duplicates, conflicts, rejects
+  db upgrade            bring the database schema to the newest migration
   simulate lp           LP simulator (FIX acceptor streaming ExecutionReports)
   simulate platform     trading-platform simulator (FIX initiator)
   simulate sink         a counting FIX peer that checks exactly-once delivery
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -70,6 +74,15 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(default: $STP_LOG_LEVEL or info)")
     sub = parser.add_subparsers(dest="command")
 
+    run = sub.add_parser("run", help="run the engine until SIGINT/SIGTERM")
+    run.add_argument("--config", default=None, help="TOML file (default: config/engine.toml)")
+    st = sub.add_parser("status", help="executions, duplicates, conflicts, rejects, sequence numbers")
+    st.add_argument("--config", default=None)
+    st.add_argument("--json", action="store_true", help="one JSON object")
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    db.add_argument("--config", default=None)
+
     sim = sub.add_parser("simulate", help="simulators and the FIX conformance acceptor")
     sim_sub = sim.add_subparsers(dest="role", required=True)
     _add_sim_options(sim_sub.add_parser("lp", help="LP simulator (acceptor)"), "lp")
@@ -96,11 +109,50 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:            # bare `run_engine.py`: the default configuration
+        args = parser.parse_args([*(argv or [])[:0], *(["--log-level", args.log_level]
+                                                       if args.log_level else []), "run"])
+    if args.command in ("run", "status", "db"):
+        return _engine_command(args)
     logs.configure(args.log_level)
     if args.command == "simulate":
         return _simulate(args)
     parser.print_help()
     return 2
+
+
+def _engine_command(args: argparse.Namespace) -> int:
+    from adapters import config
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(args.log_level or cfg.log_level, json=cfg.log_format != "console")
+    if args.command == "status":
+        from adapters.engine import status
+
+        result = asyncio.run(status(cfg))
+        print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
+        return 0
+    if args.command == "db":
+        from adapters.db.repository import Database
+
+        async def upgrade() -> None:
+            db = Database(cfg.database_url)
+            await db.migrate()
+            await db.close()
+
+        asyncio.run(upgrade())
+        return 0
+    # quickfix resets SIGINT to SIG_DFL on import: import it before the
+    # loop installs its signal handlers.
+    import quickfix  # noqa: F401
+
+    from adapters.engine import run_engine
+
+    return _run_async(run_engine(cfg))
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -66,6 +66,10 @@ class Message:
         index = self._index = dict(reversed(self.fields))
         return index
 
+    def index(self) -> dict[int, str]:
+        """Tag -> value (the first occurrence of a repeated tag)."""
+        return self._index if self._index is not None else self._build_index()
+
     def get(self, tag: int, default: str | None = None) -> str | None:
         index = self._index if self._index is not None else self._build_index()
         return index.get(tag, default)
@@ -110,7 +114,11 @@ _DATA_LENGTH_RE = re.compile(
 
 def parse_frame(frame: bytes) -> Message:
     """Parse one complete, already length- and checksum-verified frame."""
-    text = frame.decode("latin-1")
+    return parse_text(frame.decode("latin-1"), frame)
+
+
+def parse_text(text: str, raw: bytes = b"") -> Message:
+    """Parse a message already in text form (as quickfix hands it over)."""
     if _DATA_LENGTH_RE.search(text) is None and _FIELDS_RE.fullmatch(text) is not None:
         fields = [(int(t), v) for t, v in _FIELD_RE.findall(text)]
     else:
@@ -119,7 +127,7 @@ def parse_frame(frame: bytes) -> Message:
         raise GarbledMessage("first three fields are not 8, 9, 35")
     if fields[-1][0] != CHECK_SUM:
         raise GarbledMessage("last field is not CheckSum")
-    return Message(fields, frame)
+    return Message(fields, raw)
 
 
 def _parse_slow(text: str) -> list[tuple[int, str]]:

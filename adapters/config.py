@@ -1,0 +1,165 @@
+"""The engine's TOML configuration, with defaults and environment overrides.
+
+Environment variables override the file: ``STP_DATABASE_URL`` ([database]
+url), ``STP_MQTT_HOST`` and ``STP_MQTT_PORT`` ([mqtt]), ``STP_LOG_LEVEL``
+([logging] level).  Relative paths are resolved against the directory that
+holds the configuration file's ``config/`` parent when the file lives in a
+``config/`` folder (the project layout), else against the file's directory.
+Session state (quickfix stores and logs) lives beside the database unless
+``[engine] state_dir`` says otherwise, so two configurations never share it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "engine.toml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """One FIX session the engine runs with quickfix."""
+
+    role: str                    # "lp" (engine initiates) or "platform" (engine accepts)
+    name: str
+    port: int
+    sender_comp_id: str          # ours
+    target_comp_id: str          # theirs
+    begin_string: str = "FIX.4.4"
+    host: str = "127.0.0.1"      # LPs: where to connect
+    heartbeat_interval: int = 30
+    reconnect_interval: int = 2
+    username: str | None = None  # LP: sent on Logon; platform: required on Logon
+    password: str | None = None
+    start_time: str = "00:00:00"
+    end_time: str = "00:00:00"   # equal to start_time: a session that never ends
+    match_key: str = "exec_id"   # how the platform's record is matched (issue 4)
+
+    @property
+    def key(self) -> str:
+        """The session's name in the journal and the database."""
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    path: Path | None
+    database_url: str
+    state_dir: Path
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_topic_prefix: str = "fxstp"
+    log_level: str = "info"
+    log_format: str = "json"
+    batch_max: int = 2000               # messages per intake transaction at most
+    queue_max: int = 200_000            # inbound messages buffered before quickfix is slowed
+    lps: tuple[SessionSpec, ...] = ()
+    platforms: tuple[SessionSpec, ...] = ()
+    reference_dir: Path = PROJECT_ROOT / "config" / "reference"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sessions(self) -> tuple[SessionSpec, ...]:
+        return self.lps + self.platforms
+
+    @property
+    def quickfix_dir(self) -> Path:
+        return self.state_dir / "quickfix"
+
+
+def _base_dir(path: Path) -> Path:
+    parent = path.resolve().parent
+    return parent.parent if parent.name == "config" else parent
+
+
+def _resolve(base: Path, value: str | os.PathLike[str]) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _resolve_sqlite_url(base: Path, url: str) -> str:
+    """Make a relative SQLite path absolute (sqlite+aiosqlite:///relative/path)."""
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            rest = url[len(prefix):]
+            if rest and not rest.startswith("/") and not rest.startswith(":memory:"):
+                return prefix + str(base / rest)
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+        if url.startswith(prefix) and not url.endswith(":memory:"):
+            return Path(url[len(prefix):].split("?", 1)[0])
+    return None
+
+
+def _session(role: str, raw: dict[str, Any], index: int) -> SessionSpec:
+    where = f"[[{role}]] #{index + 1}"
+    required = ["name", "port", "sender_comp_id", "target_comp_id"] + (["host"] if role == "lp" else [])
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(missing)}")
+    known = set(SessionSpec.__slots__) - {"role"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    if raw.get("begin_string", "FIX.4.4") not in ("FIX.4.2", "FIX.4.4"):
+        raise ConfigError(f"{where}: begin_string must be FIX.4.2 or FIX.4.4")
+    try:
+        return SessionSpec(role=role, **{k: raw[k] for k in raw})
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> EngineConfig:
+    env = dict(os.environ) if env is None else env
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        data = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {file}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+    base = _base_dir(file)
+    engine = data.get("engine", {})
+    db = data.get("database", {})
+    mqtt = data.get("mqtt", {})
+    logging_ = data.get("logging", {})
+    state_dir = _resolve(base, engine.get("state_dir", "var/engine"))
+    url = env.get("STP_DATABASE_URL") or db.get("url") or f"sqlite+aiosqlite:///{state_dir / 'stp.db'}"
+    url = _resolve_sqlite_url(base, url)
+    if "state_dir" not in engine and (db_file := sqlite_path(url)) is not None:
+        state_dir = db_file.parent          # session state beside the database
+    lps = tuple(_session("lp", raw, i) for i, raw in enumerate(data.get("lp", [])))
+    platforms = tuple(_session("platform", raw, i) for i, raw in enumerate(data.get("platform", [])))
+    names = [s.name for s in lps + platforms]
+    if len(set(names)) != len(names):
+        raise ConfigError("session names must be unique across [[lp]] and [[platform]]")
+    ports = [s.port for s in platforms]
+    if len(set(ports)) != len(ports):
+        raise ConfigError("each [[platform]] needs a port of its own")
+    try:
+        mqtt_port = int(env.get("STP_MQTT_PORT") or mqtt.get("port", 1883))
+    except ValueError:
+        raise ConfigError("STP_MQTT_PORT / [mqtt] port must be a number") from None
+    return EngineConfig(
+        path=file, database_url=url, state_dir=state_dir,
+        mqtt_host=env.get("STP_MQTT_HOST") or mqtt.get("host", "127.0.0.1"), mqtt_port=mqtt_port,
+        mqtt_topic_prefix=mqtt.get("topic_prefix", "fxstp"),
+        log_level=env.get("STP_LOG_LEVEL") or logging_.get("level", "info"),
+        log_format=logging_.get("format", "json"),
+        batch_max=int(engine.get("batch_max", 2000)), queue_max=int(engine.get("queue_max", 200_000)),
+        lps=lps, platforms=platforms,
+        reference_dir=_resolve(base, engine.get("reference_dir", "config/reference")),
+        extra={k: v for k, v in data.items()
+               if k not in ("engine", "database", "mqtt", "logging", "lp", "platform")})

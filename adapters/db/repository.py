@@ -1,0 +1,187 @@
+"""The engine's database: migrations, the intake transaction, status queries.
+
+One writer (the engine process) assigns row ids itself, so a batch is plain
+INSERTs with no RETURNING round trip.  ``write_intake`` commits a batch's
+journal rows, new fills, conflicts and each session's last inbound MsgSeqNum
+in one transaction: after a crash, what is committed is exactly what was
+processed, and the counterparty is asked to resend everything after the
+committed sequence number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, event, func, insert, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from adapters.db import schema
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+REJECTED_OUTCOMES = ("dont_know", "business_reject", "session_reject")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True)
+class IntakeBatch:
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    last_seq: dict[str, int] = field(default_factory=dict)   # session -> last committed seq
+    resets: set[str] = field(default_factory=set)            # sessions whose sequence restarted
+
+    def __len__(self) -> int:
+        return len(self.journal)
+
+
+@dataclass(slots=True)
+class IntakeState:
+    next_journal_id: int
+    next_fill_id: int
+    next_conflict_id: int
+    last_seq: dict[str, int]
+
+
+class Database:
+    def __init__(self, url: str, sqlite_synchronous: str = "FULL") -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split(":///", 1)[1] if ":///" in url else ""
+            if path and not path.startswith(":memory:"):
+                Path(path.split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite:
+            sync = sqlite_synchronous
+
+            @event.listens_for(self.engine.sync_engine, "connect")
+            def _pragmas(dbapi_conn: Any, _: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute(f"PRAGMA synchronous={sync}")
+                cur.execute("PRAGMA busy_timeout=5000")
+                cur.close()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (Alembic)."""
+
+        def upgrade(conn: Connection) -> None:
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    # -- intake ---------------------------------------------------------
+    async def load_intake_state(self) -> IntakeState:
+        async with self.engine.connect() as conn:
+            j = (await conn.execute(select(func.max(schema.journal.c.id)))).scalar() or 0
+            f = (await conn.execute(select(func.max(schema.fills.c.id)))).scalar() or 0
+            c = (await conn.execute(select(func.max(schema.conflicts.c.id)))).scalar() or 0
+            rows = (await conn.execute(select(schema.session_state.c.session,
+                                              schema.session_state.c.last_seq))).all()
+        return IntakeState(j + 1, f + 1, c + 1, {r.session: r.last_seq for r in rows})
+
+    async def known_hashes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Content hashes of the fills already stored under these (session, ExecID)."""
+        out: dict[tuple[str, str], str] = {}
+        if not keys:
+            return out
+        f = schema.fills.c
+        async with self.engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                result = await conn.execute(
+                    select(f.session, f.exec_id, f.content_hash)
+                    .where(tuple_(f.session, f.exec_id).in_(chunk)))
+                for row in result:
+                    out[(row.session, row.exec_id)] = row.content_hash
+        return out
+
+    async def write_intake(self, batch: IntakeBatch) -> None:
+        """Journal, fills, conflicts and sequence numbers: one transaction."""
+        stamp = now_us()
+        for row in batch.journal:
+            row["committed_us"] = stamp
+        async with self.engine.begin() as conn:
+            if batch.journal:
+                await conn.execute(insert(schema.journal), batch.journal)
+            if batch.fills:
+                await conn.execute(insert(schema.fills), batch.fills)
+            if batch.conflicts:
+                await conn.execute(insert(schema.conflicts), batch.conflicts)
+            for session, seq in batch.last_seq.items():
+                await self._set_last_seq(conn, session, seq, session in batch.resets, stamp)
+
+    @staticmethod
+    async def _set_last_seq(conn: Any, session: str, seq: int, reset: bool, stamp: int) -> None:
+        s = schema.session_state
+        values: dict[str, Any] = {"last_seq": seq, "updated_us": stamp}
+        if reset:
+            values["resets"] = s.c.resets + 1
+        result = await conn.execute(s.update().where(s.c.session == session).values(**values))
+        if result.rowcount == 0:
+            await conn.execute(insert(s).values(session=session, last_seq=seq, updated_us=stamp,
+                                                resets=1 if reset else 0))
+
+    # -- reports --------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        j, f = schema.journal.c, schema.fills.c
+        async with self.engine.connect() as conn:
+            executions = (await conn.execute(select(func.count()).select_from(schema.fills))).scalar()
+            outcomes: dict[str, int] = dict((await conn.execute(
+                select(j.outcome, func.count()).group_by(j.outcome))).all())
+            conflicts = (await conn.execute(select(func.count()).select_from(schema.conflicts))).scalar()
+            by_kind: dict[str, int] = dict((await conn.execute(select(f.kind, func.count()).group_by(f.kind))).all())
+            by_session: dict[str, int] = dict((await conn.execute(
+                select(f.session, func.count()).group_by(f.session))).all())
+            seqs = (await conn.execute(select(schema.session_state))).all()
+        return {
+            "executions": int(executions or 0),
+            "executions_by_kind": {str(k): int(v) for k, v in by_kind.items()},
+            "duplicates_ignored": int(outcomes.get("duplicate", 0)),
+            "conflicts": int(conflicts or 0),
+            "rejected": int(sum(outcomes.get(o, 0) for o in REJECTED_OUTCOMES)),
+            "rejected_by_outcome": {o: int(outcomes.get(o, 0)) for o in REJECTED_OUTCOMES},
+            "not_fills": int(outcomes.get("not_a_fill", 0)),
+            "journal": int(sum(outcomes.values())),
+            "sessions": {r.session: {"last_seq": int(r.last_seq), "resets": int(r.resets),
+                                     "executions": int(by_session.get(r.session, 0))}
+                         for r in seqs},
+        }
+
+    async def journal_rows(self, session: str | None = None) -> list[dict[str, Any]]:
+        j = schema.journal.c
+        query = select(schema.journal).order_by(j.id)
+        if session is not None:
+            query = query.where(j.session == session)
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]
+
+    async def fills_rows(self, session: str | None = None) -> list[dict[str, Any]]:
+        f = schema.fills.c
+        query = select(schema.fills).order_by(f.id)
+        if session is not None:
+            query = query.where(f.session == session)
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

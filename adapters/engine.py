@@ -1,0 +1,77 @@
+"""The engine process: database, quickfix sessions, intake, until signalled.
+
+Start: migrate the schema, load the committed state (next ids, each session's
+last inbound MsgSeqNum), start the intake task, start quickfix (each session
+resumes after its committed sequence number).  Stop (SIGINT/SIGTERM): log
+every session out and stop quickfix, commit what is queued, log a summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from adapters.config import EngineConfig
+from adapters.db.repository import Database
+from adapters.quickfix_sessions import EngineApplication, InboundQueue, QuickfixSessions
+from handlers.intake import Intake
+
+log = structlog.get_logger("engine")
+
+
+async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
+                     stop: asyncio.Event | None = None) -> dict[str, Any]:
+    db = Database(cfg.database_url)
+    await db.migrate()
+    state = await db.load_intake_state()
+    loop = asyncio.get_running_loop()
+    queue = InboundQueue(loop, cfg.queue_max)
+    app = EngineApplication(cfg, queue, state.last_seq)
+    sessions = QuickfixSessions(cfg, app)
+    intake = Intake(queue, db, state, sessions.send_dont_know, cfg.batch_max)
+    intake_task = asyncio.create_task(intake.run(), name="intake")
+    sessions.start()
+    log.info("engine_started", config=str(cfg.path), database=_redact(cfg.database_url),
+             lps=[s.name for s in cfg.lps], platforms=[s.name for s in cfg.platforms],
+             resume={s.name: state.last_seq.get(s.name) for s in cfg.sessions})
+    if started is not None:
+        started.set()
+    try:
+        if stop is not None:
+            await stop.wait()
+        else:
+            await asyncio.Event().wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.to_thread(sessions.stop))
+        await intake.drain_and_stop()
+        await asyncio.shield(intake_task)
+        summary = intake.summary()
+        log.info("engine_stopped", **summary)
+        await db.close()
+    return summary
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+async def status(cfg: EngineConfig) -> dict[str, Any]:
+    db = Database(cfg.database_url)
+    try:
+        await db.migrate()
+        result = await db.status()
+    finally:
+        await db.close()
+    for spec in cfg.sessions:
+        result["sessions"].setdefault(spec.name, {"last_seq": None, "resets": 0, "executions": 0})
+        result["sessions"][spec.name]["role"] = spec.role
+    return result

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Crash test: no fill lost, none booked twice, whatever kills the engine.
+
+The LP simulator and the engine run as separate processes. The simulator
+streams ``--count`` fills at ``--rate`` per second; the engine is SIGKILLed
+at random moments (``--kills`` times, 0.3 to ``--max-interval`` seconds apart)
+and restarted each time. At the end the engine runs until the simulator has
+nothing more to send, and the database must hold every ExecID of the
+scenario exactly once (compared against the scenario computed here, from the
+same seed).
+
+    python bench/crash_test.py --count 12000 --rate 1500 --kills 12
+    python bench/crash_test.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
+
+Prints one JSON object; exits 0 when the check holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.sim.scenario import FaultRates, Scenario  # noqa: E402
+
+START = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, db_url: str, lp_port: int, platform_port: int) -> None:
+    path.write_text(f"""
+[engine]
+state_dir = "{path.parent / 'engine'}"
+[database]
+url = "{db_url}"
+[logging]
+level = "warning"
+[[lp]]
+name = "LP1"
+host = "127.0.0.1"
+port = {lp_port}
+sender_comp_id = "STP"
+target_comp_id = "LP1"
+reconnect_interval = 1
+[[platform]]
+name = "PLATFORM"
+port = {platform_port}
+sender_comp_id = "STP"
+target_comp_id = "PLATFORM"
+""")
+
+
+def engine(cfg: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "run", "--config", str(cfg)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def status(cfg: Path) -> dict[str, object]:
+    out = subprocess.run([sys.executable, str(ROOT / "run_engine.py"), "status", "--config", str(cfg),
+                          "--json"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+async def fill_ids(db_url: str) -> list[str]:
+    from adapters.db.repository import Database
+
+    db = Database(db_url)
+    try:
+        return [r["exec_id"] for r in await db.fills_rows("LP1")]
+    finally:
+        await db.close()
+
+
+def reset_postgres(db_url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def drop() -> None:
+        eng = create_async_engine(db_url)
+        async with eng.begin() as conn:
+            for table in ("journal", "fills", "conflicts", "session_state", "alembic_version"):
+                await conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+        await eng.dispose()
+
+    asyncio.run(drop())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=12_000)
+    ap.add_argument("--rate", type=float, default=1500)
+    ap.add_argument("--kills", type=int, default=12)
+    ap.add_argument("--max-interval", type=float, default=2.5)
+    ap.add_argument("--seed", type=int, default=4242)
+    ap.add_argument("--faults", default="", help="LP simulator faults, e.g. duplicate=0.01,seq_gap=0.005")
+    ap.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
+    ap.add_argument("--timeout", type=float, default=300)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        db_url = args.database_url or f"sqlite+aiosqlite:///{tmp / 'stp.db'}"
+        if args.database_url:
+            reset_postgres(db_url)
+        lp_port = free_port()
+        cfg = tmp / "engine.toml"
+        write_config(cfg, db_url, lp_port, free_port())
+        lp = subprocess.Popen(
+            [sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate", "lp",
+             "--port", str(lp_port), "--count", str(args.count), "--rate", str(args.rate),
+             "--seed", str(args.seed), "--start", START.isoformat(), "--faults", args.faults,
+             "--state-dir", str(tmp / "sim"), "--reset", "--linger", "-1", "--no-progress"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        kills = 0
+        try:
+            proc = engine(cfg)
+            for _ in range(args.kills):
+                time.sleep(rng.uniform(0.3, args.max_interval))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                proc = engine(cfg)
+            expected = {ev.lp.exec_id for ev in Scenario(seed=args.seed, count=args.count, start=START,
+                                                          faults=FaultRates.parse(args.faults)).events()
+                        if ev.lp is not None}
+            deadline = time.monotonic() + args.timeout
+            last = None
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+                last = status(cfg)
+                if last["executions"] >= len(expected):
+                    time.sleep(2.0)      # let late resends arrive: they must be duplicates
+                    last = status(cfg)
+                    break
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        finally:
+            lp.send_signal(signal.SIGTERM)
+            lp_out, _ = lp.communicate(timeout=30)
+        ids = asyncio.run(fill_ids(db_url))
+        final = status(cfg)
+        lp_summary = json.loads(lp_out.decode().strip().splitlines()[-1]) if lp_out.strip() else {}
+        result = {
+            "count": args.count, "rate": args.rate, "kills": kills, "elapsed_s": round(time.monotonic() - t0, 1),
+            "database": "postgresql" if args.database_url else "sqlite",
+            "expected_executions": len(expected), "executions": final["executions"],
+            "distinct_exec_ids": len(set(ids)), "rows": len(ids),
+            "missing": len(expected - set(ids)), "unexpected": len(set(ids) - expected),
+            "duplicates_ignored": final["duplicates_ignored"], "conflicts": final["conflicts"],
+            "lp_resend_requests": lp_summary.get("resend_requests_received"),
+            "lp_messages_resent": lp_summary.get("messages_resent"),
+            "lp_logons": lp_summary.get("logons"),
+        }
+        ok = (result["missing"] == 0 and result["unexpected"] == 0 and len(ids) == len(set(ids))
+              == len(expected) and final["conflicts"] == 0)
+        result["ok"] = ok
+        print(json.dumps(result, indent=2))
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("STP_LOG_LEVEL", "warning")
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Intake: from quickfix's hand-off to committed journal and fills.
+
+One asyncio task drains the ``InboundQueue`` in batches (whatever arrived
+while the previous batch was committing, up to ``batch_max``), decides each
+message's outcome with the core (``stp.fills.normalise``, ``stp.intake``),
+and commits the batch in one transaction (journal rows, new fills,
+conflicts, each session's last inbound MsgSeqNum).  DontKnowTrades go out
+after the commit.  Logging is per batch and per problem, never per fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from adapters.db.repository import Database, IntakeBatch, IntakeState
+from adapters.fix.codec import GarbledMessage, parse_text
+from adapters.quickfix_sessions import Inbound, InboundQueue
+from stp.fills import Fill, NotAFill, Rejection, normalise
+from stp.intake import Outcome, dedupe
+
+log = structlog.get_logger("engine.intake")
+
+DontKnowSender = Callable[[str, dict[int, str], str, str], bool]
+
+
+class LatencyHistogram:
+    """Receipt-to-commit latencies in log-spaced buckets (bounded memory)."""
+
+    BOUNDS: tuple[float, ...] = tuple(0.0001 * 1.1 ** i for i in range(160))  # 0.1 ms .. ~400 s
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.n = 0
+
+    def add(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BOUNDS, seconds)] += 1
+        self.n += 1
+
+    def quantile(self, q: float) -> float:
+        if not self.n:
+            return 0.0
+        target = q * self.n
+        seen = 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen >= target:
+                return self.BOUNDS[min(i, len(self.BOUNDS) - 1)]
+        return self.BOUNDS[-1]
+
+
+@dataclass(slots=True)
+class IntakeCounters:
+    messages: int = 0
+    batches: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    dont_know_sent: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class KnownExecutions:
+    """(session, ExecID) -> content hash of recently stored fills (bounded)."""
+
+    def __init__(self, limit: int = 500_000) -> None:
+        self.limit = limit
+        self._map: dict[tuple[str, str], str] = {}
+
+    def get(self, key: tuple[str, str]) -> str | None:
+        return self._map.get(key)
+
+    def add(self, key: tuple[str, str], content_hash: str) -> None:
+        m = self._map
+        if len(m) >= self.limit:
+            for old in list(m)[: self.limit // 10]:   # drop the oldest tenth
+                del m[old]
+        m[key] = content_hash
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+
+class Intake:
+    def __init__(self, queue: InboundQueue, db: Database, state: IntakeState,
+                 send_dont_know: DontKnowSender | None = None, batch_max: int = 2000,
+                 known_symbols: frozenset[str] | None = None) -> None:
+        self.queue = queue
+        self.db = db
+        self.state = state
+        self.send_dont_know = send_dont_know
+        self.batch_max = batch_max
+        self.known_symbols = known_symbols
+        self.known = KnownExecutions()
+        self.latency = LatencyHistogram()
+        self.counters = IntakeCounters()
+        self.last_seq = dict(state.last_seq)
+        self._stopping = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def run(self) -> None:
+        queue = self.queue
+        while True:
+            if not len(queue):
+                self.idle.set()
+                if self._stopping:
+                    return
+                queue.wakeup.clear()
+                if not len(queue):
+                    await queue.wakeup.wait()
+            self.idle.clear()
+            batch = queue.take(self.batch_max)
+            if batch:
+                await self.process(batch)
+
+    async def drain_and_stop(self) -> None:
+        """Commit whatever is queued, then end ``run``."""
+        self._stopping = True
+        self.queue.wakeup.set()
+
+    async def process(self, items: list[Inbound]) -> None:
+        batch = IntakeBatch()
+        dk: list[tuple[str, dict[int, str], str, str]] = []
+        parsed: list[tuple[Inbound, dict[int, str] | None, Fill | Rejection | NotAFill | None]] = []
+        for item in items:
+            fields: dict[int, str] | None
+            try:
+                fields = parse_text(item.raw).index()
+            except GarbledMessage:
+                fields = None
+            result: Fill | Rejection | NotAFill | None = None
+            if fields is not None and item.kind == "app":
+                received = datetime.fromtimestamp(item.received, UTC)
+                result = normalise(fields, item.session, received, self.known_symbols)
+            parsed.append((item, fields, result))
+        # one query for the keys the cache does not know
+        missing = list({(f.session, f.exec_id) for _, _, f in parsed
+                        if isinstance(f, Fill) and (f.session, f.exec_id) not in self.known})
+        from_db = await self.db.known_hashes(missing) if missing else {}
+        for key, h in from_db.items():
+            self.known.add(key, h)
+        state = self.state
+        last_seq = self.last_seq
+        for item, fields, result in parsed:
+            outcome, reason, exec_id = self._decide(item, fields, result, batch, dk)
+            seq = _seq(fields, item.kind)
+            journal_id = state.next_journal_id
+            state.next_journal_id += 1
+            batch.journal.append({
+                "id": journal_id, "session": item.session, "seq_num": seq,
+                "msg_type": (fields or {}).get(35, "?"), "received_us": int(item.received * 1e6),
+                "poss_dup": (fields or {}).get(43) == "Y", "exec_id": exec_id,
+                "outcome": outcome.value if outcome is not None else item.kind, "reason": reason,
+                "raw": item.raw})
+            if outcome is Outcome.ACCEPTED and isinstance(result, Fill):
+                batch.fills.append(_fill_row(result, state.next_fill_id, journal_id))
+                state.next_fill_id += 1
+            elif outcome is Outcome.CONFLICT and isinstance(result, Fill):
+                batch.conflicts.append({
+                    "id": state.next_conflict_id, "journal_id": journal_id, "session": item.session,
+                    "exec_id": result.exec_id,
+                    "original_hash": self.known.get((result.session, result.exec_id)) or "",
+                    "conflicting_hash": result.content_hash, "received_us": int(item.received * 1e6)})
+                state.next_conflict_id += 1
+            if item.kind == "reset":
+                last_seq[item.session] = 0
+                batch.resets.add(item.session)
+                batch.last_seq[item.session] = 0
+            elif seq > last_seq.get(item.session, 0) or item.session in batch.resets:
+                last_seq[item.session] = seq
+                batch.last_seq[item.session] = seq
+        await self.db.write_intake(batch)
+        committed = time.time()
+        counters = self.counters
+        counters.batches += 1
+        counters.messages += len(items)
+        outcomes = counters.outcomes
+        for row in batch.journal:
+            outcomes[row["outcome"]] = outcomes.get(row["outcome"], 0) + 1
+        add = self.latency.add
+        for item in items:
+            add(committed - item.received)
+        for session, fields_, reason, text in dk:
+            if self.send_dont_know is not None and self.send_dont_know(session, fields_, reason, text):
+                counters.dont_know_sent += 1
+        if batch.conflicts or dk:
+            log.warning("intake_problems", conflicts=len(batch.conflicts), dont_know=len(dk))
+
+    def _decide(self, item: Inbound, fields: dict[int, str] | None,
+                result: Fill | Rejection | NotAFill | None, batch: IntakeBatch,
+                dk: list[tuple[str, dict[int, str], str, str]],
+                ) -> tuple[Outcome | None, str | None, str | None]:
+        if item.kind == "reset":
+            log.info("intake_sequence_reset", session=item.session)
+            return None, "counterparty reset sequence numbers (ResetSeqNumFlag=Y)", None
+        if fields is None:
+            log.error("intake_unparseable", session=item.session, raw=item.raw[:200])
+            return Outcome.UNPARSEABLE, "could not parse the message quickfix accepted", None
+        exec_id = fields.get(17)
+        if item.kind == "unsupported":
+            log.warning("intake_business_reject", session=item.session, seq=fields.get(34),
+                        msg_type=fields.get(35))
+            return Outcome.BUSINESS_REJECT, f"unsupported message type {fields.get(35)}", exec_id
+        if item.kind == "session_reject":
+            return Outcome.SESSION_REJECT, (f"Reject sent for MsgSeqNum {fields.get(45)}: "
+                                            f"{fields.get(58, '')} (373={fields.get(373, '')}, "
+                                            f"371={fields.get(371, '')})"), None
+        if isinstance(result, Rejection):
+            log.warning("intake_dont_know", session=item.session, seq=fields.get(34),
+                        exec_id=exec_id, dk_reason=result.dk_reason, text=result.text)
+            dk.append((item.session, fields, result.dk_reason, result.text))
+            return Outcome.DONT_KNOW, f"DKReason={result.dk_reason}: {result.text}", exec_id
+        if isinstance(result, NotAFill):
+            return Outcome.NOT_A_FILL, result.text, exec_id
+        assert isinstance(result, Fill)
+        key = (result.session, result.exec_id)
+        outcome = dedupe(result.content_hash, self.known.get(key))
+        if outcome is Outcome.ACCEPTED:
+            self.known.add(key, result.content_hash)
+        elif outcome is Outcome.CONFLICT:
+            log.warning("intake_conflict", session=item.session, seq=fields.get(34),
+                        exec_id=result.exec_id, poss_dup=fields.get(43) == "Y")
+            return outcome, "ExecID reused with different content", result.exec_id
+        return outcome, None, result.exec_id
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.counters.started
+        return {"messages": self.counters.messages, "batches": self.counters.batches,
+                "outcomes": dict(self.counters.outcomes),
+                "dont_know_sent": self.counters.dont_know_sent,
+                "queue_high_water": self.queue.high_water,
+                "latency_p50_ms": round(self.latency.quantile(0.5) * 1000, 2),
+                "latency_p99_ms": round(self.latency.quantile(0.99) * 1000, 2),
+                "uptime_s": round(elapsed, 1)}
+
+
+def _seq(fields: dict[int, str] | None, kind: str) -> int:
+    if fields is None:
+        return 0
+    text = fields.get(45 if kind == "session_reject" else 34, "0")
+    return int(text) if text.isdigit() else 0
+
+
+def _us(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.timestamp() * 1_000_000)
+
+
+def _fill_row(f: Fill, fill_id: int, journal_id: int) -> dict[str, Any]:
+    return {
+        "id": fill_id, "journal_id": journal_id, "session": f.session, "exec_id": f.exec_id,
+        "kind": f.kind.value, "exec_ref_id": f.exec_ref_id, "order_id": f.order_id,
+        "cl_ord_id": f.cl_ord_id, "account": f.account, "symbol": f.symbol, "side": f.side.value,
+        "currency": f.currency, "last_qty": f.last_qty, "last_px": f.last_px, "cum_qty": f.cum_qty,
+        "leaves_qty": f.leaves_qty, "avg_px": f.avg_px, "order_qty": f.order_qty,
+        "trade_date": f.trade_date, "settl_type": f.settl_type, "settl_date": f.settl_date,
+        "transact_us": _us(f.transact_time), "received_us": _us(f.received_at),
+        "spot_rate": f.spot_rate, "forward_points": f.forward_points,
+        "content_hash": f.content_hash}
