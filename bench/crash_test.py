@@ -160,7 +160,8 @@ def main() -> int:
         final = status(cfg)
         lp_summary = json.loads(lp_out.decode().strip().splitlines()[-1]) if lp_out.strip() else {}
         result = {
-            "count": args.count, "rate": args.rate, "kills": kills, "elapsed_s": round(time.monotonic() - t0, 1),
+            "count": args.count, "rate": args.rate, "kills": kills,
+            "elapsed_s": round(time.monotonic() - t0, 1),
             "database": "postgresql" if args.database_url else "sqlite",
             "expected_executions": len(expected), "executions": final["executions"],
             "distinct_exec_ids": len(set(ids)), "rows": len(ids),

@@ -147,7 +147,8 @@ class Database:
             outcomes: dict[str, int] = dict((await conn.execute(
                 select(j.outcome, func.count()).group_by(j.outcome))).all())
             conflicts = (await conn.execute(select(func.count()).select_from(schema.conflicts))).scalar()
-            by_kind: dict[str, int] = dict((await conn.execute(select(f.kind, func.count()).group_by(f.kind))).all())
+            by_kind: dict[str, int] = dict(
+                (await conn.execute(select(f.kind, func.count()).group_by(f.kind))).all())
             by_session: dict[str, int] = dict((await conn.execute(
                 select(f.session, func.count()).group_by(f.session))).all())
             seqs = (await conn.execute(select(schema.session_state))).all()
