@@ -164,9 +164,8 @@ def build_quickfix_application(app: EngineApplication) -> Any:
     by_id = app.by_id
 
     def spec_of(session_id: Any) -> SessionSpec | None:
-        return by_id.get(session_id_key(session_id.getBeginString().getValue(),
-                                        session_id.getSenderCompID().getValue(),
-                                        session_id.getTargetCompID().getValue()))
+        # SessionID.toString() is "FIX.4.4:STP->LP1": one call into quickfix
+        return by_id.get(session_id.toString())
 
     class _App(fix.Application):  # type: ignore[misc,name-defined]
         def onCreate(self, session_id: Any) -> None:

@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
 
 from adapters.db.repository import Database, IntakeBatch, IntakeState
-from adapters.fix.codec import GarbledMessage, parse_text
+from adapters.fix.codec import GarbledMessage, fields_of
 from adapters.quickfix_sessions import Inbound, InboundQueue
 from stp.fills import Fill, NotAFill, Rejection, normalise
 from stp.intake import Outcome, dedupe
@@ -131,7 +132,7 @@ class Intake:
         for item in items:
             fields: dict[int, str] | None
             try:
-                fields = parse_text(item.raw).index()
+                fields = fields_of(item.raw)
             except GarbledMessage:
                 fields = None
             result: Fill | Rejection | NotAFill | None = None
@@ -152,21 +153,19 @@ class Intake:
             seq = _seq(fields, item.kind)
             journal_id = state.next_journal_id
             state.next_journal_id += 1
-            batch.journal.append({
-                "id": journal_id, "session": item.session, "seq_num": seq,
-                "msg_type": (fields or {}).get(35, "?"), "received_us": int(item.received * 1e6),
-                "poss_dup": (fields or {}).get(43) == "Y", "exec_id": exec_id,
-                "outcome": outcome.value if outcome is not None else item.kind, "reason": reason,
-                "raw": item.raw})
+            f = fields or {}
+            batch.journal.append([
+                journal_id, item.session, seq, f.get(35, "?"), int(item.received * 1e6), None,
+                f.get(43) == "Y", exec_id, outcome.value if outcome is not None else item.kind,
+                reason, item.raw])
             if outcome is Outcome.ACCEPTED and isinstance(result, Fill):
                 batch.fills.append(_fill_row(result, state.next_fill_id, journal_id))
                 state.next_fill_id += 1
             elif outcome is Outcome.CONFLICT and isinstance(result, Fill):
-                batch.conflicts.append({
-                    "id": state.next_conflict_id, "journal_id": journal_id, "session": item.session,
-                    "exec_id": result.exec_id,
-                    "original_hash": self.known.get((result.session, result.exec_id)) or "",
-                    "conflicting_hash": result.content_hash, "received_us": int(item.received * 1e6)})
+                batch.conflicts.append((
+                    state.next_conflict_id, journal_id, item.session, result.exec_id,
+                    self.known.get((result.session, result.exec_id)) or "", result.content_hash,
+                    int(item.received * 1e6)))
                 state.next_conflict_id += 1
             if item.kind == "reset":
                 last_seq[item.session] = 0
@@ -182,7 +181,7 @@ class Intake:
         counters.messages += len(items)
         outcomes = counters.outcomes
         for row in batch.journal:
-            outcomes[row["outcome"]] = outcomes.get(row["outcome"], 0) + 1
+            outcomes[row[8]] = outcomes.get(row[8], 0) + 1
         add = self.latency.add
         for item in items:
             add(committed - item.received)
@@ -251,14 +250,14 @@ def _us(dt: datetime | None) -> int | None:
     return None if dt is None else int(dt.timestamp() * 1_000_000)
 
 
-def _fill_row(f: Fill, fill_id: int, journal_id: int) -> dict[str, Any]:
-    return {
-        "id": fill_id, "journal_id": journal_id, "session": f.session, "exec_id": f.exec_id,
-        "kind": f.kind.value, "exec_ref_id": f.exec_ref_id, "order_id": f.order_id,
-        "cl_ord_id": f.cl_ord_id, "account": f.account, "symbol": f.symbol, "side": f.side.value,
-        "currency": f.currency, "last_qty": f.last_qty, "last_px": f.last_px, "cum_qty": f.cum_qty,
-        "leaves_qty": f.leaves_qty, "avg_px": f.avg_px, "order_qty": f.order_qty,
-        "trade_date": f.trade_date, "settl_type": f.settl_type, "settl_date": f.settl_date,
-        "transact_us": _us(f.transact_time), "received_us": _us(f.received_at),
-        "spot_rate": f.spot_rate, "forward_points": f.forward_points,
-        "content_hash": f.content_hash}
+def _text(d: Decimal | None) -> str | None:
+    return None if d is None else str(d)
+
+
+def _fill_row(f: Fill, fill_id: int, journal_id: int) -> tuple[Any, ...]:
+    """A fills row in FILL_COLUMNS order; decimals as their exact text."""
+    return (fill_id, journal_id, f.session, f.exec_id, f.kind.value, f.exec_ref_id, f.order_id,
+            f.cl_ord_id, f.account, f.symbol, f.side.value, f.currency, str(f.last_qty),
+            str(f.last_px), _text(f.cum_qty), _text(f.leaves_qty), _text(f.avg_px),
+            _text(f.order_qty), f.trade_date, f.settl_type, f.settl_date, _us(f.transact_time),
+            _us(f.received_at), _text(f.spot_rate), _text(f.forward_points), f.content_hash)

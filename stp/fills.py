@@ -111,8 +111,10 @@ _FIX42_FILL_STATES = frozenset({"1", "2"})      # ExecType partial fill, fill
 
 
 def content_hash(fields: Mapping[int, str]) -> str:
-    parts = [f"{t}={fields[t]}" for t in CONTENT_TAGS if t in fields]
-    return hashlib.blake2b("\x01".join(parts).encode(), digest_size=16).hexdigest()
+    """Hash of the business fields' values in CONTENT_TAGS order ("" if absent)."""
+    get = fields.get
+    text = "\x01".join([get(t, "") for t in CONTENT_TAGS])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def normalise(fields: Mapping[int, str], session: str, received_at: datetime,
@@ -196,15 +198,21 @@ def _bad_date(name: str, tag: int, text: str) -> date:
 
 
 def _timestamp(fields: Mapping[int, str], tag: int) -> datetime | None:
+    """UTCTimestamp YYYYMMDD-HH:MM:SS[.fff...] (by hand: strptime is slow)."""
     text = fields.get(tag)
     if not text:
         return None
     try:
-        base = datetime.strptime(text[:17], "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
-        if len(text) > 18 and text[17] == "." and text[18:].isdigit():
-            frac = text[18:24].ljust(6, "0")
-            base = base.replace(microsecond=int(frac))
-        return base
+        if len(text) < 17 or text[8] != "-" or text[11] != ":" or text[14] != ":":
+            raise ValueError(text)
+        micro = 0
+        if len(text) > 17:
+            frac = text[18:24]
+            if text[17] != "." or not frac.isdigit():
+                raise ValueError(text)
+            micro = int(frac.ljust(6, "0"))
+        return datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[9:11]),
+                        int(text[12:14]), int(text[15:17]), micro, tzinfo=UTC)
     except ValueError:
         raise _Invalid(DK_OTHER, f"TransactTime ({tag}) is not a UTC timestamp: {text!r}") from None
 

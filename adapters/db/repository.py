@@ -18,7 +18,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, event, func, insert, select, tuple_
+from sqlalchemy import Connection, event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.db import schema
@@ -31,11 +31,26 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+JOURNAL_COLUMNS = ("id", "session", "seq_num", "msg_type", "received_us", "committed_us", "poss_dup",
+                   "exec_id", "outcome", "reason", "raw")
+FILL_COLUMNS = ("id", "journal_id", "session", "exec_id", "kind", "exec_ref_id", "order_id", "cl_ord_id",
+                "account", "symbol", "side", "currency", "last_qty", "last_px", "cum_qty", "leaves_qty",
+                "avg_px", "order_qty", "trade_date", "settl_type", "settl_date", "transact_us",
+                "received_us", "spot_rate", "forward_points", "content_hash")
+CONFLICT_COLUMNS = ("id", "journal_id", "session", "exec_id", "original_hash", "conflicting_hash",
+                    "received_us")
+
+
 @dataclass(slots=True)
 class IntakeBatch:
-    journal: list[dict[str, Any]] = field(default_factory=list)
-    fills: list[dict[str, Any]] = field(default_factory=list)
-    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    """Rows as tuples in the column order above (driver-level executemany:
+    the per-row parameter processing of SQLAlchemy Core costs more than the
+    insert itself).  ``journal`` rows carry ``None`` for committed_us, which
+    ``write_intake`` fills in."""
+
+    journal: list[list[Any]] = field(default_factory=list)
+    fills: list[tuple[Any, ...]] = field(default_factory=list)
+    conflicts: list[tuple[Any, ...]] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)   # session -> last committed seq
     resets: set[str] = field(default_factory=set)            # sessions whose sequence restarted
 
@@ -60,6 +75,10 @@ class Database:
             if path and not path.startswith(":memory:"):
                 Path(path.split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
+        self._qmark = self.engine.dialect.paramstyle == "qmark"
+        self._insert_journal = self._insert_sql("journal", JOURNAL_COLUMNS)
+        self._insert_fills = self._insert_sql("fills", FILL_COLUMNS)
+        self._insert_conflicts = self._insert_sql("conflicts", CONFLICT_COLUMNS)
         if self.is_sqlite:
             sync = sqlite_synchronous
 
@@ -70,6 +89,10 @@ class Database:
                 cur.execute(f"PRAGMA synchronous={sync}")
                 cur.execute("PRAGMA busy_timeout=5000")
                 cur.close()
+
+    def _insert_sql(self, table: str, columns: Sequence[str]) -> str:
+        marks = ", ".join("?" if self._qmark else f"${i + 1}" for i in range(len(columns)))
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -100,31 +123,37 @@ class Database:
     async def known_hashes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Content hashes of the fills already stored under these (session, ExecID)."""
         out: dict[tuple[str, str], str] = {}
-        if not keys:
-            return out
-        f = schema.fills.c
+        by_session: dict[str, list[str]] = {}
+        for session, exec_id in keys:
+            by_session.setdefault(session, []).append(exec_id)
         async with self.engine.connect() as conn:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                result = await conn.execute(
-                    select(f.session, f.exec_id, f.content_hash)
-                    .where(tuple_(f.session, f.exec_id).in_(chunk)))
-                for row in result:
-                    out[(row.session, row.exec_id)] = row.content_hash
+            for session, ids in by_session.items():
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    if self.is_sqlite:
+                        sql = ("SELECT exec_id, content_hash FROM fills WHERE session = ? AND exec_id IN ("
+                               + ", ".join("?" * len(chunk)) + ")")
+                        params: tuple[Any, ...] = (session, *chunk)
+                    else:
+                        sql = ("SELECT exec_id, content_hash FROM fills "
+                               "WHERE session = $1 AND exec_id = ANY($2::varchar[])")
+                        params = (session, list(chunk))
+                    for row in (await conn.exec_driver_sql(sql, params)).all():
+                        out[(session, row[0])] = row[1]
         return out
 
     async def write_intake(self, batch: IntakeBatch) -> None:
         """Journal, fills, conflicts and sequence numbers: one transaction."""
         stamp = now_us()
         for row in batch.journal:
-            row["committed_us"] = stamp
+            row[5] = stamp
         async with self.engine.begin() as conn:
             if batch.journal:
-                await conn.execute(insert(schema.journal), batch.journal)
+                await conn.exec_driver_sql(self._insert_journal, [tuple(r) for r in batch.journal])
             if batch.fills:
-                await conn.execute(insert(schema.fills), batch.fills)
+                await conn.exec_driver_sql(self._insert_fills, batch.fills)
             if batch.conflicts:
-                await conn.execute(insert(schema.conflicts), batch.conflicts)
+                await conn.exec_driver_sql(self._insert_conflicts, batch.conflicts)
             for session, seq in batch.last_seq.items():
                 await self._set_last_seq(conn, session, seq, session in batch.resets, stamp)
 

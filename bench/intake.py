@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Intake benchmark: LP simulator -> quickfix -> committed journal and fills.
+
+Three figures from one run on this machine:
+
+1. ``raw_parse_per_s``: the in-process parse of an ExecutionReport string
+   into fields and a typed fill (what intake does per message, without
+   quickfix or the database);
+2. ``max``: the LP simulator (its own process) streams ``--count`` fills as
+   fast as it can to the engine (its own process, SQLite by default);
+   fills/s = fills committed / (last commit - first receipt), read back from
+   the journal;
+3. ``offered``: the same at ``--rate`` fills/s offered, with the engine's
+   receipt-to-commit latency (p50/p99 of every message, measured after the
+   commit returned).
+
+    python bench/intake.py --count 100000 --rate 10000
+    python bench/intake.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.fix.codec import finish, parse_text  # noqa: E402
+from adapters.sim.fixmsg import er_body  # noqa: E402
+from adapters.sim.scenario import Scenario  # noqa: E402
+from bench.crash_test import free_port, reset_postgres, status, write_config  # noqa: E402
+from stp.fills import normalise  # noqa: E402
+
+START = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+
+
+def raw_parse_rate(n: int = 50_000) -> float:
+    fills = [e.lp for e in Scenario(seed=3, count=2000, start=START).events()]
+    texts = [finish("FIX.4.4", f"35=8\x0134={i + 2}\x0149=LP1\x0152=20261118-09:00:00.000\x0156=STP\x01"
+                    + er_body(f)).decode() for i, f in enumerate(fills)]
+    received = datetime.now(UTC)
+    t0 = time.perf_counter()
+    for i in range(n):
+        normalise(parse_text(texts[i % len(texts)]).index(), "LP1", received)
+    return n / (time.perf_counter() - t0)
+
+
+def engine_log_summary(stderr: str) -> dict[str, object]:
+    for line in reversed(stderr.strip().splitlines()):
+        if '"engine_stopped"' in line:
+            return json.loads(line)  # type: ignore[no-any-return]
+    return {}
+
+
+async def journal_span(db_url: str) -> tuple[int, float]:
+    from sqlalchemy import func, select
+
+    from adapters.db.repository import Database
+    from adapters.db.schema import journal
+
+    db = Database(db_url)
+    try:
+        async with db.engine.connect() as conn:
+            row = (await conn.execute(select(func.count(), func.min(journal.c.received_us),
+                                             func.max(journal.c.committed_us)))).one()
+    finally:
+        await db.close()
+    return int(row[0]), (row[2] - row[1]) / 1e6
+
+
+def run_once(count: int, rate: float | None, db_url: str | None, tmp: Path) -> dict[str, object]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    url = db_url or f"sqlite+aiosqlite:///{tmp / 'stp.db'}"
+    if db_url:
+        reset_postgres(db_url)
+    lp_port = free_port()
+    cfg = tmp / "engine.toml"
+    write_config(cfg, url, lp_port, free_port())
+    engine = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "info", "run",
+                               "--config", str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    lp_cmd = [sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate", "lp",
+              "--port", str(lp_port), "--count", str(count), "--seed", "9", "--start", START.isoformat(),
+              "--state-dir", str(tmp / "sim"), "--reset", "--linger", "1", "--no-progress"]
+    if rate:
+        lp_cmd += ["--rate", str(rate)]
+    lp = subprocess.run(lp_cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and status(cfg)["executions"] < count:
+        time.sleep(0.5)
+    engine.send_signal(signal.SIGTERM)
+    _, err = engine.communicate(timeout=60)
+    committed, span = asyncio.run(journal_span(url))
+    summary = engine_log_summary(err)
+    lp_summary = json.loads(lp.stdout.strip().splitlines()[-1])
+    return {"offered_per_s": rate or "max", "lp_sent_per_s": lp_summary["rate_per_s"],
+            "committed": committed, "fills_per_s": round(committed / span, 1) if span > 0 else None,
+            "latency_p50_ms": summary.get("latency_p50_ms"), "latency_p99_ms": summary.get("latency_p99_ms"),
+            "batches": summary.get("batches"), "queue_high_water": summary.get("queue_high_water")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=100_000)
+    ap.add_argument("--rate", type=float, default=10_000)
+    ap.add_argument("--database-url", default=None)
+    args = ap.parse_args()
+    result: dict[str, object] = {"count": args.count,
+                                 "database": "postgresql" if args.database_url else "sqlite",
+                                 "raw_parse_per_s": round(raw_parse_rate(), 1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        result["max"] = run_once(args.count, None, args.database_url, Path(tmp) / "max")
+    with tempfile.TemporaryDirectory() as tmp:
+        result["offered"] = run_once(args.count, args.rate, args.database_url, Path(tmp) / "offered")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
