@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -138,8 +138,9 @@ class Database:
                         sql = ("SELECT exec_id, content_hash FROM fills "
                                "WHERE session = $1 AND exec_id = ANY($2::varchar[])")
                         params = (session, list(chunk))
-                    for row in (await conn.exec_driver_sql(sql, params)).all():
-                        out[(session, row[0])] = row[1]
+                    rows = cast("list[tuple[str, str]]", (await conn.exec_driver_sql(sql, params)).all())
+                    for exec_id, content_hash in rows:
+                        out[(session, exec_id)] = content_hash
         return out
 
     async def write_intake(self, batch: IntakeBatch) -> None:
