@@ -121,6 +121,13 @@ def _session(role: str, raw: dict[str, Any], index: int) -> SessionSpec:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _positive_int(section: dict[str, Any], key: str, default: int) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"[engine] {key} must be a positive integer, got {value!r}")
+    return value
+
+
 def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> EngineConfig:
     env = dict(os.environ) if env is None else env
     file = Path(path) if path is not None else DEFAULT_CONFIG
@@ -152,13 +159,18 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         mqtt_port = int(env.get("STP_MQTT_PORT") or mqtt.get("port", 1883))
     except ValueError:
         raise ConfigError("STP_MQTT_PORT / [mqtt] port must be a number") from None
+    batch_max = _positive_int(engine, "batch_max", 2000)
+    queue_max = _positive_int(engine, "queue_max", 200_000)
+    for spec in lps + platforms:
+        if len(spec.name) > 64:
+            raise ConfigError(f"session name {spec.name[:20]!r}... is longer than 64 characters")
     return EngineConfig(
         path=file, database_url=url, state_dir=state_dir,
         mqtt_host=env.get("STP_MQTT_HOST") or mqtt.get("host", "127.0.0.1"), mqtt_port=mqtt_port,
         mqtt_topic_prefix=mqtt.get("topic_prefix", "fxstp"),
         log_level=env.get("STP_LOG_LEVEL") or logging_.get("level", "info"),
         log_format=logging_.get("format", "json"),
-        batch_max=int(engine.get("batch_max", 2000)), queue_max=int(engine.get("queue_max", 200_000)),
+        batch_max=batch_max, queue_max=queue_max,
         lps=lps, platforms=platforms,
         reference_dir=_resolve(base, engine.get("reference_dir", "config/reference")),
         extra={k: v for k, v in data.items()

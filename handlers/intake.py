@@ -15,7 +15,7 @@ import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -118,7 +118,22 @@ class Intake:
             self.idle.clear()
             batch = queue.take(self.batch_max)
             if batch:
-                await self.process(batch)
+                await self._process_until_committed(batch)
+
+    async def _process_until_committed(self, items: list[Inbound]) -> None:
+        """A batch that fails to commit is kept and tried again (database down,
+        network cut): nothing is lost and nothing behind it overtakes it;
+        quickfix is slowed down by the full queue meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                await self.process(items)
+                return
+            except Exception as exc:
+                log.error("intake_commit_failed", error=repr(exc)[:300], messages=len(items),
+                          retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def drain_and_stop(self) -> None:
         """Commit whatever is queued, then end ``run``."""
@@ -126,56 +141,57 @@ class Intake:
         self.queue.wakeup.set()
 
     async def process(self, items: list[Inbound]) -> None:
+        """Decide, commit, and only then update the in-memory state."""
         batch = IntakeBatch()
         dk: list[tuple[str, dict[int, str], str, str]] = []
-        parsed: list[tuple[Inbound, dict[int, str] | None, Fill | Rejection | NotAFill | None]] = []
+        parsed: list[tuple[Inbound, int, dict[int, str] | None, Fill | Rejection | NotAFill | None]] = []
         for item in items:
             fields: dict[int, str] | None
             try:
                 fields = fields_of(item.raw)
             except GarbledMessage:
                 fields = None
+            received_us = int(item.received * 1_000_000)
             result: Fill | Rejection | NotAFill | None = None
             if fields is not None and item.kind == "app":
-                received = datetime.fromtimestamp(item.received, UTC)
-                result = normalise(fields, item.session, received, self.known_symbols)
-            parsed.append((item, fields, result))
+                result = normalise(fields, item.session, _EPOCH + timedelta(microseconds=received_us),
+                                   self.known_symbols)
+            parsed.append((item, received_us, fields, result))
         # one query for the keys the cache does not know
-        missing = list({(f.session, f.exec_id) for _, _, f in parsed
+        missing = list({(f.session, f.exec_id) for _, _, _, f in parsed
                         if isinstance(f, Fill) and (f.session, f.exec_id) not in self.known})
         from_db = await self.db.known_hashes(missing) if missing else {}
-        for key, h in from_db.items():
-            self.known.add(key, h)
-        state = self.state
-        last_seq = self.last_seq
-        for item, fields, result in parsed:
-            outcome, reason, exec_id = self._decide(item, fields, result, batch, dk)
+        staged = _Staged(self.known, from_db, self.state, self.last_seq)
+        for item, received_us, fields, result in parsed:
+            outcome, reason, exec_id = self._decide(item, fields, result, staged, dk)
             seq = _seq(fields, item.kind)
-            journal_id = state.next_journal_id
-            state.next_journal_id += 1
+            journal_id = staged.next_journal_id
+            staged.next_journal_id += 1
             f = fields or {}
             batch.journal.append([
-                journal_id, item.session, seq, f.get(35, "?"), int(item.received * 1e6), None,
-                f.get(43) == "Y", exec_id, outcome.value if outcome is not None else item.kind,
-                reason, item.raw])
+                journal_id, item.session, seq, f.get(35, "?")[:8], received_us, None,
+                f.get(43) == "Y", exec_id[:64] if exec_id else None,
+                outcome.value if outcome is not None else item.kind, reason, item.raw])
             if outcome is Outcome.ACCEPTED and isinstance(result, Fill):
-                batch.fills.append(_fill_row(result, state.next_fill_id, journal_id))
-                state.next_fill_id += 1
+                batch.fills.append(_fill_row(result, staged.next_fill_id, journal_id))
+                staged.next_fill_id += 1
             elif outcome is Outcome.CONFLICT and isinstance(result, Fill):
                 batch.conflicts.append((
-                    state.next_conflict_id, journal_id, item.session, result.exec_id,
-                    self.known.get((result.session, result.exec_id)) or "", result.content_hash,
-                    int(item.received * 1e6)))
-                state.next_conflict_id += 1
+                    staged.next_conflict_id, journal_id, item.session, result.exec_id,
+                    staged.known_hash((result.session, result.exec_id)) or "", result.content_hash,
+                    received_us))
+                staged.next_conflict_id += 1
             if item.kind == "reset":
-                last_seq[item.session] = 0
+                staged.last_seq[item.session] = 0
                 batch.resets.add(item.session)
                 batch.last_seq[item.session] = 0
-            elif seq > last_seq.get(item.session, 0) or item.session in batch.resets:
-                last_seq[item.session] = seq
+            elif seq > staged.last_seq.get(item.session, 0) or item.session in batch.resets:
+                staged.last_seq[item.session] = seq
                 batch.last_seq[item.session] = seq
         await self.db.write_intake(batch)
+        # committed: now the in-memory state may move on
         committed = time.time()
+        staged.apply(self)
         counters = self.counters
         counters.batches += 1
         counters.messages += len(items)
@@ -192,7 +208,7 @@ class Intake:
             log.warning("intake_problems", conflicts=len(batch.conflicts), dont_know=len(dk))
 
     def _decide(self, item: Inbound, fields: dict[int, str] | None,
-                result: Fill | Rejection | NotAFill | None, batch: IntakeBatch,
+                result: Fill | Rejection | NotAFill | None, staged: _Staged,
                 dk: list[tuple[str, dict[int, str], str, str]],
                 ) -> tuple[Outcome | None, str | None, str | None]:
         if item.kind == "reset":
@@ -219,9 +235,9 @@ class Intake:
             return Outcome.NOT_A_FILL, result.text, exec_id
         assert isinstance(result, Fill)
         key = (result.session, result.exec_id)
-        outcome = dedupe(result.content_hash, self.known.get(key))
+        outcome = dedupe(result.content_hash, staged.known_hash(key))
         if outcome is Outcome.ACCEPTED:
-            self.known.add(key, result.content_hash)
+            staged.new_keys[key] = result.content_hash
         elif outcome is Outcome.CONFLICT:
             log.warning("intake_conflict", session=item.session, seq=fields.get(34),
                         exec_id=result.exec_id, poss_dup=fields.get(43) == "Y")
@@ -246,8 +262,41 @@ def _seq(fields: dict[int, str] | None, kind: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
 def _us(dt: datetime | None) -> int | None:
-    return None if dt is None else int(dt.timestamp() * 1_000_000)
+    """Exact integer microseconds since the epoch."""
+    return None if dt is None else (dt - _EPOCH) // _ONE_US
+
+
+class _Staged:
+    """A batch's view of the intake state; applied only after its commit."""
+
+    def __init__(self, known: KnownExecutions, from_db: dict[tuple[str, str], str],
+                 state: IntakeState, last_seq: dict[str, int]) -> None:
+        self._known = known
+        self.from_db = from_db
+        self.new_keys: dict[tuple[str, str], str] = {}
+        self.next_journal_id = state.next_journal_id
+        self.next_fill_id = state.next_fill_id
+        self.next_conflict_id = state.next_conflict_id
+        self.last_seq = dict(last_seq)
+
+    def known_hash(self, key: tuple[str, str]) -> str | None:
+        return self.new_keys.get(key) or self._known.get(key) or self.from_db.get(key)
+
+    def apply(self, intake: Intake) -> None:
+        for key, h in self.from_db.items():
+            intake.known.add(key, h)
+        for key, h in self.new_keys.items():
+            intake.known.add(key, h)
+        state = intake.state
+        state.next_journal_id = self.next_journal_id
+        state.next_fill_id = self.next_fill_id
+        state.next_conflict_id = self.next_conflict_id
+        intake.last_seq = self.last_seq
 
 
 def _text(d: Decimal | None) -> str | None:

@@ -15,10 +15,11 @@ same report hashes the same and any change of content does not.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 
 from stp.currency import is_known_currency
@@ -106,6 +107,7 @@ class _Invalid(Exception):
 CONTENT_TAGS = (1, 6, 11, 14, 15, 17, 19, 20, 31, 32, 37, 38, 39, 54, 55, 60, 63, 64, 75, 150, 151,
                 194, 195, 460, 487, 571, 572, 880)
 _FIX42_TRANS = {"0": ExecKind.TRADE, "1": ExecKind.CANCEL, "2": ExecKind.CORRECT}
+_FIX42_STATUS = "3"                               # ExecTransType Status: not a trade
 _FIX44_KINDS = {"F": ExecKind.TRADE, "G": ExecKind.CORRECT, "H": ExecKind.CANCEL}
 _FIX42_FILL_STATES = frozenset({"1", "2"})      # ExecType partial fill, fill
 
@@ -139,6 +141,8 @@ def _execution_kind(fields: Mapping[int, str]) -> ExecKind | None:
     exec_type = fields.get(150)
     trans = fields.get(20)
     if trans is not None:                       # FIX.4.2 and earlier
+        if trans == _FIX42_STATUS:
+            return None
         kind = _FIX42_TRANS.get(trans)
         if kind is None:
             raise _Invalid(DK_OTHER, f"ExecTransType (20) {trans!r} is not supported")
@@ -167,19 +171,19 @@ def _required(fields: Mapping[int, str], tag: int, name: str) -> str:
     return value
 
 
+# FIX Qty/Price/Amt/Float syntax: optional minus, digits, optional point and digits.
+_FIX_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
 def _decimal(fields: Mapping[int, str], tag: int, name: str, required: bool = True) -> Decimal | None:
     text = fields.get(tag)
     if text is None or text == "":
         if required:
             raise _Invalid(DK_OTHER, f"{name} ({tag}) missing")
         return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise _Invalid(DK_OTHER, f"{name} ({tag}) is not a number: {text!r}") from None
-    if not value.is_finite():
-        raise _Invalid(DK_OTHER, f"{name} ({tag}) is not a finite number: {text!r}")
-    return value
+    if _FIX_DECIMAL.fullmatch(text) is None:
+        raise _Invalid(DK_OTHER, f"{name} ({tag}) is not a number: {text!r}")
+    return Decimal(text)
 
 
 def _date(fields: Mapping[int, str], tag: int, name: str) -> date | None:
@@ -207,10 +211,10 @@ def _timestamp(fields: Mapping[int, str], tag: int) -> datetime | None:
             raise ValueError(text)
         micro = 0
         if len(text) > 17:
-            frac = text[18:24]
-            if text[17] != "." or not frac.isdigit():
+            frac = text[18:]
+            if text[17] != "." or not (1 <= len(frac) <= 9 and frac.isascii() and frac.isdigit()):
                 raise ValueError(text)
-            micro = int(frac.ljust(6, "0"))
+            micro = int(frac[:6].ljust(6, "0"))
         return datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[9:11]),
                         int(text[12:14]), int(text[15:17]), micro, tzinfo=UTC)
     except ValueError:
@@ -235,9 +239,26 @@ def _pair(symbol: str, known_symbols: frozenset[str] | None) -> CurrencyPair:
     return pair
 
 
+# Longest identifiers the engine stores (the database columns' sizes).
+MAX_ID_LENGTH = 64
+_ID_TAGS = ((17, "ExecID"), (19, "ExecRefID"), (37, "OrderID"), (11, "ClOrdID"), (1, "Account"),
+            (571, "TradeReportID"), (572, "TradeReportRefID"))
+
+
+def _check_lengths(fields: Mapping[int, str]) -> None:
+    for tag, name in _ID_TAGS:
+        value = fields.get(tag)
+        if value is not None and len(value) > MAX_ID_LENGTH:
+            raise _Invalid(DK_OTHER, f"{name} ({tag}) is longer than {MAX_ID_LENGTH} characters")
+    settl_type = fields.get(63)
+    if settl_type is not None and len(settl_type) > 8:
+        raise _Invalid(DK_OTHER, f"SettlType (63) {settl_type[:20]!r} is not a settlement type")
+
+
 def _build(fields: Mapping[int, str], kind: ExecKind, session: str, received_at: datetime,
            known_symbols: frozenset[str] | None) -> Fill:
     tcr = fields.get(35) == "AE"
+    _check_lengths(fields)
     exec_id = _required(fields, 17, "ExecID")
     pair = _pair(_required(fields, 55, "Symbol"), known_symbols)
     side_text = _required(fields, 54, "Side")

@@ -188,6 +188,8 @@ class FileStore:
         self.flush()
 
     def flush(self) -> None:
+        if self._body.closed:
+            return
         self._body.flush()
         os.pwrite(self._seq_fd, _SEQ_FMT % (self.next_sender_seq, self.next_target_seq), 0)
         if self.fsync:
@@ -195,6 +197,8 @@ class FileStore:
             os.fsync(self._seq_fd)
 
     def close(self) -> None:
+        if self._body.closed:
+            return
         try:
             self.flush()
         finally:

@@ -277,10 +277,6 @@ def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): [engine] batch_max / queue_max are converted with a bare int(): a bad value "
-    "raises a plain ValueError ('invalid literal for int()') instead of ConfigError, so a "
-    "caller catching ConfigError to print a clean configuration error gets a traceback"))
 def test_bad_batch_max_is_a_config_error(tmp_path: Path) -> None:
     try:
         load(write(tmp_path, '[engine]\nbatch_max = "lots"\n'), env={})
