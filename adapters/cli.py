@@ -192,7 +192,11 @@ def _simulate(args: argparse.Namespace) -> int:
                      begin_string=args.begin_string, state_dir=args.state_dir, reset=args.reset,
                      start=args.start, linger=args.linger, heartbeat=args.heartbeat,
                      lp_name=args.lp_name, progress=args.progress, wait_logon=args.wait_logon)
-    return _run_async(run_simulator(opt))
+    try:
+        return _run_async(run_simulator(opt))
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _run_async(coro: Coroutine[Any, Any, Any]) -> int:

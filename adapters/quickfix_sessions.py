@@ -163,9 +163,16 @@ def build_quickfix_application(app: EngineApplication) -> Any:
     queue = app.queue
     by_id = app.by_id
 
+    by_pointer: dict[int, SessionSpec | None] = {}
+
     def spec_of(session_id: Any) -> SessionSpec | None:
-        # SessionID.toString() is "FIX.4.4:STP->LP1": one call into quickfix
-        return by_id.get(session_id.toString())
+        # quickfix hands every callback of a session the same C++ SessionID
+        # object: its address (no call into quickfix, so no GIL hand-off)
+        # finds the spec after the first time.
+        pointer = int(session_id.this)
+        if pointer not in by_pointer:
+            by_pointer[pointer] = by_id.get(session_id.toString())
+        return by_pointer[pointer]
 
     class _App(fix.Application):  # type: ignore[misc,name-defined]
         def onCreate(self, session_id: Any) -> None:

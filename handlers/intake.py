@@ -29,6 +29,7 @@ from stp.intake import Outcome, dedupe
 
 log = structlog.get_logger("engine.intake")
 
+YIELD_EVERY = 32          # messages processed between two GIL hand-offs
 DontKnowSender = Callable[[str, dict[int, str], str, str], bool]
 
 
@@ -145,7 +146,11 @@ class Intake:
         batch = IntakeBatch()
         dk: list[tuple[str, dict[int, str], str, str]] = []
         parsed: list[tuple[Inbound, int, dict[int, str] | None, Fill | Rejection | NotAFill | None]] = []
-        for item in items:
+        for n, item in enumerate(items, 1):
+            if not n % YIELD_EVERY:
+                # let quickfix's threads take the GIL: a callback waiting for it
+                # would otherwise wait a whole switch interval per call
+                await asyncio.sleep(0)
             fields: dict[int, str] | None
             try:
                 fields = fields_of(item.raw)
