@@ -11,7 +11,7 @@ committed sequence number.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -197,22 +197,14 @@ class Database:
         }
 
     async def journal_rows(self, session: str | None = None) -> list[dict[str, Any]]:
-        j = schema.journal.c
-        query = select(schema.journal).order_by(j.id)
-        if session is not None:
-            query = query.where(j.session == session)
-        async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(query)]
+        return await self._rows(schema.journal, session)
 
     async def fills_rows(self, session: str | None = None) -> list[dict[str, Any]]:
-        f = schema.fills.c
-        query = select(schema.fills).order_by(f.id)
+        return await self._rows(schema.fills, session)
+
+    async def _rows(self, table: Any, session: str | None) -> list[dict[str, Any]]:
+        query = select(table).order_by(table.c.id)
         if session is not None:
-            query = query.where(f.session == session)
+            query = query.where(table.c.session == session)
         async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in await conn.execute(query)]
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

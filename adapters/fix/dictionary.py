@@ -228,9 +228,6 @@ class DataDictionary:
             if length_name in names and data_name in names:
                 self.length_to_data[names[length_name]] = names[data_name]
 
-    def tag(self, name: str) -> int:
-        return self._names[name]
-
     def _collect(self, node: ET.Element | None, fields: set[int] | list[int], required: list[int],
                  groups: dict[int, GroupDef], parent_required: bool) -> None:
         if node is None:
@@ -256,9 +253,6 @@ class DataDictionary:
                 groups[tag] = group
 
     # ------------------------------------------------------------------
-    def is_admin(self, msg_type: str) -> bool:
-        return msg_type in ADMIN_MSG_TYPES
-
     def split(self, msg: Message, msg_type: str) -> ParsedBody:
         """Split the wire fields into header/body/trailer and parse groups."""
         header: list[tuple[int, str]] = []

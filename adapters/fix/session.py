@@ -612,9 +612,6 @@ class Session:
                 return
 
     # --------------------------------------------------------------- output
-    def _header_extra(self) -> list[tuple[int, str]]:
-        return []
-
     def _send_raw(self, msg_type: str, body: Sequence[tuple[int, str]] | str,
                   header: Sequence[tuple[int, str]] = (), now: float | None = None,
                   seq: int | None = None,
