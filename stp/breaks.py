@@ -1,0 +1,86 @@
+"""Breaks: every discrepancy the engine detects, as one typed value.
+
+A break has a stable id (the same discrepancy detected twice gets the same
+id, so consumers and the outbox can dedupe), a type, a severity, the keys it
+concerns, both sides' values and a human-readable summary.  The core returns
+``Break`` values; the handlers store them (and, from issue 5, publish them).
+Pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class BreakType(StrEnum):
+    # intake
+    EXECID_CONFLICT = "execid_conflict"          # same ExecID, different content
+    REJECTED_REPORT = "rejected_report"          # DontKnowTrade / reject sent
+    # confirmation (validation and matching)
+    UNKNOWN_PAIR = "unknown_pair"
+    INVALID_FILL = "invalid_fill"                # side, quantity, CumQty/LeavesQty
+    PRICE_OUT_OF_TOLERANCE = "price_out_of_tolerance"
+    VALUE_DATE_MISMATCH = "value_date_mismatch"  # SettlDate != computed value date
+    MISMATCH = "mismatch"                        # LP vs platform fields differ
+    UNMATCHED_LP = "unmatched_lp"                # LP fill, no platform record in time
+    UNMATCHED_PLATFORM = "unmatched_platform"    # platform record, no LP fill in time
+    # booking
+    UNKNOWN_REFERENCE = "unknown_reference"      # cancel/correct of an unknown fill
+    UNKNOWN_ACCOUNT = "unknown_account"
+    # settlement
+    SSI_MISSING = "ssi_missing"
+    AFTER_CUT_OFF = "after_cut_off"
+    SETTLEMENT_FAILED = "settlement_failed"
+    # risk
+    EXPOSURE_LIMIT = "exposure_limit"
+    POSITION_DRIFT = "position_drift"
+
+
+DEFAULT_SEVERITY: dict[BreakType, Severity] = {
+    BreakType.EXECID_CONFLICT: Severity.HIGH,
+    BreakType.REJECTED_REPORT: Severity.MEDIUM,
+    BreakType.UNKNOWN_PAIR: Severity.HIGH,
+    BreakType.INVALID_FILL: Severity.HIGH,
+    BreakType.PRICE_OUT_OF_TOLERANCE: Severity.HIGH,
+    BreakType.VALUE_DATE_MISMATCH: Severity.HIGH,
+    BreakType.MISMATCH: Severity.HIGH,
+    BreakType.UNMATCHED_LP: Severity.MEDIUM,
+    BreakType.UNMATCHED_PLATFORM: Severity.MEDIUM,
+    BreakType.UNKNOWN_REFERENCE: Severity.HIGH,
+    BreakType.UNKNOWN_ACCOUNT: Severity.HIGH,
+    BreakType.SSI_MISSING: Severity.CRITICAL,
+    BreakType.AFTER_CUT_OFF: Severity.HIGH,
+    BreakType.SETTLEMENT_FAILED: Severity.CRITICAL,
+    BreakType.EXPOSURE_LIMIT: Severity.HIGH,
+    BreakType.POSITION_DRIFT: Severity.HIGH,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    type: BreakType
+    keys: dict[str, str]                 # e.g. session, exec_id, account, currency, value_date
+    summary: str
+    ours: dict[str, Any] = field(default_factory=dict)     # our side's values
+    theirs: dict[str, Any] = field(default_factory=dict)   # the other side's values
+    severity: Severity | None = None
+
+    @property
+    def level(self) -> Severity:
+        return self.severity or DEFAULT_SEVERITY[self.type]
+
+    @property
+    def break_id(self) -> str:
+        """Stable: the same type and keys always give the same id."""
+        text = self.type.value + "\x01" + "\x01".join(f"{k}={self.keys[k]}" for k in sorted(self.keys))
+        return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()

@@ -1,0 +1,120 @@
+"""Reference data the post-trade core works with, as typed values.
+
+Loaded from ``config/reference/*.toml`` by ``adapters.reference``; the core
+only sees these objects.  Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, time
+from decimal import Decimal
+
+from stp.valuedates import CurrencyPair
+
+# Any two of these make a "major" pair for the EU retail leverage limits.
+ESMA_MAJOR_CURRENCIES = frozenset({"USD", "EUR", "JPY", "GBP", "CAD", "CHF"})
+
+
+@dataclass(frozen=True, slots=True)
+class LeverageGroup:
+    """Leverage and margin thresholds shared by a group of client accounts.
+
+    Defaults are the EU retail (ESMA) limits: 30:1 for majors, 20:1 for the
+    rest; margin close-out (stop-out) at 50% margin level; margin call at 100%.
+    """
+
+    name: str
+    major_leverage: Decimal = Decimal(30)
+    other_leverage: Decimal = Decimal(20)
+    margin_call_level: Decimal = Decimal(100)     # percent
+    stop_out_level: Decimal = Decimal(50)         # percent
+    negative_balance_protection: bool = True
+
+    def leverage(self, pair: CurrencyPair) -> Decimal:
+        major = pair.base in ESMA_MAJOR_CURRENCIES and pair.quote in ESMA_MAJOR_CURRENCIES
+        return self.major_leverage if major else self.other_leverage
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A client account."""
+
+    account_id: str
+    currency: str                                  # account (reporting) currency
+    leverage_group: str
+    opening_balance: Decimal = Decimal(0)
+    name: str = ""
+    # net open position limit per currency (absolute amount in that currency)
+    exposure_limits: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Ssi:
+    """A standing settlement instruction of a counterparty for one currency."""
+
+    counterparty: str
+    currency: str
+    bank_bic: str
+    account: str
+    version: int = 1
+    valid_from: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Counterparty:
+    """An LP (or other settlement counterparty) and its SSIs."""
+
+    name: str                                      # the LP session name
+    ssis: tuple[Ssi, ...] = ()
+
+    def ssi(self, currency: str, on: date | None = None) -> Ssi | None:
+        """The newest SSI version for the currency valid on ``on``."""
+        best: Ssi | None = None
+        for s in self.ssis:
+            if s.currency != currency:
+                continue
+            if on is not None and s.valid_from is not None and s.valid_from > on:
+                continue
+            if best is None or s.version > best.version:
+                best = s
+        return best
+
+
+@dataclass(frozen=True, slots=True)
+class PairSettings:
+    """Per-pair settings: price tolerance for validation, spot lag override."""
+
+    pair: CurrencyPair
+    price_tolerance: Decimal = Decimal("0.02")     # fraction of the last price
+    decimals: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CutOff:
+    """When net settlement for a currency is instructed: ``days_before`` the
+    value date at ``at`` in ``timezone`` (e.g. CLS: value date 06:30 CET is a
+    matching deadline; the default instructs the business day before, 16:00
+    London)."""
+
+    currency: str
+    at: time = time(16, 0)
+    timezone: str = "Europe/London"
+    days_before: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceData:
+    accounts: dict[str, Account]
+    leverage_groups: dict[str, LeverageGroup]
+    counterparties: dict[str, Counterparty]
+    pairs: dict[str, PairSettings]                 # by symbol "EUR/USD"
+    cut_offs: dict[str, CutOff] = field(default_factory=dict)
+    default_cut_off: CutOff = CutOff("*")
+
+    def cut_off(self, currency: str) -> CutOff:
+        return self.cut_offs.get(currency, self.default_cut_off)
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        return frozenset(self.pairs)
