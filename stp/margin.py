@@ -1,0 +1,483 @@
+"""Real-time retail FX margin: equity, used and free margin, margin level,
+margin-call / stop-out events and net exposure per currency.
+
+Definitions (reference section 6), per open position of an account:
+
+* mark: the latest price of the position's pair (the position's average price
+  until the pair has been priced);
+* unrealised P&L = (mark - average price) x quantity, in the quote currency;
+* used margin = |quantity| x mark (the notional in the quote currency) /
+  leverage(pair), leverage from the account's group (ESMA 30:1 majors, 20:1
+  others);
+* both converted from the quote currency to the account currency at the
+  latest rate (``PriceBook.rate``).
+
+Per account: equity = balance + unrealised, free = equity - used, margin level
+= equity / used x 100 (None without used margin).  Every reported amount is
+rounded half-even to the account currency's minor units, the margin level to
+0.01 percent; equity and free margin are computed from the rounded figures, so
+a statement adds up.  The state compares the *reported* margin level with the
+group thresholds: ``stop_out`` when <= stop_out_level, ``margin_call`` when <=
+margin_call_level, else ``ok``; an auditor can check it from the snapshot.
+
+Incremental recomputation.  ``MarginBook`` keeps each position's contribution
+(unrealised and used margin, full precision, account currency) and an index
+``symbol -> accounts`` of every price a contribution depends on:
+
+* the position's own pair (its mark);
+* when the account currency is neither the base nor the quote currency, every
+  symbol ``PriceBook.rate(quote, account currency)`` may consult, whether it is
+  priced yet or not: quote/ccy, ccy/quote and, through USD, quote/USD,
+  USD/quote, USD/ccy, ccy/USD.  A EUR account holding USD/JPY therefore
+  depends on USD/JPY, JPY/EUR, EUR/JPY, JPY/USD, EUR/USD and USD/EUR.  Indexing
+  the candidates that are not priced yet matters: the first EUR/JPY tick
+  changes the conversion path from "through USD" to "inverse EUR/JPY".
+* When the account currency is the quote currency the rate is 1; when it is
+  the base currency the rate is 1 / mark (the pair's own price).
+
+A position update revalues that one position; a price tick revalues, in the
+accounts indexed under its symbol, the positions that depend on it.  The
+account totals are then re-summed from the stored contributions (a handful
+per account) in a fixed order, with the same arithmetic ``recompute`` uses:
+incremental snapshots equal a recompute from scratch exactly, and no running
+sum drifts.
+
+A position whose conversion rate is unknown (no path through the price book)
+cannot be valued: it is left out of the totals and its symbol listed in
+``AccountMargin.unpriced``.
+
+Pure: no I/O, no clock, explicit decimal contexts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+)
+from functools import cache
+from typing import Final, Literal
+
+from stp.breaks import Break, BreakType
+from stp.currency import decimal_context, minor_units, quantize
+from stp.reference import Account, LeverageGroup, ReferenceData
+from stp.valuedates import CurrencyPair
+
+__all__ = [
+    "AccountMargin",
+    "MarginBook",
+    "MarginEvent",
+    "MarginEventKind",
+    "MarginState",
+    "PositionView",
+    "PriceBook",
+    "rate_dependencies",
+]
+
+MarginState = Literal["ok", "margin_call", "stop_out"]
+MarginEventKind = Literal["margin_call", "stop_out", "recovered"]
+
+_USD: Final = "USD"
+_ZERO: Final = Decimal(0)
+_ONE: Final = Decimal(1)
+_HUNDRED: Final = Decimal(100)
+_LEVEL_EXPONENT: Final = Decimal("0.01")
+_RANK: Final[dict[MarginState, int]] = {"ok": 0, "margin_call": 1, "stop_out": 2}
+
+# Divisions (rates, notional / leverage, margin level): 28 significant digits.
+_RATE_CONTEXT: Final = Context(
+    prec=28,
+    rounding=ROUND_HALF_EVEN,
+    Emin=-999_999,
+    Emax=999_999,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+
+
+def _rate_context() -> Context:
+    return _RATE_CONTEXT.copy()
+
+
+@cache
+def _pair(symbol: str) -> CurrencyPair:
+    return CurrencyPair.parse(symbol)
+
+
+def _symbol(symbol: str) -> str:
+    return _pair(symbol).symbol
+
+
+def rate_dependencies(from_ccy: str, to_ccy: str) -> frozenset[str]:
+    """Every symbol ``PriceBook.rate(from_ccy, to_ccy)`` may consult."""
+    if from_ccy == to_ccy:
+        return frozenset()
+    symbols = {f"{from_ccy}/{to_ccy}", f"{to_ccy}/{from_ccy}"}
+    if _USD not in (from_ccy, to_ccy):
+        symbols |= {
+            f"{from_ccy}/{_USD}",
+            f"{_USD}/{from_ccy}",
+            f"{_USD}/{to_ccy}",
+            f"{to_ccy}/{_USD}",
+        }
+    return frozenset(symbols)
+
+
+class PriceBook:
+    """The latest price per pair symbol ("EUR/USD"), and conversion rates."""
+
+    __slots__ = ("_context", "_prices")
+
+    def __init__(self) -> None:
+        self._prices: dict[str, Decimal] = {}
+        self._context = _rate_context()
+
+    def update(self, symbol: str, price: Decimal) -> str:
+        """Store the latest price; return the normalised symbol.
+
+        Raises ValueError for a bad symbol or a price that is not a finite
+        Decimal > 0.
+        """
+        if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
+            raise ValueError(f"price must be a finite Decimal > 0, not {price!r}")
+        normalised = _symbol(symbol)
+        self._prices[normalised] = price
+        return normalised
+
+    def price(self, symbol: str) -> Decimal | None:
+        """The latest price of ``symbol`` (normalised spelling), or None."""
+        return self._prices.get(symbol)
+
+    def __len__(self) -> int:
+        return len(self._prices)
+
+    def _direct(self, from_ccy: str, to_ccy: str) -> Decimal | None:
+        price = self._prices.get(f"{from_ccy}/{to_ccy}")
+        if price is not None:
+            return price
+        inverse = self._prices.get(f"{to_ccy}/{from_ccy}")
+        if inverse is not None:
+            return self._context.divide(_ONE, inverse)
+        return None
+
+    def rate(self, from_ccy: str, to_ccy: str) -> Decimal | None:
+        """How many ``to_ccy`` one ``from_ccy`` buys at the latest prices.
+
+        1 for the same currency; the direct pair's price; 1 / the inverse
+        pair's price; else through USD (from/USD or USD/from, then USD/to or
+        to/USD); None when no path is priced.
+        """
+        if from_ccy == to_ccy:
+            return _ONE
+        direct = self._direct(from_ccy, to_ccy)
+        if direct is not None or _USD in (from_ccy, to_ccy):
+            return direct
+        to_usd = self._direct(from_ccy, _USD)
+        if to_usd is None:
+            return None
+        from_usd = self._direct(_USD, to_ccy)
+        if from_usd is None:
+            return None
+        return self._context.multiply(to_usd, from_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    """What the margin needs of a position: signed base quantity (long > 0)
+    and average price; quantity 0 means flat."""
+
+    account: str
+    pair: str
+    quantity: Decimal
+    average_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMargin:
+    """An account's margin figures, in the account currency."""
+
+    account: str
+    currency: str
+    balance: Decimal
+    unrealised_pnl: Decimal
+    equity: Decimal
+    used_margin: Decimal
+    free_margin: Decimal
+    margin_level: Decimal | None  # percent, None without used margin
+    state: MarginState
+    unpriced: tuple[str, ...] = ()  # positions left out: no conversion rate
+
+
+@dataclass(frozen=True, slots=True)
+class MarginEvent:
+    """The margin level crossed a group threshold (``at_threshold``)."""
+
+    account: str
+    kind: MarginEventKind
+    margin_level: Decimal | None
+    equity: Decimal
+    used_margin: Decimal
+    at_threshold: Decimal
+
+
+@dataclass(slots=True)
+class _Held:
+    """A position and its current contribution (full precision, account ccy)."""
+
+    view: PositionView
+    pair: CurrencyPair
+    depends_on: frozenset[str]
+    unrealised: Decimal = _ZERO
+    used: Decimal = _ZERO
+    priced: bool = True
+
+
+class MarginBook:
+    """Incremental margin over all accounts of the reference data.
+
+    Every account starts flat with its opening balance.  ``on_position``,
+    ``on_price`` and ``set_balance`` return the threshold crossings they
+    caused.  ``recomputed_accounts`` counts account refreshes (a test and
+    monitoring aid).
+    """
+
+    def __init__(
+        self,
+        accounts: Mapping[str, Account],
+        leverage_groups: Mapping[str, LeverageGroup],
+    ) -> None:
+        self._accounts: dict[str, Account] = {}
+        self._groups: dict[str, LeverageGroup] = {}
+        for account_id, account in accounts.items():
+            if account_id != account.account_id:
+                raise ValueError(f"account keyed {account_id!r} is {account.account_id!r}")
+            group = leverage_groups.get(account.leverage_group)
+            if group is None:
+                raise ValueError(f"account {account_id}: unknown leverage group {account.leverage_group!r}")
+            minor_units(account.currency)  # raises for a currency without minor units
+            self._accounts[account_id] = account
+            self._groups[account_id] = group
+        self._prices = PriceBook()
+        self._amount = decimal_context()
+        self._rate = _rate_context()
+        self._balances: dict[str, Decimal] = {
+            a: quantize(acc.opening_balance, acc.currency) for a, acc in self._accounts.items()
+        }
+        self._positions: dict[str, dict[str, _Held]] = {a: {} for a in self._accounts}
+        self._index: dict[str, dict[str, int]] = {}  # symbol -> account -> positions depending
+        self._snapshots: dict[str, AccountMargin] = {a: self.recompute(a) for a in self._accounts}
+        self.recomputed_accounts = 0
+
+    @classmethod
+    def from_reference(cls, reference: ReferenceData) -> MarginBook:
+        return cls(reference.accounts, reference.leverage_groups)
+
+    # -- queries -------------------------------------------------------------
+
+    @property
+    def prices(self) -> PriceBook:
+        """The book's prices (read them; update through ``on_price``)."""
+        return self._prices
+
+    def snapshot(self, account: str) -> AccountMargin:
+        return self._snapshots[account]
+
+    def positions(self, account: str) -> tuple[PositionView, ...]:
+        return tuple(h.view for h in self._positions[account].values())
+
+    def accounts_depending_on(self, symbol: str) -> frozenset[str]:
+        return frozenset(self._index.get(_symbol(symbol), ()))
+
+    def recompute(self, account: str) -> AccountMargin:
+        """The account's figures from scratch: positions, balance and prices.
+
+        Changes nothing (no event, no counter): for tests and audits.
+        """
+        acc = self._accounts[account]
+        values = [(s, *self._value(acc, h.pair, h.view)) for s, h in self._positions[account].items()]
+        return self._build(acc, values)
+
+    # -- updates -------------------------------------------------------------
+
+    def set_balance(self, account: str, balance: Decimal) -> list[MarginEvent]:
+        """Set the balance (opening + cash + realised P&L, account currency)."""
+        acc = self._accounts[account]
+        self._balances[account] = quantize(balance, acc.currency)
+        return self._refresh(account)
+
+    def on_position(self, view: PositionView) -> list[MarginEvent]:
+        """Replace one position of one account (quantity 0 closes it)."""
+        acc = self._accounts.get(view.account)
+        if acc is None:
+            raise KeyError(f"unknown account {view.account!r}")
+        pair = _pair(view.pair)
+        symbol = pair.symbol
+        held = self._positions[view.account]
+        old = held.pop(symbol, None)
+        if old is not None:
+            self._unindex(view.account, old.depends_on)
+        if not view.quantity.is_zero():
+            if not view.average_price.is_finite() or view.average_price <= 0:
+                raise ValueError(f"average price must be finite and > 0, not {view.average_price}")
+            deps = {symbol}
+            if acc.currency not in pair.currencies:
+                deps |= rate_dependencies(pair.quote, acc.currency)
+            new = _Held(view, pair, frozenset(deps))
+            new.unrealised, new.used, new.priced = self._value(acc, pair, view)
+            held[symbol] = new
+            self._index_deps(view.account, new.depends_on)
+        return self._refresh(view.account)
+
+    def on_price(self, symbol: str, price: Decimal) -> list[MarginEvent]:
+        """Store the latest price; revalue only the dependent positions."""
+        normalised = self._prices.update(symbol, price)
+        events: list[MarginEvent] = []
+        for account in tuple(self._index.get(normalised, ())):
+            acc = self._accounts[account]
+            for h in self._positions[account].values():
+                if normalised in h.depends_on:
+                    h.unrealised, h.used, h.priced = self._value(acc, h.pair, h.view)
+            events.extend(self._refresh(account))
+        return events
+
+    # -- exposure ------------------------------------------------------------
+
+    def exposures(self, account: str) -> dict[str, Decimal]:
+        """Net open position per currency: +quantity in the base currency,
+        -quantity x average price in the quote currency, summed over the
+        account's positions (exact up to 38 digits, not rounded; zeros left
+        out)."""
+        a = self._amount
+        totals: dict[str, Decimal] = {}
+        for h in self._positions[account].values():
+            q = h.view.quantity
+            base, quote = h.pair.base, h.pair.quote
+            totals[base] = a.add(totals.get(base, _ZERO), q)
+            totals[quote] = a.subtract(totals.get(quote, _ZERO), a.multiply(q, h.view.average_price))
+        return {ccy: amount for ccy, amount in totals.items() if not amount.is_zero()}
+
+    def check_exposure(self, account: str) -> list[Break]:
+        """An EXPOSURE_LIMIT break per currency whose |net exposure| exceeds
+        the account's limit (currencies without a limit are not checked)."""
+        limits = self._accounts[account].exposure_limits
+        breaks: list[Break] = []
+        for ccy, exposure in self.exposures(account).items():
+            limit = limits.get(ccy)
+            if limit is None or abs(exposure) <= limit:
+                continue
+            breaks.append(
+                Break(
+                    type=BreakType.EXPOSURE_LIMIT,
+                    keys={"account": account, "currency": ccy},
+                    summary=f"account {account}: net {ccy} exposure {exposure} exceeds limit {limit}",
+                    ours={"exposure": exposure},
+                    theirs={"limit": limit},
+                )
+            )
+        return breaks
+
+    # -- internals -----------------------------------------------------------
+
+    def _index_deps(self, account: str, symbols: Iterable[str]) -> None:
+        for s in symbols:
+            counts = self._index.setdefault(s, {})
+            counts[account] = counts.get(account, 0) + 1
+
+    def _unindex(self, account: str, symbols: Iterable[str]) -> None:
+        for s in symbols:
+            counts = self._index[s]
+            if counts[account] == 1:
+                del counts[account]
+                if not counts:
+                    del self._index[s]
+            else:
+                counts[account] -= 1
+
+    def _value(self, acc: Account, pair: CurrencyPair, view: PositionView) -> tuple[Decimal, Decimal, bool]:
+        """(unrealised, used margin, priced) of one position, account currency."""
+        mark = self._prices.price(pair.symbol)
+        if mark is None:
+            mark = view.average_price
+        if acc.currency == pair.quote:
+            rate: Decimal | None = _ONE
+        elif acc.currency == pair.base:
+            rate = self._rate.divide(_ONE, mark)
+        else:
+            rate = self._prices.rate(pair.quote, acc.currency)
+        if rate is None:
+            return _ZERO, _ZERO, False
+        a = self._amount
+        q = view.quantity
+        pnl_quote = a.multiply(a.subtract(mark, view.average_price), q)
+        notional = a.multiply(abs(q), mark)
+        used_quote = self._rate.divide(notional, self._groups[acc.account_id].leverage(pair))
+        return a.multiply(pnl_quote, rate), a.multiply(used_quote, rate), True
+
+    def _build(self, acc: Account, values: Iterable[tuple[str, Decimal, Decimal, bool]]) -> AccountMargin:
+        a = self._amount
+        ccy = acc.currency
+        unrealised = used = _ZERO
+        unpriced: list[str] = []
+        for symbol, pnl, margin, priced in values:
+            if not priced:
+                unpriced.append(symbol)
+            unrealised = a.add(unrealised, pnl)
+            used = a.add(used, margin)
+        balance = self._balances[acc.account_id]
+        unrealised = quantize(unrealised, ccy)
+        used = quantize(used, ccy)
+        equity = a.add(balance, unrealised)
+        free = a.subtract(equity, used)
+        level: Decimal | None = None
+        state: MarginState = "ok"
+        if not used.is_zero():
+            ratio = self._rate.divide(a.multiply(equity, _HUNDRED), used)
+            level = ratio.quantize(_LEVEL_EXPONENT, rounding=ROUND_HALF_EVEN, context=a)
+            if level.is_zero() and level.is_signed():
+                level = level.copy_abs()
+            group = self._groups[acc.account_id]
+            if level <= group.stop_out_level:
+                state = "stop_out"
+            elif level <= group.margin_call_level:
+                state = "margin_call"
+        return AccountMargin(
+            account=acc.account_id,
+            currency=ccy,
+            balance=balance,
+            unrealised_pnl=unrealised,
+            equity=equity,
+            used_margin=used,
+            free_margin=free,
+            margin_level=level,
+            state=state,
+            unpriced=tuple(sorted(unpriced)),
+        )
+
+    def _refresh(self, account: str) -> list[MarginEvent]:
+        acc = self._accounts[account]
+        values = [(s, h.unrealised, h.used, h.priced) for s, h in self._positions[account].items()]
+        new = self._build(acc, values)
+        old = self._snapshots[account]
+        self._snapshots[account] = new
+        self.recomputed_accounts += 1
+        return self._crossings(self._groups[account], old.state, new)
+
+    @staticmethod
+    def _crossings(group: LeverageGroup, before: MarginState, now: AccountMargin) -> list[MarginEvent]:
+        was, is_ = _RANK[before], _RANK[now.state]
+        crossed: list[tuple[MarginEventKind, Decimal]] = []
+        if was < 1 <= is_:
+            crossed.append(("margin_call", group.margin_call_level))
+        if was < 2 <= is_:
+            crossed.append(("stop_out", group.stop_out_level))
+        if is_ == 0 < was:
+            crossed.append(("recovered", group.margin_call_level))
+        return [
+            MarginEvent(now.account, kind, now.margin_level, now.equity, now.used_margin, threshold)
+            for kind, threshold in crossed
+        ]

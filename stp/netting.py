@@ -1,0 +1,227 @@
+"""Settlement netting: one amount per (counterparty, currency, value date).
+
+Bookings come in as balanced postings (see the booking module).  Only the
+counterparty's postings matter here: those whose party is ``"lp:<session>"``.
+When a client buys 1,000,000 EUR/USD at 1.1000 the LP side is posted
+-1,000,000 EUR / +1,100,000 USD, i.e. the LP gives EUR and takes USD; from the
+broker's point of view we *receive* EUR and *pay* USD.  So::
+
+    net = -(sum of the counterparty's postings)   # positive: we receive
+
+The book is incremental: ``apply`` adds one booking's contribution and
+returns the nets it moved.  A cancel or correct is just another booking (a
+reversal has negated postings), so it nets out.  A net that comes back to
+zero is kept, with amount 0: an instruction may already exist for it.
+
+Amounts are added exactly (38 digits, Inexact trapped): a sum that would
+have to round raises instead of losing a cent.  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Context, Decimal, Inexact
+from types import MappingProxyType
+from typing import Final, Protocol
+
+from stp.currency import decimal_context
+
+__all__ = [
+    "LP_PARTY_PREFIX",
+    "BookingLike",
+    "NetBook",
+    "NetChange",
+    "NetKey",
+    "NettingError",
+    "PostingLike",
+    "contributions",
+    "exact_context",
+    "nonnegative_zero",
+]
+
+#: Party prefix of the counterparty's (LP's) postings: "lp:<session>".
+LP_PARTY_PREFIX: Final = "lp:"
+
+_ZERO: Final = Decimal(0)
+
+
+class PostingLike(Protocol):
+    """What netting needs of a posting (structurally: stp.booking's Posting)."""
+
+    @property
+    def ledger(self) -> str: ...        # the currency
+
+    @property
+    def party(self) -> str: ...         # "client:<acc>", "lp:<session>", "bank:client-money"
+
+    @property
+    def amount(self) -> Decimal: ...    # signed, in the ledger currency
+
+    @property
+    def value_date(self) -> date | None: ...
+
+
+class BookingLike(Protocol):
+    """What netting needs of a booking (structurally: stp.booking's Booking)."""
+
+    @property
+    def booking_id(self) -> str: ...
+
+    @property
+    def counterparty(self) -> str | None: ...
+
+    @property
+    def postings(self) -> Sequence[PostingLike]: ...
+
+
+class NettingError(ValueError):
+    """A booking cannot be netted (no value date, inconsistent counterparty,
+    an id re-used with different content, an amount that is not a finite
+    Decimal)."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class NetKey:
+    counterparty: str        # the LP session name (= reference Counterparty.name)
+    currency: str
+    value_date: date
+
+    def __str__(self) -> str:
+        return f"{self.counterparty}/{self.currency}/{self.value_date.isoformat()}"
+
+
+@dataclass(frozen=True, slots=True)
+class NetChange:
+    """One net moved by one booking: ``before`` -> ``after`` (positive: we receive)."""
+
+    key: NetKey
+    before: Decimal
+    after: Decimal
+    booking_id: str
+
+    @property
+    def delta(self) -> Decimal:
+        return exact_context().subtract(self.after, self.before)
+
+
+def exact_context() -> Context:
+    """decimal_context() with Inexact trapped: exact sums or an error."""
+    ctx = decimal_context()
+    ctx.traps[Inexact] = True          # exact sums or an error, never a rounded one
+    return ctx
+
+
+def nonnegative_zero(amount: Decimal) -> Decimal:
+    """Negative zero becomes zero."""
+    return amount.copy_abs() if amount.is_zero() else amount
+
+
+def contributions(booking: BookingLike) -> dict[NetKey, Decimal]:
+    """The booking's contribution to each net (from scratch, no state).
+
+    Postings of parties other than ``lp:<session>`` are ignored; several
+    postings on the same key are summed; keys whose contributions sum to zero
+    are kept (with 0) so that a caller can see the booking touched them.
+    Raises NettingError for an LP posting without a value date, an amount that
+    is not a finite Decimal, or an LP session that contradicts
+    ``booking.counterparty`` (which may be the session name or "lp:<session>").
+    """
+    ctx = exact_context()
+    out: dict[NetKey, Decimal] = {}
+    for posting in booking.postings:
+        if not posting.party.startswith(LP_PARTY_PREFIX):
+            continue
+        session = posting.party[len(LP_PARTY_PREFIX):]
+        where = f"booking {booking.booking_id!r}, posting {posting.party} {posting.ledger}"
+        if not session:
+            raise NettingError(f"{where}: LP party without a session name")
+        if booking.counterparty is not None and booking.counterparty not in (session, posting.party):
+            raise NettingError(
+                f"{where}: LP session {session!r} is not the booking's counterparty "
+                f"{booking.counterparty!r}"
+            )
+        if not isinstance(posting.amount, Decimal) or not posting.amount.is_finite():
+            raise NettingError(f"{where}: amount {posting.amount!r} is not a finite Decimal")
+        if posting.value_date is None:
+            raise NettingError(f"{where}: no value date, cannot net for settlement")
+        key = NetKey(session, posting.ledger, posting.value_date)
+        out[key] = ctx.subtract(out.get(key, _ZERO), posting.amount)
+    return {k: nonnegative_zero(v) for k, v in out.items()}
+
+
+class NetBook:
+    """Nets per (counterparty, currency, value date), updated booking by booking.
+
+    ``apply`` is idempotent per booking id: the same booking applied twice
+    changes nothing; the same id with a different contribution raises
+    NettingError (bookings are immutable).
+    """
+
+    __slots__ = ("_applied", "_by_key", "_nets")
+
+    def __init__(self) -> None:
+        self._nets: dict[NetKey, Decimal] = {}
+        # booking id -> its contribution per key (idempotency, and the audit trail)
+        self._applied: dict[str, Mapping[NetKey, Decimal]] = {}
+        # key -> booking id -> contribution
+        self._by_key: dict[NetKey, dict[str, Decimal]] = {}
+
+    def apply(self, booking: BookingLike) -> list[NetChange]:
+        """Add one booking; return the nets it changed, sorted by key.
+
+        Validates the whole booking before changing anything.  Keys to which
+        the booking contributes zero in total are not reported (and not
+        created).
+        """
+        contrib = contributions(booking)
+        previous = self._applied.get(booking.booking_id)
+        if previous is not None:
+            if dict(previous) != contrib:
+                raise NettingError(
+                    f"booking {booking.booking_id!r} was already netted with different content"
+                )
+            return []
+        ctx = exact_context()
+        new_nets = {
+            key: nonnegative_zero(ctx.add(self._nets.get(key, _ZERO), amount))
+            for key, amount in contrib.items()
+        }  # all sums computed (and checked exact) before any state changes
+        self._applied[booking.booking_id] = MappingProxyType(contrib)
+        changes: list[NetChange] = []
+        for key in sorted(contrib):
+            amount = contrib[key]
+            if amount.is_zero():
+                continue
+            before = self._nets.get(key, _ZERO)
+            self._nets[key] = new_nets[key]
+            self._by_key.setdefault(key, {})[booking.booking_id] = amount
+            changes.append(NetChange(key, before, new_nets[key], booking.booking_id))
+        return changes
+
+    def net(self, key: NetKey) -> Decimal:
+        """The net of ``key`` (0 for a key never touched)."""
+        return self._nets.get(key, _ZERO)
+
+    def nets(
+        self,
+        counterparty: str | None = None,
+        value_date: date | None = None,
+        currency: str | None = None,
+    ) -> dict[NetKey, Decimal]:
+        """All nets (including zero ones), filtered, sorted by key."""
+        return {
+            key: amount
+            for key, amount in sorted(self._nets.items())
+            if (counterparty is None or key.counterparty == counterparty)
+            and (value_date is None or key.value_date == value_date)
+            and (currency is None or key.currency == currency)
+        }
+
+    def trades(self, key: NetKey) -> dict[str, Decimal]:
+        """Booking id -> contribution for the bookings in ``key``'s net."""
+        return dict(self._by_key.get(key, {}))
+
+    def __contains__(self, booking_id: object) -> bool:
+        return booking_id in self._applied

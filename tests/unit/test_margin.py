@@ -1,0 +1,388 @@
+"""Real-time margin, threshold events and exposure (stp.margin)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stp.breaks import BreakType
+from stp.margin import (
+    AccountMargin,
+    MarginBook,
+    MarginEvent,
+    PositionView,
+    PriceBook,
+    rate_dependencies,
+)
+from stp.reference import Account, LeverageGroup
+
+D = Decimal
+GROUPS = {"retail": LeverageGroup("retail")}
+
+
+def book(*accounts: Account) -> MarginBook:
+    return MarginBook({a.account_id: a for a in accounts}, GROUPS)
+
+
+def usd(account_id: str = "A", balance: str = "10000", limits: dict[str, Decimal] | None = None) -> Account:
+    return Account(account_id, "USD", "retail", D(balance), exposure_limits=limits or {})
+
+
+def pos(account: str, pair: str, quantity: str | int, avg: str) -> PositionView:
+    return PositionView(account, pair, D(quantity), D(avg))
+
+
+# -- PriceBook ---------------------------------------------------------------
+
+
+def test_rate_paths() -> None:
+    prices = PriceBook()
+    prices.update("EUR/USD", D("1.1000"))
+    prices.update("USDJPY", D("150.00"))  # normalised to USD/JPY
+    prices.update("GBP/USD", D("1.2500"))
+    assert prices.price("USD/JPY") == D("150.00")
+    assert prices.rate("EUR", "EUR") == 1
+    assert prices.rate("EUR", "USD") == D("1.1000")  # direct
+    assert prices.rate("USD", "EUR") == D(1) / D("1.1")  # inverse (28 digits)
+    assert prices.rate("EUR", "JPY") == D("165.0000")  # EUR/USD x USD/JPY
+    assert prices.rate("JPY", "GBP") == (D(1) / D(150)) * (D(1) / D("1.25"))
+    assert prices.rate("EUR", "SEK") is None
+    assert prices.rate("USD", "SEK") is None
+    prices.update("EUR/JPY", D("160.00"))  # a direct cross wins over USD
+    assert prices.rate("EUR", "JPY") == D("160.00")
+    assert prices.rate("JPY", "EUR") == D(1) / D(160)
+
+
+@pytest.mark.parametrize("bad", [D(0), D(-1), D("NaN"), D("Infinity")])
+def test_price_must_be_positive(bad: Decimal) -> None:
+    with pytest.raises(ValueError):
+        PriceBook().update("EUR/USD", bad)
+
+
+def test_rate_dependencies() -> None:
+    assert rate_dependencies("USD", "USD") == frozenset()
+    assert rate_dependencies("JPY", "USD") == {"JPY/USD", "USD/JPY"}
+    assert rate_dependencies("JPY", "EUR") == {
+        "JPY/EUR",
+        "EUR/JPY",
+        "JPY/USD",
+        "USD/JPY",
+        "USD/EUR",
+        "EUR/USD",
+    }
+
+
+# -- known answers -----------------------------------------------------------
+
+
+def test_usd_account_long_eurusd() -> None:
+    m = book(usd())
+    m.on_position(pos("A", "EUR/USD", 100_000, "1.1000"))
+    m.on_price("EUR/USD", D("1.1050"))
+    s = m.snapshot("A")
+    assert s.unrealised_pnl == D("500.00")  # (1.1050 - 1.1000) x 100,000
+    assert s.used_margin == D("3683.33")  # 110,500 / 30
+    assert s.equity == D("10500.00")
+    assert s.free_margin == D("6816.67")
+    assert s.margin_level == D("285.07")  # 10,500 / 3,683.33 x 100 = 285.068...
+    assert s.state == "ok"
+    assert str(s.used_margin) == "3683.33"  # minor units
+    assert s == m.recompute("A")
+
+
+def test_eur_account_usdjpy_converts_through_eurusd() -> None:
+    m = book(Account("B", "EUR", "retail", D(10_000)))
+    m.on_price("EUR/USD", D("1.1000"))
+    m.on_position(pos("B", "USD/JPY", 100_000, "150.00"))
+    m.on_price("USD/JPY", D("151.00"))
+    s = m.snapshot("B")
+    # 100,000 JPY of P&L / (151 JPY per USD x 1.1 USD per EUR) = 602.0469... EUR
+    assert s.unrealised_pnl == D("602.05")
+    # notional 15,100,000 JPY / 30 = 503,333.33 JPY = 100,000 USD / 1.1 / 30
+    assert s.used_margin == D("3030.30")
+    assert s.equity == D("10602.05")
+    assert s.margin_level == D("349.87")  # 10,602.05 / 3,030.30 x 100 = 349.8679...
+    assert m.accounts_depending_on("EUR/USD") == {"B"}
+    assert m.accounts_depending_on("EUR/JPY") == {"B"}  # a cross would change the path
+
+
+def test_account_in_base_currency_converts_at_the_pairs_own_price() -> None:
+    m = book(Account("E", "EUR", "retail", D(10_000)))
+    m.on_position(pos("E", "EUR/USD", 100_000, "1.1000"))
+    m.on_price("EUR/USD", D("1.1050"))
+    s = m.snapshot("E")
+    assert s.unrealised_pnl == D("452.49")  # 500 USD / 1.1050
+    assert s.used_margin == D("3333.33")  # 100,000 EUR / 30
+    assert m.accounts_depending_on("USD/EUR") == frozenset()
+
+
+def test_other_pair_has_20_to_1() -> None:
+    m = book(usd("C"))
+    m.on_price("USD/SEK", D("10.00"))
+    m.on_position(pos("C", "EUR/SEK", 50_000, "11.50"))
+    m.on_price("EUR/SEK", D("11.40"))
+    s = m.snapshot("C")
+    assert s.unrealised_pnl == D("-500.00")  # -0.10 x 50,000 = -5,000 SEK / 10
+    assert s.used_margin == D("2850.00")  # 570,000 SEK / 20 = 28,500 SEK / 10
+    assert s.margin_level == D("333.33")  # 9,500 / 2,850 x 100
+
+
+def test_short_position_and_unpriced_pair_marks_at_average() -> None:
+    m = book(usd())
+    m.on_position(pos("A", "USD/JPY", -100_000, "150.00"))
+    s = m.snapshot("A")  # no USD/JPY price yet: marked at 150, rate 1/150
+    assert s.unrealised_pnl == 0
+    assert s.used_margin == D("3333.33")
+    m.on_price("USD/JPY", D("148.50"))
+    s = m.snapshot("A")
+    assert s.unrealised_pnl == D("1010.10")  # 150,000 JPY / 148.50
+    assert s.used_margin == D("3333.33")
+
+
+def test_missing_conversion_is_reported_not_guessed() -> None:
+    m = book(Account("G", "GBP", "retail", D(10_000)))
+    m.on_position(pos("G", "USD/JPY", 100_000, "150.00"))
+    s = m.snapshot("G")
+    assert s.unpriced == ("USD/JPY",)
+    assert s.used_margin == 0 and s.margin_level is None
+    m.on_price("GBP/USD", D("1.2500"))  # JPY -> USD via 1/150 (mark), USD -> GBP
+    m.on_price("USD/JPY", D("150.00"))
+    s = m.snapshot("G")
+    assert s.unpriced == ()
+    assert s.used_margin == D("2666.67")  # 100,000 USD / 1.25 / 30
+    assert s == m.recompute("G")
+
+
+def test_closing_removes_the_position_and_its_dependencies() -> None:
+    m = book(Account("B", "EUR", "retail", D(1000)))
+    m.on_position(pos("B", "USD/JPY", 100_000, "150.00"))
+    assert m.accounts_depending_on("EUR/USD") == {"B"}
+    m.on_position(pos("B", "USD/JPY", 0, "150.00"))
+    assert m.positions("B") == ()
+    assert m.accounts_depending_on("EUR/USD") == frozenset()
+    assert m.accounts_depending_on("USD/JPY") == frozenset()
+    s = m.snapshot("B")
+    assert (s.equity, s.used_margin, s.margin_level) == (D("1000.00"), D(0), None)
+
+
+def test_unknown_account_and_group() -> None:
+    m = book(usd())
+    with pytest.raises(KeyError):
+        m.on_position(pos("nobody", "EUR/USD", 1, "1.1"))
+    with pytest.raises(ValueError):
+        MarginBook({"A": Account("A", "USD", "pro")}, GROUPS)
+
+
+# -- events ------------------------------------------------------------------
+
+
+def kinds(events: list[MarginEvent]) -> list[str]:
+    return [e.kind for e in events]
+
+
+def test_margin_call_stop_out_and_recovery_without_repeats() -> None:
+    m = book(usd(balance="5000"))
+    assert m.on_position(pos("A", "EUR/USD", 100_000, "1.1000")) == []
+    assert m.snapshot("A").margin_level == D("136.36")  # 5,000 / 3,666.67
+    assert m.on_price("EUR/USD", D("1.0880")) == []  # 3,800 / 3,626.67 = 104.78
+    events = m.on_price("EUR/USD", D("1.0860"))  # 3,600 / 3,620.00 = 99.45
+    assert events == [MarginEvent("A", "margin_call", D("99.45"), D("3600.00"), D("3620.00"), D(100))]
+    assert m.snapshot("A").state == "margin_call"
+    assert m.on_price("EUR/USD", D("1.0850")) == []  # 96.77: still below, no repeat
+    assert m.on_price("EUR/USD", D("1.0690")) == []  # 53.32
+    events = m.on_price("EUR/USD", D("1.0670"))  # 1,700 / 3,556.67 = 47.80
+    assert kinds(events) == ["stop_out"]
+    assert events[0].at_threshold == D(50) and events[0].margin_level == D("47.80")
+    assert m.on_price("EUR/USD", D("1.0660")) == []  # no repeat
+    assert m.on_price("EUR/USD", D("1.0700")) == []  # 56.07: back between the thresholds
+    assert m.snapshot("A").state == "margin_call"
+    events = m.on_price("EUR/USD", D("1.0950"))  # 4,500 / 3,650 = 123.29
+    assert kinds(events) == ["recovered"] and events[0].at_threshold == D(100)
+    assert m.on_price("EUR/USD", D("1.0960")) == []
+    # one jump through both thresholds: both crossings, in order
+    events = m.on_price("EUR/USD", D("1.0600"))  # 1,000 / 3,533.33 = 28.30
+    assert kinds(events) == ["margin_call", "stop_out"]
+    # closing the position (realised loss into the balance) recovers
+    m.set_balance("A", D("1000"))
+    events = m.on_position(pos("A", "EUR/USD", 0, "1.1000"))
+    assert kinds(events) == ["recovered"] and events[0].margin_level is None
+
+
+def test_exactly_at_the_threshold_is_a_margin_call() -> None:
+    m = book(usd(balance="3666.68"))
+    m.on_price("EUR/USD", D("1.1000"))
+    events = m.on_position(pos("A", "EUR/USD", 100_000, "1.1000"))  # 100.00027... -> 100.00
+    assert kinds(events) == ["margin_call"]  # the reported level decides
+    assert m.snapshot("A").margin_level == D("100.00")
+    assert m.snapshot("A").state == "margin_call"
+
+
+def test_balance_change_crosses() -> None:
+    m = book(usd(balance="10000"))
+    m.on_position(pos("A", "EUR/USD", 100_000, "1.1000"))  # used 3,666.67
+    assert kinds(m.set_balance("A", D("3666.67"))) == ["margin_call"]
+    assert m.set_balance("A", D("3000")) == []
+    assert kinds(m.set_balance("A", D("1833.33"))) == ["stop_out"]  # 49.99...: 50.00
+    assert kinds(m.set_balance("A", D("3666.68"))) == []  # still 100.00: margin call
+    assert kinds(m.set_balance("A", D("3667.00"))) == ["recovered"]
+
+
+# -- incremental scope -------------------------------------------------------
+
+
+def test_price_tick_touches_only_dependent_accounts() -> None:
+    m = book(
+        usd("A"),
+        Account("B", "EUR", "retail", D(10_000)),
+        usd("C"),
+        Account("D", "GBP", "retail", D(10_000)),
+    )
+    m.on_position(pos("A", "EUR/USD", 100_000, "1.1000"))
+    m.on_position(pos("B", "USD/JPY", 100_000, "150.00"))
+    m.on_position(pos("C", "GBP/USD", 100_000, "1.2500"))
+    before = {a: m.snapshot(a) for a in "ABCD"}
+    counter = m.recomputed_accounts
+
+    m.on_price("USD/JPY", D("151.00"))
+    assert m.recomputed_accounts == counter + 1
+    assert all(m.snapshot(a) is before[a] for a in "ACD")
+    assert m.snapshot("B") is not before["B"]
+
+    before = {a: m.snapshot(a) for a in "ABCD"}
+    m.on_price("EUR/USD", D("1.1000"))  # A holds it, B converts JPY -> EUR through it
+    assert m.recomputed_accounts == counter + 3
+    assert all(m.snapshot(a) is before[a] for a in "CD")
+
+    m.on_price("EUR/SEK", D("11.40"))  # nobody
+    m.on_price("AUD/NZD", D("1.0900"))
+    assert m.recomputed_accounts == counter + 3
+
+    m.on_position(pos("C", "GBP/USD", 200_000, "1.2500"))  # a fill touches one account
+    assert m.recomputed_accounts == counter + 4
+    for a in "ABCD":
+        assert m.snapshot(a) == m.recompute(a)
+
+
+# -- exposure ----------------------------------------------------------------
+
+
+def test_exposure_per_currency_and_breaches() -> None:
+    limits = {"EUR": D(1_000_000), "USD": D(1_000_000), "JPY": D(100_000_000)}
+    m = book(usd(limits=limits))
+    m.on_position(pos("A", "EUR/USD", 1_200_000, "1.1000"))
+    assert m.exposures("A") == {"EUR": D(1_200_000), "USD": D(-1_320_000)}
+    breaks = m.check_exposure("A")
+    assert [(b.type, b.keys) for b in breaks] == [
+        (BreakType.EXPOSURE_LIMIT, {"account": "A", "currency": "EUR"}),
+        (BreakType.EXPOSURE_LIMIT, {"account": "A", "currency": "USD"}),
+    ]
+    assert breaks[1].ours == {"exposure": D(-1_320_000)}
+    assert breaks[1].theirs == {"limit": D(1_000_000)}
+    # a long USD/JPY nets the USD leg: -1,320,000 + 500,000
+    m.on_position(pos("A", "USD/JPY", 500_000, "150.00"))
+    assert m.exposures("A") == {"EUR": D(1_200_000), "USD": D(-820_000), "JPY": D(-75_000_000)}
+    assert [b.keys["currency"] for b in m.check_exposure("A")] == ["EUR"]
+    m.on_position(pos("A", "EUR/USD", 1_000_000, "1.1000"))  # at the limit: no break
+    assert m.check_exposure("A") == []
+
+
+# -- property: incremental == from scratch -----------------------------------
+
+PAIRS = ["EUR/USD", "USD/JPY", "EUR/JPY", "GBP/USD", "EUR/GBP", "USD/CHF", "EUR/SEK", "USD/SEK", "USD/TRY"]
+ACCOUNTS = [
+    Account("u", "USD", "retail", D(20_000)),
+    Account("e", "EUR", "retail", D(15_000)),
+    Account("j", "JPY", "retail", D(2_000_000)),
+    Account("g", "GBP", "tight", D(8_000)),
+    Account("s", "SEK", "retail", D(100_000)),
+]
+PROPERTY_GROUPS = {
+    "retail": LeverageGroup("retail"),
+    "tight": LeverageGroup("tight", D(10), D(5), D(150), D(80)),
+}
+BASE_PRICE = {
+    "EUR/USD": 11000,
+    "USD/JPY": 1500000,
+    "EUR/JPY": 1650000,
+    "GBP/USD": 12500,
+    "EUR/GBP": 8800,
+    "USD/CHF": 9000,
+    "EUR/SEK": 114000,
+    "USD/SEK": 104000,
+    "USD/TRY": 320000,
+}
+
+
+@st.composite
+def price_of(draw: st.DrawFn, pair: str) -> Decimal:
+    # +-30% around a plausible level, 4 decimals
+    base = BASE_PRICE[pair]
+    return D(draw(st.integers(base * 7 // 10, base * 13 // 10))).scaleb(-4)
+
+
+position_op = st.tuples(
+    st.just("position"),
+    st.sampled_from([a.account_id for a in ACCOUNTS]),
+    st.sampled_from(PAIRS),
+    st.integers(-20, 20).map(lambda n: D(n * 10_000)),
+    st.integers(0, 99),
+)
+price_op = st.sampled_from(PAIRS).flatmap(lambda p: st.tuples(st.just("price"), st.just(p), price_of(p)))
+balance_op = st.tuples(
+    st.just("balance"),
+    st.sampled_from([a.account_id for a in ACCOUNTS]),
+    st.integers(-5_000, 50_000).map(lambda n: D(n).scaleb(-1) * 10),
+)
+ops = st.lists(st.one_of(position_op, price_op, price_op, balance_op), max_size=60)
+
+
+def _exact(s: AccountMargin) -> tuple[str, ...]:
+    return tuple(str(getattr(s, f)) for f in AccountMargin.__slots__)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops)
+def test_incremental_equals_recompute(sequence: list[tuple[object, ...]]) -> None:
+    m = MarginBook({a.account_id: a for a in ACCOUNTS}, PROPERTY_GROUPS)
+    rank = {"ok": 0, "margin_call": 1, "stop_out": 2}
+    for op in sequence:
+        before = {a.account_id: m.snapshot(a.account_id) for a in ACCOUNTS}
+        counter = m.recomputed_accounts
+        if op[0] == "position":
+            _, account, pair, quantity, fraction = op
+            assert isinstance(account, str) and isinstance(pair, str)
+            assert isinstance(quantity, Decimal) and isinstance(fraction, int)
+            avg = D(BASE_PRICE[pair] * (90 + fraction // 5)).scaleb(-6)
+            events = m.on_position(PositionView(account, pair, quantity, avg))
+            touched = {account}
+        elif op[0] == "price":
+            _, pair, price = op
+            assert isinstance(pair, str) and isinstance(price, Decimal)
+            touched = set(m.accounts_depending_on(pair))
+            events = m.on_price(pair, price)
+            # an account with no positions never depends on a price
+            assert all(m.positions(a) for a in touched)
+        else:
+            _, account, balance = op
+            assert isinstance(account, str) and isinstance(balance, Decimal)
+            events = m.set_balance(account, balance)
+            touched = {account}
+        assert m.recomputed_accounts == counter + len(touched)
+        for a in ACCOUNTS:
+            now = m.snapshot(a.account_id)
+            assert _exact(now) == _exact(m.recompute(a.account_id))
+            if a.account_id not in touched:
+                assert now is before[a.account_id]
+            # events are exactly the threshold crossings
+            was, is_ = rank[before[a.account_id].state], rank[now.state]
+            expected = []
+            if was < 1 <= is_:
+                expected.append("margin_call")
+            if was < 2 <= is_:
+                expected.append("stop_out")
+            if is_ == 0 < was:
+                expected.append("recovered")
+            assert [e.kind for e in events if e.account == a.account_id] == expected

@@ -1,0 +1,278 @@
+"""stp.positions: average-cost positions, realised P&L, the incremental PositionBook."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from stp.booking import Booking, BookingKind, Ledger, TradeAmounts, book_cash, book_fill, book_trade, reverse
+from stp.breaks import BreakType
+from stp.fills import ExecKind, Side
+from stp.positions import Position, PositionBook, apply_trade, replay
+from tests.unit.test_booking import PRICES, QUANTITIES, SPOT, make_fill
+
+D = Decimal
+
+
+def trade(exec_id: str, side: Side, qty: str, px: str, symbol: str = "EUR/USD", account: str = "ACC1",
+          settl_date: date = SPOT) -> Booking:
+    return book_trade(make_fill(exec_id, symbol=symbol, side=side, qty=qty, px=px, account=account,
+                                settl_date=settl_date))
+
+
+def amounts_of(*bookings: Booking) -> list[TradeAmounts]:
+    out = []
+    for b in bookings:
+        assert b.trade is not None
+        out.append(b.trade)
+    return out
+
+
+BUY1 = trade("E1", Side.BUY, "1000000", "1.10")
+BUY2 = trade("E2", Side.BUY, "1000000", "1.20")
+SELL = trade("E3", Side.SELL, "1500000", "1.25")
+
+
+# -- average cost and realised P&L ---------------------------------------------------------------
+
+def test_average_cost_and_realised_pnl() -> None:
+    p = replay(amounts_of(BUY1, BUY2))
+    assert (p.account, p.pair) == ("ACC1", "EUR/USD")
+    assert p.quantity == D("2000000") and p.average_price == D("1.15")
+    assert p.cost == D("2300000.00") and p.realised_pnl == 0
+    p = replay(amounts_of(BUY1, BUY2, SELL))
+    assert p.quantity == D("500000") and p.average_price == D("1.15")
+    assert p.realised_pnl == D("150000.00") and str(p.realised_pnl) == "150000.00"
+    assert p.cost == D("575000.00")
+    assert p.unrealised_pnl(D("1.16")) == D("5000.00")
+
+
+def test_crossing_zero_realises_closed_part_and_opens_rest_at_new_price() -> None:
+    p = replay(amounts_of(BUY1, trade("E2", Side.SELL, "3000000", "1.20")))
+    assert p.realised_pnl == D("100000.00")
+    assert p.quantity == D("-2000000") and p.average_price == D("1.20") and p.cost == D("-2400000.00")
+    p = apply_trade(p, amounts_of(trade("E3", Side.BUY, "2500000", "1.15"))[0])
+    # short 2M at 1.20 bought back at 1.15: +100,000; then long 0.5M at 1.15
+    assert p.realised_pnl == D("200000.00")
+    assert p.quantity == D("500000") and p.average_price == D("1.15")
+
+
+def test_short_reduction_and_flat() -> None:
+    p = replay(amounts_of(trade("E1", Side.SELL, "1000000", "1.20"), trade("E2", Side.BUY, "400000", "1.10")))
+    assert p.realised_pnl == D("40000.00") and p.quantity == D("-600000") and p.average_price == D("1.20")
+    p = apply_trade(p, amounts_of(trade("E3", Side.BUY, "600000", "1.25"))[0])
+    assert p.quantity == 0 and p.average_price is None and p.cost == 0
+    assert p.realised_pnl == D("10000.00")                      # 40,000 - 30,000
+    assert p.unrealised_pnl(D("2")) == 0
+
+
+def test_non_terminating_average() -> None:
+    p = replay(amounts_of(trade("E1", Side.BUY, "1000000", "1.1"), trade("E2", Side.BUY, "2000000", "1.2")))
+    assert p.average_price == D("1.1666666666666666666666666666666666667")   # 38 digits
+    assert p.cost == D("3500000.00")
+
+
+@pytest.mark.parametrize(("qty", "pnl"), [("500", "0"), ("1500", "2"), ("2500", "2")])
+def test_jpy_pnl_is_rounded_half_even_to_yen(qty: str, pnl: str) -> None:
+    # price difference 0.001: 500 x 0.001 = 0.5 -> 0; 1.5 -> 2; 2.5 -> 2
+    p = replay(amounts_of(trade("E1", Side.BUY, qty, "150.000", symbol="USD/JPY"),
+                          trade("E2", Side.SELL, qty, "150.001", symbol="USD/JPY")))
+    assert p.realised_pnl == D(pnl) and p.realised_pnl.as_tuple().exponent == 0
+    assert p.quote_currency == "JPY"
+
+
+def test_sign_minus_one_applies_the_opposite_trade() -> None:
+    p = apply_trade(None, amounts_of(BUY1)[0], sign=-1)
+    assert p.quantity == D("-1000000") and p.average_price == D("1.10")
+    with pytest.raises(ValueError):
+        apply_trade(None, amounts_of(BUY1)[0], sign=2)
+
+
+def test_apply_trade_and_replay_check_their_inputs() -> None:
+    with pytest.raises(ValueError):
+        replay([])
+    with pytest.raises(ValueError):
+        replay(amounts_of(BUY1, trade("E9", Side.BUY, "1", "150", symbol="USD/JPY")))
+    with pytest.raises(ValueError):
+        replay(amounts_of(BUY1, trade("E9", Side.BUY, "1", "1.1", account="ACC2")))
+
+
+# -- PositionBook --------------------------------------------------------------------------------
+
+def test_book_reversal_replays_without_the_reversed_trade() -> None:
+    book = PositionBook()
+    for b in (BUY1, BUY2, SELL):
+        book.apply(b)
+    assert book.position("ACC1", "EUR/USD") == replay(amounts_of(BUY1, BUY2, SELL))
+    after = book.apply(reverse(BUY2))
+    # buy 1M at 1.10, sell 1.5M at 1.25: +150,000 realised, short 0.5M at 1.25
+    assert after == book.position("ACC1", "EUR/USD")
+    assert after is not None
+    assert after.quantity == D("-500000") and after.average_price == D("1.25")
+    assert after.realised_pnl == D("150000.00")
+    assert book.active_trades("ACC1", "EUR/USD") == tuple(amounts_of(BUY1, SELL))
+
+
+def test_book_correction_via_book_fill() -> None:
+    book = PositionBook()
+    book.apply(BUY1)
+    correct = make_fill("E2", kind=ExecKind.CORRECT, exec_ref_id="E1", qty="3000000", px="1.1")
+    result = book_fill(correct, BUY1)
+    for b in result.bookings:
+        book.apply(b)
+    p = book.position("ACC1", "EUR/USD")
+    assert p is not None and p.quantity == D("3000000") and p.realised_pnl == 0
+
+
+def test_book_by_value_date_and_positions() -> None:
+    later = date(2026, 12, 18)
+    book = PositionBook()
+    book.apply(BUY1)
+    book.apply(trade("E2", Side.SELL, "400000", "1.11", settl_date=later))
+    book.apply(trade("E3", Side.BUY, "5", "150", symbol="USD/JPY"))
+    book.apply(trade("E4", Side.BUY, "7", "1.1", account="ACC2"))
+    assert book.by_value_date("ACC1", "EUR/USD") == {SPOT: D("1000000"), later: D("-400000")}
+    assert set(book.positions("ACC1")) == {"EUR/USD", "USD/JPY"}
+    assert book.positions("ACC2")["EUR/USD"].quantity == 7
+    assert book.positions("NOBODY") == {}
+    book.apply(reverse(BUY1))
+    assert book.by_value_date("ACC1", "EUR/USD") == {later: D("-400000")}
+
+
+def test_book_drops_a_position_without_active_trades() -> None:
+    book = PositionBook()
+    book.apply(BUY1)
+    assert book.apply(reverse(BUY1)) is None
+    assert book.position("ACC1", "EUR/USD") is None
+    assert book.by_value_date("ACC1", "EUR/USD") == {} and book.positions("ACC1") == {}
+
+
+def test_book_ignores_cash_and_rejects_bad_bookings() -> None:
+    book = PositionBook()
+    cash = book_cash("C1", "ACC1", "USD", D(100), None)
+    assert book.apply(cash) is None and book.apply(reverse(cash)) is None
+    with pytest.raises(ValueError):
+        book.apply(reverse(BUY1))                                 # never applied
+    book.apply(BUY1)
+    assert book.apply(BUY1) == replay(amounts_of(BUY1))           # identical retry: no-op
+    with pytest.raises(ValueError):
+        book.apply(book_trade(make_fill("E1", qty="5")))          # same id, other amounts
+    assert book.active_trades("ACC1", "EUR/USD") == tuple(amounts_of(BUY1))
+
+
+# -- properties: random trades, cancels and corrections ------------------------------------------
+
+SYMBOLS = ("EUR/USD", "USD/JPY", "EUR/GBP", "USD/CAD")
+DATES = (SPOT, date(2026, 11, 19), date(2026, 12, 18))
+
+
+@st.composite
+def fill_fields(draw: st.DrawFn) -> dict[str, object]:
+    symbol = draw(st.sampled_from(SYMBOLS))
+    base, quote = symbol.split("/")
+    return {"symbol": symbol, "side": draw(st.sampled_from(Side)), "qty": draw(QUANTITIES),
+            "px": draw(PRICES[symbol]), "currency": draw(st.sampled_from((base, quote))),
+            "account": draw(st.sampled_from(("ACC1", "ACC2", "ACC2", None))) if draw(st.booleans())
+            else "ACC1", "settl_date": draw(st.sampled_from(DATES))}
+
+
+@given(st.data())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_random_trades_cancels_and_corrections(data: st.DataObject) -> None:
+    ledger, book = Ledger(), PositionBook()
+    active: dict[tuple[str, str], Booking] = {}       # fill key -> active trade booking, booking order
+    keys_seen: list[tuple[str, str]] = []
+    bookings: list[Booking] = []
+    for n in range(data.draw(st.integers(min_value=1, max_value=40))):
+        session = data.draw(st.sampled_from(("LP1", "LP2")))
+        kind = data.draw(st.sampled_from((ExecKind.TRADE, ExecKind.TRADE, ExecKind.CANCEL, ExecKind.CORRECT)))
+        ref: tuple[str, str] | None = None
+        if kind is not ExecKind.TRADE:
+            ref = data.draw(st.sampled_from([*keys_seen, (session, "UNKNOWN")]))
+            session = ref[0]
+        fill = make_fill(f"E{n}", session=session, kind=kind, exec_ref_id=ref[1] if ref else None,
+                         **data.draw(fill_fields()))  # type: ignore[arg-type]
+        original = active.get(ref) if ref else None
+        result = book_fill(fill, original)
+        event(f"{kind.name} {'with' if original else 'without'} original")
+        if kind is not ExecKind.TRADE and original is None:
+            assert result.bookings == ()
+            assert [b.type for b in result.breaks] == [BreakType.UNKNOWN_REFERENCE]
+        elif fill.account is None and kind is not ExecKind.CANCEL:
+            assert result.bookings == ()
+            assert [b.type for b in result.breaks] == [BreakType.UNKNOWN_ACCOUNT]
+        else:
+            assert result.breaks == ()
+            expected = {ExecKind.TRADE: [BookingKind.TRADE], ExecKind.CANCEL: [BookingKind.REVERSAL],
+                        ExecKind.CORRECT: [BookingKind.REVERSAL, BookingKind.TRADE]}[kind]
+            assert [b.kind for b in result.bookings] == expected
+        for b in result.bookings:
+            assert ledger.apply(b) is True
+            book.apply(b)
+            bookings.append(b)
+            if b.kind is BookingKind.TRADE:
+                assert b.fill_key is not None
+                active[b.fill_key] = b
+                keys_seen.append(b.fill_key)
+            else:
+                assert original is not None and b.reverses == original.booking_id
+                assert original.fill_key is not None
+                del active[original.fill_key]
+            check_invariants(ledger, book, bookings, list(active.values()))
+
+
+def check_invariants(ledger: Ledger, book: PositionBook, bookings: list[Booking],
+                     active: list[Booking]) -> None:
+    sums: dict[str, Decimal] = {}
+    for b in bookings:
+        for p in b.postings:
+            sums[p.ledger] = sums.get(p.ledger, D(0)) + p.amount
+    assert all(total == 0 for total in sums.values())
+    assert all(ledger.total(ccy) == 0 for ccy in ledger.currencies())
+    groups: dict[tuple[str, str], list[TradeAmounts]] = {}
+    client: dict[tuple[str, str], Decimal] = {}
+    for b in active:
+        t = b.trade
+        assert t is not None
+        groups.setdefault((t.account, t.pair.symbol), []).append(t)
+        for ccy, amount in ((t.pair.base, t.base_amount), (t.pair.quote, t.quote_amount)):
+            client[(ccy, t.account)] = client.get((ccy, t.account), D(0)) + amount
+    for (ccy, account), amount in client.items():
+        assert ledger.balance(ccy, f"client:{account}") == amount
+    for account in ("ACC1", "ACC2"):
+        assert set(book.positions(account)) == {pair for acc, pair in groups if acc == account}
+    for (account, pair), trades in groups.items():
+        position = book.position(account, pair)
+        assert position is not None
+        assert position.quantity == sum((t.base_amount for t in trades), D(0))
+        assert position == replay(trades)
+        dated: dict[date | None, Decimal] = {}
+        for t in trades:
+            dated[t.value_date] = dated.get(t.value_date, D(0)) + t.base_amount
+        assert book.by_value_date(account, pair) == {d: q for d, q in dated.items() if q}
+    for symbol in SYMBOLS:
+        for account in ("ACC1", "ACC2"):
+            if (account, symbol) not in groups:
+                assert book.position(account, symbol) is None
+
+
+@given(st.lists(st.tuples(st.sampled_from(Side), QUANTITIES, PRICES["USD/JPY"]), min_size=1, max_size=30))
+@settings(max_examples=200)
+def test_position_quantity_and_pnl_shape(trades: list[tuple[Side, Decimal, Decimal]]) -> None:
+    amounts = amounts_of(*(book_trade(make_fill(f"E{i}", symbol="USD/JPY", side=s, qty=q, px=p))
+                           for i, (s, q, p) in enumerate(trades)))
+    position: Position | None = None
+    for t in amounts:
+        position = apply_trade(position, t)
+        assert position.realised_pnl == position.realised_pnl.quantize(D(1))
+        assert (position.average_price is None) == (position.quantity == 0)
+        if position.average_price is not None:
+            low = min(t.price for t in amounts)
+            high = max(t.price for t in amounts)
+            assert low <= position.average_price <= high
+    assert position == replay(amounts)
+    assert position is not None and position.quantity == sum((t.base_amount for t in amounts), D(0))
