@@ -3,6 +3,10 @@
   run                   the engine (default: config/engine.toml) until SIGINT/SIGTERM
   status                what the database holds: executions, duplicates, conflicts, rejects
   db upgrade            bring the database schema to the newest migration
+  report settlements    net per counterparty and currency for a value date, with instructions
+  report positions      positions per account and pair, with margin
+  settlement status     report a settlement as settled or failed (the desk's input)
+  cash deposit|withdraw a client's cash movement
   simulate lp           LP simulator (FIX acceptor streaming ExecutionReports)
   simulate platform     trading-platform simulator (FIX initiator)
   simulate sink         a counting FIX peer that checks exactly-once delivery
@@ -18,7 +22,8 @@ import json
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +84,29 @@ def _build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="executions, duplicates, conflicts, rejects, sequence numbers")
     st.add_argument("--config", default=None)
     st.add_argument("--json", action="store_true", help="one JSON object")
+    rep = sub.add_parser("report", help="settlements and positions, as the desk sees them")
+    rep.add_argument("what", choices=["settlements", "positions"])
+    rep.add_argument("--config", default=None)
+    rep.add_argument("--date", type=date.fromisoformat, help="value date (settlements), YYYY-MM-DD")
+    rep.add_argument("--account", default=None, help="one account (positions)")
+    rep.add_argument("--json", action="store_true")
+    stl = sub.add_parser("settlement", help="the desk's settlement status input")
+    stl.add_argument("action", choices=["status"])
+    stl.add_argument("--config", default=None)
+    stl.add_argument("--counterparty", required=True)
+    stl.add_argument("--currency", required=True)
+    stl.add_argument("--date", type=date.fromisoformat, required=True, help="value date")
+    stl.add_argument("--status", choices=["settled", "failed"], required=True)
+    stl.add_argument("--reason", default=None)
+    stl.add_argument("--version", type=int, default=None, help="instruction version (default: newest)")
+    cash = sub.add_parser("cash", help="deposit or withdraw client cash")
+    cash.add_argument("action", choices=["deposit", "withdraw"])
+    cash.add_argument("--config", default=None)
+    cash.add_argument("--account", required=True)
+    cash.add_argument("--currency", required=True)
+    cash.add_argument("--amount", type=Decimal, required=True)
+    cash.add_argument("--value-date", type=date.fromisoformat, default=None)
+    cash.add_argument("--reference", default=None, help="unique reference (default: generated)")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--config", default=None)
@@ -112,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:            # bare `run_engine.py`: the default configuration
         args = parser.parse_args([*(argv or [])[:0], *(["--log-level", args.log_level]
                                                        if args.log_level else []), "run"])
-    if args.command in ("run", "status", "db"):
+    if args.command in ("run", "status", "db", "report", "settlement", "cash"):
         return _engine_command(args)
     logs.configure(args.log_level)
     if args.command == "simulate":
@@ -123,10 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _engine_command(args: argparse.Namespace) -> int:
     from adapters import config
+    from adapters.reference import ReferenceError, load_reference
 
     try:
         cfg = config.load(args.config)
-    except config.ConfigError as exc:
+        load_reference(cfg.reference_dir)          # fail early and clearly
+    except (config.ConfigError, ReferenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logs.configure(args.log_level or cfg.log_level, json=cfg.log_format != "console")
@@ -136,6 +166,8 @@ def _engine_command(args: argparse.Namespace) -> int:
         result = asyncio.run(status(cfg))
         print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
         return 0
+    if args.command in ("report", "settlement", "cash"):
+        return asyncio.run(_desk_command(args, cfg))
     if args.command == "db":
         from adapters.db.repository import Database
 
@@ -197,6 +229,42 @@ def _simulate(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
+    from adapters import reports
+    from adapters.db.repository import Database
+
+    db = Database(cfg.database_url)
+    try:
+        await db.migrate()
+        if args.command == "report":
+            if args.what == "settlements":
+                if args.date is None:
+                    print("error: report settlements needs --date YYYY-MM-DD", file=sys.stderr)
+                    return 2
+                rows = await reports.settlements(db, args.date)
+                print(json.dumps(rows, indent=2) if args.json else reports.format_settlements(rows))
+            else:
+                rows = await reports.positions(db, args.account)
+                print(json.dumps(rows, indent=2) if args.json else reports.format_positions(rows))
+            return 0
+        if args.command == "settlement":
+            payload = reports.settlement_status_payload(args.counterparty, args.currency, args.date,
+                                                        args.status, args.reason, args.version)
+            inbox_id = await reports.enqueue(db, "settlement_status", payload)
+        else:
+            amount = args.amount if args.action == "deposit" else -args.amount
+            if args.amount <= 0:
+                print("error: --amount must be positive", file=sys.stderr)
+                return 2
+            payload = reports.cash_payload(args.account, args.currency, amount, args.value_date,
+                                           args.reference)
+            inbox_id = await reports.enqueue(db, "cash", payload)
+        print(json.dumps({"queued": inbox_id, **payload}))
+        return 0
+    finally:
+        await db.close()
 
 
 def _run_async(coro: Coroutine[Any, Any, Any]) -> int:

@@ -42,7 +42,8 @@ class SessionSpec:
     password: str | None = None
     start_time: str = "00:00:00"
     end_time: str = "00:00:00"   # equal to start_time: a session that never ends
-    match_key: str = "exec_id"   # how the platform's record is matched (issue 4)
+    match_key: str = "exec_id"   # platform: how its records are matched (exec_id, cl_ord_id, order_id)
+    confirms: str | None = None  # platform: the LP session it reports (default: every LP)
 
     @property
     def key(self) -> str:
@@ -65,6 +66,9 @@ class EngineConfig:
     lps: tuple[SessionSpec, ...] = ()
     platforms: tuple[SessionSpec, ...] = ()
     reference_dir: Path = PROJECT_ROOT / "config" / "reference"
+    match_window_s: float = 30.0          # [confirm] window_seconds
+    match_price_tolerance: str = "0.00001"
+    match_qty_tolerance: str = "0"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -149,6 +153,12 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         state_dir = db_file.parent          # session state beside the database
     lps = tuple(_session("lp", raw, i) for i, raw in enumerate(data.get("lp", [])))
     platforms = tuple(_session("platform", raw, i) for i, raw in enumerate(data.get("platform", [])))
+    lp_names = {s.name for s in lps}
+    for spec in platforms:
+        if spec.match_key not in ("exec_id", "cl_ord_id", "order_id"):
+            raise ConfigError(f"[[platform]] {spec.name}: match_key must be exec_id, cl_ord_id or order_id")
+        if spec.confirms is not None and spec.confirms not in lp_names:
+            raise ConfigError(f"[[platform]] {spec.name}: confirms names no [[lp]] ({spec.confirms})")
     names = [s.name for s in lps + platforms]
     if len(set(names)) != len(names):
         raise ConfigError("session names must be unique across [[lp]] and [[platform]]")
@@ -172,6 +182,10 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         log_format=logging_.get("format", "json"),
         batch_max=batch_max, queue_max=queue_max,
         lps=lps, platforms=platforms,
-        reference_dir=_resolve(base, engine.get("reference_dir", "config/reference")),
+        reference_dir=(_resolve(base, engine["reference_dir"]) if "reference_dir" in engine
+                       else PROJECT_ROOT / "config" / "reference"),
+        match_window_s=float(data.get("confirm", {}).get("window_seconds", 30)),
+        match_price_tolerance=str(data.get("confirm", {}).get("price_tolerance", "0.00001")),
+        match_qty_tolerance=str(data.get("confirm", {}).get("qty_tolerance", "0")),
         extra={k: v for k, v in data.items()
-               if k not in ("engine", "database", "mqtt", "logging", "lp", "platform")})
+               if k not in ("engine", "database", "mqtt", "logging", "lp", "platform", "confirm")})

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -17,13 +19,16 @@ import structlog
 from adapters.config import EngineConfig
 from adapters.db.repository import Database
 from adapters.quickfix_sessions import EngineApplication, InboundQueue, QuickfixSessions
+from adapters.reference import load_reference
 from handlers.intake import Intake
+from handlers.posttrade import PostTrade
 
 log = structlog.get_logger("engine")
 
 
 async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None) -> dict[str, Any]:
+    reference = load_reference(cfg.reference_dir)
     db = Database(cfg.database_url)
     await db.migrate()
     state = await db.load_intake_state()
@@ -31,7 +36,17 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     queue = InboundQueue(loop, cfg.queue_max)
     app = EngineApplication(cfg, queue, state.last_seq)
     sessions = QuickfixSessions(cfg, app)
-    intake = Intake(queue, db, state, sessions.send_dont_know, cfg.batch_max)
+    intake = Intake(queue, db, state, sessions.send_dont_know, cfg.batch_max,
+                    known_symbols=reference.symbols)
+    posttrade = PostTrade(
+        db, reference, lp_sessions=frozenset(s.name for s in cfg.lps),
+        key_by_platform={p.name: p.match_key for p in cfg.platforms},
+        lp_for_platform={p.name: p.confirms for p in cfg.platforms if p.confirms},
+        match_window=timedelta(seconds=cfg.match_window_s),
+        price_tolerance=Decimal(cfg.match_price_tolerance), qty_tolerance=Decimal(cfg.match_qty_tolerance))
+    await posttrade.load()
+    intake.on_committed = posttrade.submit
+    posttrade_task = asyncio.create_task(posttrade.run(), name="posttrade")
     intake_task = asyncio.create_task(intake.run(), name="intake")
     sessions.start()
     log.info("engine_started", config=str(cfg.path), database=_redact(cfg.database_url),
@@ -49,7 +64,11 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
             await asyncio.shield(asyncio.to_thread(sessions.stop))
         await intake.drain_and_stop()
         await asyncio.shield(intake_task)
+        await posttrade.stop()
+        await asyncio.shield(posttrade_task)
         summary = intake.summary()
+        summary["posttrade_processed"] = posttrade.processed
+        summary["breaks_detected"] = posttrade.breaks.detected
         log.info("engine_stopped", **summary)
         await db.close()
     return summary

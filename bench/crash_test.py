@@ -90,15 +90,12 @@ async def fill_ids(db_url: str) -> list[str]:
 
 
 def reset_postgres(db_url: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
+    from adapters.db.repository import Database
 
     async def drop() -> None:
-        eng = create_async_engine(db_url)
-        async with eng.begin() as conn:
-            for table in ("journal", "fills", "conflicts", "session_state", "alembic_version"):
-                await conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
-        await eng.dispose()
+        db = Database(db_url)
+        await db.drop_all()
+        await db.close()
 
     asyncio.run(drop())
 

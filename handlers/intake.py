@@ -102,6 +102,7 @@ class Intake:
         self.latency = LatencyHistogram()
         self.counters = IntakeCounters()
         self.last_seq = dict(state.last_seq)
+        self.on_committed: Callable[[list[tuple[int, Fill]]], None] | None = None
         self._stopping = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -167,6 +168,7 @@ class Intake:
                         if isinstance(f, Fill) and (f.session, f.exec_id) not in self.known})
         from_db = await self.db.known_hashes(missing) if missing else {}
         staged = _Staged(self.known, from_db, self.state, self.last_seq)
+        accepted: list[tuple[int, Fill]] = []
         for item, received_us, fields, result in parsed:
             outcome, reason, exec_id = self._decide(item, fields, result, staged, dk)
             seq = _seq(fields, item.kind)
@@ -179,6 +181,7 @@ class Intake:
                 outcome.value if outcome is not None else item.kind, reason, item.raw])
             if outcome is Outcome.ACCEPTED and isinstance(result, Fill):
                 batch.fills.append(_fill_row(result, staged.next_fill_id, journal_id))
+                accepted.append((staged.next_fill_id, result))
                 staged.next_fill_id += 1
             elif outcome is Outcome.CONFLICT and isinstance(result, Fill):
                 batch.conflicts.append((
@@ -206,6 +209,8 @@ class Intake:
         add = self.latency.add
         for item in items:
             add(committed - item.received)
+        if accepted and self.on_committed is not None:
+            self.on_committed(accepted)
         for session, fields_, reason, text in dk:
             if self.send_dont_know is not None and self.send_dont_know(session, fields_, reason, text):
                 counters.dont_know_sent += 1

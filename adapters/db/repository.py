@@ -25,6 +25,10 @@ from adapters.db import schema
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 REJECTED_OUTCOMES = ("dont_know", "business_reject", "session_reject")
+# Every table the migrations create (for tests and benchmarks that start afresh).
+ALL_TABLES = ("journal", "fills", "conflicts", "session_state", "bookings", "postings", "positions",
+              "position_value_dates", "nets", "instructions", "breaks", "confirmations",
+              "margin_accounts", "margin_events", "inbox", "pipeline_cursor", "alembic_version")
 
 
 def now_us() -> int:
@@ -93,6 +97,13 @@ class Database:
     def _insert_sql(self, table: str, columns: Sequence[str]) -> str:
         marks = ", ".join("?" if self._qmark else f"${i + 1}" for i in range(len(columns)))
         return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+
+    async def drop_all(self) -> None:
+        """Drop every table of the schema (tests and benchmarks only)."""
+        async with self.engine.begin() as conn:
+            for table in ALL_TABLES:
+                await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}"
+                                           + ("" if self.is_sqlite else " CASCADE"))
 
     async def close(self) -> None:
         await self.engine.dispose()

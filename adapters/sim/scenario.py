@@ -262,10 +262,16 @@ def _generate(sc: Scenario) -> Iterator[ScenarioEvent]:
         epoch += sc.step_seconds
         roll = rng.random()
         fill: SimFill
-        if roll < sc.cancel_rate and recent:
-            fill = _cancel(rng.choice(list(recent)), new_exec_id(), now)
-        elif roll < sc.cancel_rate + sc.correct_rate and recent:
-            fill = _correct(rng.choice(list(recent)), new_exec_id(), now, rng)
+        if roll < sc.cancel_rate + sc.correct_rate and recent:
+            # a fill is cancelled or corrected once; a correction is a live
+            # fill again (it can be corrected or cancelled in turn)
+            original = recent[int(random_() * len(recent))]
+            recent.remove(original)
+            if roll < sc.cancel_rate:
+                fill = _cancel(original, new_exec_id(), now)
+            else:
+                fill = _correct(original, new_exec_id(), now, rng)
+                recent.append(fill)
         else:
             if not open_orders or random_() < 0.4:
                 order_no += 1

@@ -42,10 +42,7 @@ async def _pg_database() -> Database:
     db = Database(PG_URL)
     try:
         async with asyncio.timeout(5):
-            async with db.engine.begin() as conn:
-                await conn.execute(text(
-                    "DROP TABLE IF EXISTS journal, fills, conflicts, session_state, alembic_version "
-                    "CASCADE"))
+            await db.drop_all()
     except Exception as exc:   # no server, no driver, no database: not this machine's concern
         await db.close()
         _pg_unreachable.append(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}: {exc}")

@@ -22,8 +22,8 @@ def test_shipped_reference_data_loads() -> None:
     ref = load_reference(REF)
     assert {f"ACC{i:03d}" for i in range(1, 21)} <= set(ref.accounts)
     acc1 = ref.accounts["ACC001"]
-    assert acc1.currency == "USD" and acc1.opening_balance == Decimal("2500000.00")
-    assert acc1.exposure_limits["EUR"] == Decimal("50000000")
+    assert acc1.currency == "USD" and acc1.opening_balance == Decimal("25000000.00")
+    assert acc1.exposure_limits["EUR"] == Decimal("400000000")
     assert ref.accounts["ACC004"].currency == "JPY"
     assert ref.leverage_groups["retail"].major_leverage == Decimal(30)
     assert ref.pairs["USD/CAD"].pair.spot_lag == 1 and ref.pairs["EUR/USD"].pair.spot_lag == 2

@@ -1,0 +1,211 @@
+"""Storage of the post-trade stages: one transaction per batch, and the reads a
+restart and a reversal need.
+
+Rows arrive as tuples in the column order of the INSERTs below and go out
+with driver-level executemany (as the intake does).  Upserts use
+``INSERT ... ON CONFLICT ... DO UPDATE``, which SQLite and PostgreSQL share.
+Amounts are exact decimal text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.db.repository import Database, now_us
+from stp.booking import Booking, BookingKind, Posting, TradeAmounts
+from stp.fills import Fill, Side
+from stp.valuedates import CurrencyPair
+
+_UPSERTS = {
+    "bookings": ("INSERT INTO bookings (booking_id, seq, kind, fill_id, fill_session, fill_exec_id, "
+                 "reverses, account, counterparty, pair, side, base_amount, quote_amount, price, "
+                 "value_date, booked_us) VALUES ({})", 16),
+    "postings": ("INSERT INTO postings (id, booking_id, ledger, party, amount, value_date) VALUES ({})", 6),
+    "positions": ("INSERT INTO positions (account, pair, quantity, average_price, realised_pnl, updated_us) "
+                  "VALUES ({}) ON CONFLICT (account, pair) DO UPDATE SET quantity = excluded.quantity, "
+                  "average_price = excluded.average_price, realised_pnl = excluded.realised_pnl, "
+                  "updated_us = excluded.updated_us", 6),
+    "position_value_dates": ("INSERT INTO position_value_dates (account, pair, value_date, quantity) "
+                             "VALUES ({}) ON CONFLICT (account, pair, value_date) DO UPDATE SET "
+                             "quantity = excluded.quantity", 4),
+    "nets": ("INSERT INTO nets (counterparty, currency, value_date, amount, updated_us) VALUES ({}) "
+             "ON CONFLICT (counterparty, currency, value_date) DO UPDATE SET amount = excluded.amount, "
+             "updated_us = excluded.updated_us", 5),
+    "instructions": ("INSERT INTO instructions (instruction_id, counterparty, currency, value_date, "
+                     "version, adjustment, amount, state, ssi, instructed_us, settled_us, "
+                     "failure_reason, updated_us) VALUES ({}) ON CONFLICT (instruction_id) DO UPDATE "
+                     "SET amount = excluded.amount, state = excluded.state, ssi = excluded.ssi, "
+                     "instructed_us = excluded.instructed_us, settled_us = excluded.settled_us, "
+                     "failure_reason = excluded.failure_reason, updated_us = excluded.updated_us", 13),
+    "breaks": ("INSERT INTO breaks (break_id, type, severity, keys, summary, ours, theirs, state, "
+               "detected_us, last_seen_us, occurrences) VALUES ({}) ON CONFLICT (break_id) DO UPDATE "
+               "SET last_seen_us = excluded.last_seen_us, occurrences = breaks.occurrences + 1", 11),
+    "confirmations": ("INSERT INTO confirmations (fill_id, session, exec_id, state, differences, "
+                      "updated_us) VALUES ({}) ON CONFLICT (fill_id) DO UPDATE SET state = excluded.state, "
+                      "differences = excluded.differences, updated_us = excluded.updated_us", 6),
+    "margin_accounts": ("INSERT INTO margin_accounts (account, currency, balance, unrealised_pnl, equity, "
+                        "used_margin, free_margin, margin_level, state, updated_us) VALUES ({}) "
+                        "ON CONFLICT (account) DO UPDATE SET balance = excluded.balance, "
+                        "unrealised_pnl = excluded.unrealised_pnl, equity = excluded.equity, "
+                        "used_margin = excluded.used_margin, free_margin = excluded.free_margin, "
+                        "margin_level = excluded.margin_level, state = excluded.state, "
+                        "updated_us = excluded.updated_us", 10),
+    "margin_events": ("INSERT INTO margin_events (id, account, kind, margin_level, equity, used_margin, "
+                      "at_us) VALUES ({})", 7),
+}
+# the order a batch is written in
+_TABLES = tuple(_UPSERTS)
+
+
+def text(d: Decimal | None) -> str | None:
+    return None if d is None else str(d)
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass(slots=True)
+class PostTradeWrite:
+    """Everything one batch changes, written in one transaction."""
+
+    rows: dict[str, dict[Any, tuple[Any, ...]]] = field(
+        default_factory=lambda: {t: {} for t in _TABLES})
+    inbox_done: list[tuple[int, str]] = field(default_factory=list)    # (id, result)
+    cursor: int | None = None
+
+    def put(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
+        """Upserted tables keep the last row per key; insert-only tables need unique keys."""
+        self.rows[table][key] = row
+
+    def __bool__(self) -> bool:
+        return any(self.rows.values()) or bool(self.inbox_done) or self.cursor is not None
+
+
+class PostTradeStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        qmark = db.engine.dialect.paramstyle == "qmark"
+        self._sql = {t: sql.format(", ".join("?" if qmark else f"${i + 1}" for i in range(n)))
+                     for t, (sql, n) in _UPSERTS.items()}
+        self._qmark = qmark
+
+    def query(self, sql: str) -> str:
+        """Queries are written with ?; PostgreSQL (asyncpg) wants $1, $2, ..."""
+        if self._qmark:
+            return sql
+        parts = sql.split("?")
+        return "".join(part + (f"${i + 1}" if i < len(parts) - 1 else "") for i, part in enumerate(parts))
+
+    async def write(self, w: PostTradeWrite) -> None:
+        stamp = now_us()
+        async with self.db.engine.begin() as conn:
+            for table in _TABLES:
+                rows = w.rows[table]
+                if rows:
+                    await conn.exec_driver_sql(self._sql[table], list(rows.values()))
+            mark_done = self.query("UPDATE inbox SET applied_us = ?, result = ? WHERE id = ?")
+            for inbox_id, result in w.inbox_done:
+                await conn.exec_driver_sql(mark_done, (stamp, result, inbox_id))
+            if w.cursor is not None:
+                await self._set_cursor(conn, w.cursor, stamp)
+
+    async def _set_cursor(self, conn: AsyncConnection, fill_id: int, stamp: int) -> None:
+        result = await conn.exec_driver_sql(
+            self.query("UPDATE pipeline_cursor SET last_fill_id = ?, updated_us = ? WHERE stage = ?"),
+            (fill_id, stamp, "posttrade"))
+        if result.rowcount == 0:
+            await conn.exec_driver_sql(
+                self.query("INSERT INTO pipeline_cursor (stage, last_fill_id, updated_us) VALUES (?, ?, ?)"),
+                ("posttrade", fill_id, stamp))
+
+    async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self.db.engine.connect() as conn:
+            return [tuple(r) for r in (await conn.exec_driver_sql(self.query(sql), params)).all()]
+
+    # -- restart ------------------------------------------------------------
+    async def cursor(self) -> int:
+        rows = await self.fetch("SELECT last_fill_id FROM pipeline_cursor WHERE stage = ?", ("posttrade",))
+        return int(rows[0][0]) if rows else 0
+
+    async def next_ids(self) -> tuple[int, int, int]:
+        """Next booking seq, posting id, margin event id."""
+        b = await self.fetch("SELECT COALESCE(MAX(seq), 0) FROM bookings")
+        p = await self.fetch("SELECT COALESCE(MAX(id), 0) FROM postings")
+        e = await self.fetch("SELECT COALESCE(MAX(id), 0) FROM margin_events")
+        return int(b[0][0]) + 1, int(p[0][0]) + 1, int(e[0][0]) + 1
+
+    async def fills_after(self, fill_id: int, limit: int) -> list[tuple[int, Fill]]:
+        rows = await self.fetch(
+            "SELECT id, session, exec_id, kind, exec_ref_id, order_id, cl_ord_id, account, symbol, side, "
+            "currency, last_qty, last_px, cum_qty, leaves_qty, avg_px, order_qty, trade_date, settl_type, "
+            "settl_date, transact_us, received_us, spot_rate, forward_points, content_hash "
+            "FROM fills WHERE id > ? ORDER BY id LIMIT ?", (fill_id, limit))
+        return [(int(r[0]), fill_from_row(r[1:])) for r in rows]
+
+    async def active_trade_booking(self, session: str, exec_id: str) -> Booking | None:
+        rows = await self.fetch(
+            "SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
+            "b.quote_amount, b.price, b.value_date FROM bookings b WHERE b.kind = 'trade' "
+            "AND b.fill_session = ? AND b.fill_exec_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM bookings r WHERE r.reverses = b.booking_id)", (session, exec_id))
+        if not rows:
+            return None
+        r = rows[0]
+        postings = await self.fetch("SELECT ledger, party, amount, value_date FROM postings "
+                                    "WHERE booking_id = ? ORDER BY id", (r[0],))
+        return Booking(
+            booking_id=r[0], kind=BookingKind.TRADE, fill_key=(session, exec_id), reverses=None,
+            account=r[1], counterparty=r[2], pair=r[3],
+            postings=tuple(Posting(p[0], p[1], Decimal(p[2]), _date(p[3])) for p in postings),
+            trade=_trade(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]))
+
+    async def active_trades(self, account: str, pair: str) -> list[tuple[str, TradeAmounts]]:
+        """(booking id, amounts) of the account's unreversed trades in the pair, in booking order."""
+        rows = await self.fetch(
+            "SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
+            "b.quote_amount, b.price, b.value_date FROM bookings b WHERE b.kind = 'trade' "
+            "AND b.account = ? AND b.pair = ? AND NOT EXISTS "
+            "(SELECT 1 FROM bookings r WHERE r.reverses = b.booking_id) ORDER BY b.seq", (account, pair))
+        return [(r[0], _trade(*r[1:])) for r in rows]
+
+
+def _date(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def _trade(account: str, counterparty: str, pair: str, side: str, base: str, quote: str, price: str,
+           value_date: Any) -> TradeAmounts:
+    return TradeAmounts(account=account, counterparty=counterparty, pair=CurrencyPair.parse(pair),
+                        side=Side(side), base_amount=Decimal(base), quote_amount=Decimal(quote),
+                        price=Decimal(price), value_date=_date(value_date))
+
+
+def fill_from_row(r: tuple[Any, ...]) -> Fill:
+    """A stored fill back as the typed event (columns as in ``fills_after``)."""
+    from datetime import UTC, datetime, timedelta
+
+    from stp.fills import ExecKind
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def dec(v: Any) -> Decimal | None:
+        return None if v is None else Decimal(v)
+
+    return Fill(
+        session=r[0], exec_id=r[1], kind=ExecKind(r[2]), exec_ref_id=r[3], order_id=r[4],
+        cl_ord_id=r[5], account=r[6], pair=CurrencyPair.parse(r[7]), side=Side(r[8]), currency=r[9],
+        last_qty=Decimal(r[10]), last_px=Decimal(r[11]), cum_qty=dec(r[12]), leaves_qty=dec(r[13]),
+        avg_px=dec(r[14]), order_qty=dec(r[15]), trade_date=_date(r[16]), settl_type=r[17],
+        settl_date=_date(r[18]),
+        transact_time=None if r[19] is None else epoch + timedelta(microseconds=int(r[19])),
+        received_at=epoch + timedelta(microseconds=int(r[20])), spot_rate=dec(r[21]),
+        forward_points=dec(r[22]), content_hash=r[23])

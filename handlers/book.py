@@ -1,0 +1,116 @@
+"""Book stage: double-entry bookings and positions.
+
+Bookings are immutable: a cancel books a reversal of the fill's active
+booking, a correction a reversal and the corrected trade.  The active booking
+of a fill is looked up in this batch first, then in the database, so memory
+does not grow with the number of fills.  Positions are kept in memory (one
+per account and pair) and updated trade by trade; a reversal replays that one
+position from the database's unreversed trades (average cost depends on the
+order of trades).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from adapters.db.posttrade import PostTradeStore, PostTradeWrite, text
+from stp.booking import Booking, BookingKind, TradeAmounts, book_fill
+from stp.breaks import Break
+from stp.fills import ExecKind, Fill
+from stp.positions import Position, apply_trade, replay
+
+_Key = tuple[str, str]          # (account, pair)
+
+
+class BookStage:
+    def __init__(self, store: PostTradeStore, accounts: frozenset[str], next_seq: int,
+                 next_posting_id: int) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.next_seq = next_seq
+        self.next_posting_id = next_posting_id
+        self._batch_trades: dict[tuple[str, str], Booking] = {}   # fill key -> this batch's trade
+        self._batch_reversed: set[str] = set()
+        self._batch_order: list[Booking] = []
+
+    def end_batch(self) -> None:
+        self._batch_trades.clear()
+        self._batch_reversed.clear()
+        self._batch_order.clear()
+
+    async def book(self, fill_id: int, fill: Fill, w: PostTradeWrite,
+                   now_us: int) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
+        original: Booking | None = None
+        if fill.kind is not ExecKind.TRADE and fill.exec_ref_id:
+            key = (fill.session, fill.exec_ref_id)
+            original = self._batch_trades.get(key)
+            if original is not None and original.booking_id in self._batch_reversed:
+                original = None
+            elif original is None:
+                original = await self.store.active_trade_booking(*key)
+                if original is not None and original.booking_id in self._batch_reversed:
+                    original = None
+        result = book_fill(fill, original, self.accounts)
+        for booking in result.bookings:
+            self.write_booking(booking, fill_id, w, now_us)
+            if booking.kind is BookingKind.TRADE and booking.fill_key is not None:
+                self._batch_trades[booking.fill_key] = booking
+            elif booking.kind is BookingKind.REVERSAL and booking.reverses:
+                self._batch_reversed.add(booking.reverses)
+            self._batch_order.append(booking)
+        return result.bookings, result.breaks
+
+    def write_booking(self, b: Booking, fill_id: int | None, w: PostTradeWrite, now_us: int) -> None:
+        t = b.trade
+        session, exec_id = b.fill_key if b.fill_key else (None, None)
+        w.put("bookings", b.booking_id, (
+            b.booking_id, self.next_seq, b.kind.value, fill_id, session, exec_id, b.reverses,
+            b.account, b.counterparty, b.pair, t.side.value if t else None,
+            text(t.base_amount) if t else None, text(t.quote_amount) if t else None,
+            text(t.price) if t else None, t.value_date if t else None, now_us))
+        self.next_seq += 1
+        for p in b.postings:
+            w.put("postings", self.next_posting_id, (self.next_posting_id, b.booking_id, p.ledger,
+                                                     p.party, str(p.amount), p.value_date))
+            self.next_posting_id += 1
+
+    def batch_trades_for(self, account: str, pair: str) -> list[tuple[str, TradeAmounts]]:
+        """This batch's unreversed trades of (account, pair), in booking order."""
+        return [(b.booking_id, b.trade) for b in self._batch_order
+                if b.kind is BookingKind.TRADE and b.trade is not None and b.account == account
+                and b.pair == pair and b.booking_id not in self._batch_reversed]
+
+    def is_reversed_in_batch(self, booking_id: str) -> bool:
+        return booking_id in self._batch_reversed
+
+
+class PositionKeeper:
+    def __init__(self, positions: dict[_Key, Position],
+                 dated: dict[_Key, dict[object, Decimal]]) -> None:
+        self.positions = positions
+        self.dated = dated
+
+    async def apply(self, booking: Booking, book: BookStage, store: PostTradeStore,
+                    w: PostTradeWrite, now_us: int) -> Position | None:
+        t = booking.trade
+        if t is None or booking.account is None or booking.pair is None:
+            return None
+        key = (booking.account, booking.pair)
+        if booking.kind is BookingKind.TRADE:
+            position = apply_trade(self.positions.get(key), t)
+        else:
+            committed = [(bid, tr) for bid, tr in await store.active_trades(*key)
+                         if not book.is_reversed_in_batch(bid)]
+            trades = [tr for _, tr in committed] + [tr for _, tr in book.batch_trades_for(*key)]
+            # no trade left: the position is flat and never realised anything
+            position = replay(trades) if trades else Position(key[0], key[1], Decimal(0), None,
+                                                              Decimal(0), Decimal(0))
+        self.positions[key] = position
+        dated = self.dated.setdefault(key, {})
+        vd = t.value_date
+        dated[vd] = dated.get(vd, Decimal(0)) + booking.sign * t.base_amount
+        w.put("positions", key, (key[0], key[1], str(position.quantity), text(position.average_price),
+                                 str(position.realised_pnl), now_us))
+        if vd is not None:
+            w.put("position_value_dates", (key[0], key[1], vd), (key[0], key[1], vd, str(dated[vd])))
+        return position

@@ -1,0 +1,76 @@
+"""Confirm stage: validate LP fills and match them with the platform's record.
+
+Validation failures that make a fill unbookable (unknown pair, invalid side
+or quantity) stop it here; the others (price tolerance, value date, order
+quantities) are breaks and the fill is still booked, because the trade was
+done with the LP.  Matching states per fill: received -> confirmed, or
+mismatched (which fields, both values), or unmatched after the window.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import datetime
+
+from adapters.db.posttrade import PostTradeWrite, to_json
+from stp.breaks import Break, BreakType
+from stp.confirm import Matcher, MatchResult, Validator
+from stp.fills import Fill
+
+UNBOOKABLE = frozenset({BreakType.UNKNOWN_PAIR, BreakType.INVALID_FILL})
+
+
+class ConfirmStage:
+    def __init__(self, validator: Validator, matcher: Matcher, lp_sessions: frozenset[str]) -> None:
+        self.validator = validator
+        self.matcher = matcher
+        self.lp_sessions = lp_sessions
+        # (session, exec_id) -> fill id of fills waiting for their counterpart
+        self._ids: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def on_fill(self, fill_id: int, fill: Fill, now: datetime, w: PostTradeWrite,
+                now_us: int) -> tuple[bool, list[Break]]:
+        """(book it?, breaks) for one fill."""
+        breaks: list[Break] = []
+        if fill.session in self.lp_sessions:
+            breaks = self.validator.validate(fill)
+            result = self.matcher.add_lp(fill, now)
+            bookable = not any(b.type in UNBOOKABLE for b in breaks)
+        else:
+            result = self.matcher.add_platform(fill, now)
+            bookable = False
+        self._ids[(fill.session, fill.exec_id)] = fill_id
+        if len(self._ids) > 500_000:
+            self._ids.popitem(last=False)
+        self._record(result, w, now_us)
+        if result.break_ is not None:
+            breaks.append(result.break_)
+        return bookable, breaks
+
+    def _record(self, result: MatchResult, w: PostTradeWrite, now_us: int) -> None:
+        diffs = to_json([{"field": d.field, "lp": d.lp, "platform": d.platform}
+                         for d in result.differences]) if result.differences else None
+        for fill in (result.fill, result.counterpart):
+            if fill is None:
+                continue
+            fill_id = self._ids.get((fill.session, fill.exec_id))
+            if fill_id is None:
+                continue
+            w.put("confirmations", fill_id, (fill_id, fill.session, fill.exec_id, str(result.state),
+                                             diffs, now_us))
+            if str(result.state) != "received":
+                self._ids.pop((fill.session, fill.exec_id), None)
+
+    def expire(self, now: datetime, w: PostTradeWrite, now_us: int) -> list[Break]:
+        breaks = self.matcher.expire(now)
+        for brk in breaks:
+            keys = brk.keys
+            session, exec_id = keys.get("session"), keys.get("exec_id")
+            state = "unmatched" if brk.type in (BreakType.UNMATCHED_LP, BreakType.UNMATCHED_PLATFORM) \
+                else "mismatched"
+            if session and exec_id:
+                fill_id = self._ids.pop((session, exec_id), None)
+                if fill_id is not None:
+                    w.put("confirmations", fill_id, (fill_id, session, exec_id, state,
+                                                     to_json({"break": brk.summary}), now_us))
+        return breaks

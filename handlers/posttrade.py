@@ -1,0 +1,248 @@
+"""The post-trade pipeline: confirm -> book -> positions -> net -> settle -> margin.
+
+Fed with the fills the intake has just committed (in fill-id order).  Each
+batch's outputs (bookings and postings, positions, nets, instructions,
+confirmations, breaks, margin) and the pipeline cursor (the last fill id
+processed) commit in one transaction.  On start the stages' state is loaded
+from the database and the fills after the cursor are processed first, so a
+crash between the intake's commit and this one loses nothing and books
+nothing twice.  If a commit fails the in-memory state is rebuilt from the
+database and processing resumes from the cursor.
+
+A timer applies what waits in the inbox (settlement statuses, cash
+movements), expires unmatched confirmations and runs the settlement cut-offs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from adapters.db.posttrade import PostTradeStore, PostTradeWrite
+from adapters.db.repository import Database, now_us
+from handlers.book import BookStage, PositionKeeper
+from handlers.breaks import BreakSink
+from handlers.confirm import ConfirmStage
+from handlers.margin import MarginStage
+from handlers.net import NetStage
+from handlers.settle import SettleStage, load_instructions
+from stp.booking import book_cash
+from stp.breaks import Break
+from stp.confirm import Matcher, Validator
+from stp.fills import Fill
+from stp.margin import MarginEvent
+from stp.netting import NetKey
+from stp.positions import Position
+from stp.reference import ReferenceData
+
+log = structlog.get_logger("engine.posttrade")
+
+
+class PostTrade:
+    def __init__(self, db: Database, reference: ReferenceData, lp_sessions: frozenset[str],
+                 key_by_platform: dict[str, str], lp_for_platform: dict[str, str],
+                 match_window: timedelta = timedelta(seconds=30),
+                 price_tolerance: Decimal = Decimal("0.00001"), qty_tolerance: Decimal = Decimal(0),
+                 timer_seconds: float = 1.0) -> None:
+        self.db = db
+        self.store = PostTradeStore(db)
+        self.reference = reference
+        self.lp_sessions = lp_sessions
+        self._matcher_args = (match_window, price_tolerance, qty_tolerance, key_by_platform,
+                              lp_for_platform)
+        self.timer_seconds = timer_seconds
+        self.queue: asyncio.Queue[list[tuple[int, Fill]]] = asyncio.Queue()
+        self.cursor = 0
+        self.processed = 0
+        self.breaks = BreakSink()
+        self._stopping = False
+
+    # -- state ------------------------------------------------------------
+    async def load(self) -> None:
+        store = self.store
+        self.cursor = await store.cursor()
+        next_seq, next_posting, next_event = await store.next_ids()
+        positions: dict[tuple[str, str], Position] = {}
+        for account, pair, qty, avg, pnl in await store.fetch(
+                "SELECT account, pair, quantity, average_price, realised_pnl FROM positions"):
+            q, a = Decimal(qty), None if avg is None else Decimal(avg)
+            cost = (q * a) if a is not None else Decimal(0)
+            positions[(account, pair)] = Position(account, pair, q, a, Decimal(pnl), cost)
+        dated: dict[tuple[str, str], dict[object, Decimal]] = {}
+        for account, pair, vd, qty in await store.fetch(
+                "SELECT account, pair, value_date, quantity FROM position_value_dates"):
+            dated.setdefault((account, pair), {})[_date(vd)] = Decimal(qty)
+        nets = {NetKey(cp, ccy, _date(vd)): Decimal(amount) for cp, ccy, vd, amount in await store.fetch(
+            "SELECT counterparty, currency, value_date, amount FROM nets")}
+        self.book = BookStage(store, frozenset(self.reference.accounts), next_seq, next_posting)
+        self.positions = PositionKeeper(positions, dated)
+        self.net = NetStage(nets)
+        since = datetime.now(UTC).date() - timedelta(days=31)
+        self.settle = SettleStage(self.reference, await load_instructions(store, since))
+        self.confirm = ConfirmStage(Validator(self.reference), Matcher(*self._matcher_args),
+                                    self.lp_sessions)
+        self.margin = MarginStage(self.reference, next_event)
+        # latest price per pair, then positions and cash into the margin book
+        for symbol, price in await store.fetch(
+                "SELECT f.symbol, f.last_px FROM fills f JOIN (SELECT symbol, MAX(id) AS id FROM fills "
+                "GROUP BY symbol) m ON f.id = m.id"):
+            self.margin.on_price(symbol, Decimal(price))
+        for account, ccy, amount in await store.fetch(
+                "SELECT b.account, p.ledger, p.amount FROM postings p JOIN bookings b "
+                "ON b.booking_id = p.booking_id WHERE b.kind = 'cash' AND p.party LIKE 'client:%'"):
+            self.margin.on_cash(account, ccy, Decimal(amount))
+        for position in positions.values():
+            self.margin.on_position(position)
+        self.margin.flush([], PostTradeWrite(), now_us())
+        log.info("posttrade_loaded", cursor=self.cursor, positions=len(positions), nets=len(nets))
+
+    # -- feeding ------------------------------------------------------------
+    def submit(self, fills: list[tuple[int, Fill]]) -> None:
+        """Called by the intake after its commit (same event loop)."""
+        if fills:
+            self.queue.put_nowait(fills)
+
+    async def catch_up(self) -> None:
+        """Process the fills committed by the intake but not yet here."""
+        while True:
+            fills = await self.store.fills_after(self.cursor, 2000)
+            if not fills:
+                return
+            await self.process(fills)
+
+    async def run(self) -> None:
+        await self.catch_up()
+        timer = asyncio.create_task(self._timer())
+        try:
+            while not (self._stopping and self.queue.empty()):
+                try:
+                    fills = await asyncio.wait_for(self.queue.get(), 0.5)
+                except TimeoutError:
+                    continue
+                while not self.queue.empty() and len(fills) < 5000:
+                    fills += self.queue.get_nowait()
+                await self._process_safely(fills)
+        finally:
+            timer.cancel()
+
+    async def stop(self) -> None:
+        self._stopping = True
+
+    async def _process_safely(self, fills: list[tuple[int, Fill]]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.process(fills)
+                return
+            except Exception as exc:
+                log.error("posttrade_failed", error=repr(exc)[:300], fills=len(fills), retry_in_s=delay)
+                if self._stopping:
+                    return    # committed fills: the next start catches up from the cursor
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                try:          # the in-memory state may be ahead of the database: rebuild it
+                    await self.load()
+                    await self.catch_up()
+                    return    # catch-up processed these fills (they are committed)
+                except Exception as exc2:
+                    log.error("posttrade_reload_failed", error=repr(exc2)[:300])
+
+    # -- the pipeline -----------------------------------------------------------
+    async def process(self, fills: list[tuple[int, Fill]]) -> None:
+        fills = [(i, f) for i, f in fills if i > self.cursor]
+        if not fills:
+            return
+        w = PostTradeWrite()
+        now = datetime.now(UTC)
+        stamp = now_us()
+        breaks: list[Break] = []
+        events: list[MarginEvent] = []
+        try:
+            for fill_id, fill in fills:
+                bookable, found = self.confirm.on_fill(fill_id, fill, now, w, stamp)
+                breaks += found
+                if not bookable:
+                    continue
+                if fill.settl_date is None:
+                    fill = replace(fill, settl_date=self.confirm.validator.value_date_of(fill))
+                bookings, booking_breaks = await self.book.book(fill_id, fill, w, stamp)
+                breaks += booking_breaks
+                for booking in bookings:
+                    position = await self.positions.apply(booking, self.book, self.store, w, stamp)
+                    if position is not None:
+                        events += self.margin.on_position(position)
+                    breaks += self.settle.on_changes(self.net.apply(booking, w, stamp), now, w)
+                events += self.margin.on_price(fill.symbol, fill.spot_rate or fill.last_px)
+                if bookings:
+                    breaks += self.margin.exposure_breaks(fill.account)
+            for brk in breaks:
+                self.breaks.add(brk, w, stamp)
+            self.margin.flush(events, w, stamp)
+            w.cursor = fills[-1][0]
+            await self.store.write(w)
+        finally:
+            self.book.end_batch()
+        self.cursor = fills[-1][0]
+        self.processed += len(fills)
+
+    async def _timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.timer_seconds)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("posttrade_timer_failed")
+
+    async def tick(self, now: datetime | None = None) -> None:
+        """Inbox, confirmation expiry and settlement cut-offs (one transaction)."""
+        now = now or datetime.now(UTC)
+        stamp = now_us()
+        w = PostTradeWrite()
+        breaks = self.confirm.expire(now, w, stamp)
+        breaks += self.settle.run_cut_offs(now, w)
+        events: list[MarginEvent] = []
+        for inbox_id, kind, payload_text in await self.store.fetch(
+                "SELECT id, kind, payload FROM inbox WHERE applied_us IS NULL ORDER BY id"):
+            payload = json.loads(payload_text)
+            try:
+                result, found, evs = self._apply_inbox(kind, payload, w, stamp)
+                breaks += found
+                events += evs
+            except (ValueError, KeyError) as exc:
+                result = f"error: {exc}"
+                log.warning("inbox_rejected", id=inbox_id, kind=kind, error=str(exc))
+            w.inbox_done.append((inbox_id, result))
+        for brk in breaks:
+            self.breaks.add(brk, w, stamp)
+        self.margin.flush(events, w, stamp)
+        if w:
+            await self.store.write(w)
+
+    def _apply_inbox(self, kind: str, payload: dict[str, Any], w: PostTradeWrite,
+                     stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
+        if kind == "settlement_status":
+            breaks, result = self.settle.apply_status(payload, w)
+            return result, breaks, []
+        if kind == "cash":
+            account, currency = payload["account"], payload["currency"]
+            if account not in self.reference.accounts:
+                raise ValueError(f"unknown account {account}")
+            amount = Decimal(payload["amount"])
+            booking = book_cash(f"C:{payload['reference']}", account, currency, amount,
+                                date.fromisoformat(payload["value_date"]) if payload.get("value_date")
+                                else None)
+            self.book.write_booking(booking, None, w, stamp)
+            events = self.margin.on_cash(account, currency, amount)
+            return f"booked {booking.booking_id}", [], events
+        raise ValueError(f"unknown inbox kind {kind!r}")
+
+
+def _date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
