@@ -110,16 +110,36 @@ class Database:
 
     # -- schema ---------------------------------------------------------
     async def migrate(self) -> None:
-        """Bring the schema to the newest revision (Alembic)."""
+        """Bring the schema to the newest revision (Alembic), one process at a
+        time: the engine and a desk command may start together."""
 
         def upgrade(conn: Connection) -> None:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242001)")
             cfg = AlembicConfig()
             cfg.set_main_option("script_location", str(MIGRATIONS))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
-        async with self.engine.begin() as conn:
-            await conn.run_sync(upgrade)
+        lock = self._sqlite_lock()
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(upgrade)
+        finally:
+            if lock is not None:
+                lock.close()          # closing releases the flock
+
+    def _sqlite_lock(self) -> Any:
+        if not self.is_sqlite or ":///" not in self.url:
+            return None
+        path = self.url.split(":///", 1)[1].split("?", 1)[0]
+        if not path or path.startswith(":memory:"):
+            return None
+        import fcntl
+
+        handle = open(path + ".migrate.lock", "a")  # noqa: SIM115 - held until the migration ends
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
 
     # -- intake ---------------------------------------------------------
     async def load_intake_state(self) -> IntakeState:

@@ -82,7 +82,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("127.0.0.1", 1883, "info", "json")
     assert (cfg.batch_max, cfg.queue_max) == (2000, 200_000)
     assert cfg.lps == () and cfg.platforms == () and cfg.sessions == ()
-    assert cfg.reference_dir == tmp_path / "config" / "reference"
+    assert cfg.reference_dir == PROJECT_ROOT / "config" / "reference"   # the project's own
 
 
 def test_session_defaults(tmp_path: Path) -> None:
