@@ -74,11 +74,16 @@ class BookStage:
                                                      p.party, str(p.amount), p.value_date))
             self.next_posting_id += 1
 
-    def batch_trades_for(self, account: str, pair: str) -> list[tuple[str, TradeAmounts]]:
-        """This batch's unreversed trades of (account, pair), in booking order."""
-        return [(b.booking_id, b.trade) for b in self._batch_order
-                if b.kind is BookingKind.TRADE and b.trade is not None and b.account == account
-                and b.pair == pair and b.booking_id not in self._batch_reversed]
+    def batch_trades_for(self, account: str, pair: str, before: str) -> list[tuple[str, TradeAmounts]]:
+        """This batch's unreversed trades of (account, pair) booked before ``before``."""
+        out: list[tuple[str, TradeAmounts]] = []
+        for b in self._batch_order:
+            if b.booking_id == before:
+                break
+            if b.kind is BookingKind.TRADE and b.trade is not None and b.account == account \
+                    and b.pair == pair and b.booking_id not in self._batch_reversed:
+                out.append((b.booking_id, b.trade))
+        return out
 
     def is_reversed_in_batch(self, booking_id: str) -> bool:
         return booking_id in self._batch_reversed
@@ -101,7 +106,8 @@ class PositionKeeper:
         else:
             committed = [(bid, tr) for bid, tr in await store.active_trades(*key)
                          if not book.is_reversed_in_batch(bid)]
-            trades = [tr for _, tr in committed] + [tr for _, tr in book.batch_trades_for(*key)]
+            trades = [tr for _, tr in committed] + \
+                [tr for _, tr in book.batch_trades_for(key[0], key[1], before=booking.booking_id)]
             # no trade left: the position is flat and never realised anything
             position = replay(trades) if trades else Position(key[0], key[1], Decimal(0), None,
                                                               Decimal(0), Decimal(0))

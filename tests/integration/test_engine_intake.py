@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +358,60 @@ def test_crash_test_short(database: str) -> None:
     report = json.loads(result.stdout)
     assert report["ok"], report
     assert report["kills"] == 4 and report["missing"] == 0 and report["rows"] == report["expected_executions"]
+
+
+def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_factory: Any) -> None:
+    """Simulators -> engine -> database; `report` output against figures computed here."""
+    from tests.integration.test_posttrade import expected_nets, expected_positions
+
+    start = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)      # no cut-off passes during the test
+    lp_port, pf_port = free_port(), free_port()
+    cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}",
+                       lp_port, pf_port)
+    common = ["--count", "800", "--seed", "31", "--start", start.isoformat(), "--reset", "--linger", "3",
+              "--no-progress"]
+    lp = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate",
+                           "lp", "--port", str(lp_port), "--state-dir", str(tmp_path / "sl"), *common],
+                          cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    engine = engine_factory(cfg)
+    platform = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error",
+                                 "simulate", "platform", "--port", str(pf_port), "--state-dir",
+                                 str(tmp_path / "sp"), *common], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    engine.wait_for(lambda s: s["executions"] >= 1600)
+    lp.communicate(timeout=60)
+    platform.communicate(timeout=60)
+    fills = [e.lp for e in Scenario(seed=31, count=800, start=start).events()]
+
+    def report(*args: str) -> Any:
+        out = subprocess.run([sys.executable, str(ROOT / "run_engine.py"), "report", *args, "--config",
+                              str(cfg), "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    deadline = time.monotonic() + 30
+    positions: dict[tuple[str, str], Any] = {}
+    expected = {k: v for k, v in expected_positions(fills).items() if v}
+    while time.monotonic() < deadline:          # the pipeline commits just after the intake
+        positions = {(r["account"], r["pair"]): Decimal(r["quantity"]) for r in report("positions")}
+        if {k: v for k, v in positions.items() if v} == expected:
+            break
+        time.sleep(0.5)
+    assert {k: v for k, v in positions.items() if v} == expected
+    nets = expected_nets(fills)
+    for value_date in sorted({k[2] for k in nets}):
+        rows = report("settlements", "--date", value_date.isoformat())
+        assert {(r["counterparty"], r["currency"]): Decimal(r["net"]) for r in rows if Decimal(r["net"])} == \
+            {(k[0], k[1]): v for k, v in nets.items() if k[2] == value_date and v}
+    status = engine.status()
+    assert status["executions"] == 1600 and status["conflicts"] == 0
+    engine.stop()
+    from adapters.db.repository import Database
+
+    async def breaks() -> list[Any]:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}")
+        try:
+            async with db.engine.connect() as conn:
+                return list((await conn.exec_driver_sql("SELECT type FROM breaks")).all())
+        finally:
+            await db.close()
+
+    assert asyncio.run(breaks()) == []                  # a fault-free run has no breaks

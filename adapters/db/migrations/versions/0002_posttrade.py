@@ -142,7 +142,7 @@ def upgrade() -> None:
     # Commands the desk gives while the engine runs (or not): applied in order.
     op.create_table(
         "inbox",
-        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),   # INTEGER: SQLite rowid
         sa.Column("kind", sa.String(32), nullable=False),       # settlement_status, cash
         sa.Column("payload", sa.Text, nullable=False),
         sa.Column("created_us", sa.BigInteger, nullable=False),

@@ -1,0 +1,243 @@
+"""The post-trade pipeline on a real database, against figures computed here.
+
+Fills come from the simulators' scenario and go through the intake (so they
+are committed exactly as the engine commits them) and then the pipeline.
+Expected positions and nets are computed independently from the scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters import reports
+from adapters.config import PROJECT_ROOT
+from adapters.db.repository import Database
+from adapters.fix.codec import finish
+from adapters.quickfix_sessions import Inbound, InboundQueue
+from adapters.reference import load_reference
+from adapters.sim.fixmsg import er_body
+from adapters.sim.scenario import Scenario, SimFill
+from handlers.intake import Intake
+from handlers.posttrade import PostTrade
+from stp.currency import quantize
+
+PG_URL = os.environ.get("STP_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+REFERENCE = load_reference(PROJECT_ROOT / "config" / "reference")
+# a Monday well ahead: no cut-off has passed while the test runs
+START = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}")
+    else:
+        database = Database(PG_URL)
+        try:
+            async with asyncio.timeout(5):
+                await database.drop_all()
+        except Exception as exc:
+            await database.close()
+            pytest.skip(f"PostgreSQL not reachable: {exc}")
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+def raw(fill: SimFill, seq: int, sender: str) -> str:
+    return finish("FIX.4.4", f"35=8\x0134={seq}\x0149={sender}\x0152=20300107-08:00:00.000\x0156=STP\x01"
+                  + er_body(fill)).decode()
+
+
+async def intake_and_pipeline(db: Database, lp: list[SimFill], platform: list[SimFill]
+                              ) -> tuple[Intake, PostTrade]:
+    state = await db.load_intake_state()
+    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state,
+                    known_symbols=REFERENCE.symbols)
+    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"}, {"PLATFORM": "LP1"})
+    await pipeline.load()
+    intake.on_committed = pipeline.submit
+    now = time.time()
+    items = [Inbound("LP1", raw(f, i + 2, "LP1"), now, "app") for i, f in enumerate(lp)]
+    items += [Inbound("PLATFORM", raw(f, i + 2, "PLATFORM"), now, "app") for i, f in enumerate(platform)]
+    for i in range(0, len(items), 700):
+        await intake.process(items[i:i + 700])
+    while not pipeline.queue.empty():
+        await pipeline.process(pipeline.queue.get_nowait())
+    return intake, pipeline
+
+
+def active_fills(fills: list[SimFill]) -> list[SimFill]:
+    """Trades minus what was cancelled; a correction replaces its original."""
+    active: dict[str, SimFill] = {}
+    for f in fills:
+        if f.exec_type == "F":
+            active[f.exec_id] = f
+        else:
+            active.pop(f.exec_ref_id or "", None)
+            if f.exec_type == "G":
+                active[f.exec_id] = f
+    return list(active.values())
+
+
+def expected_positions(fills: list[SimFill]) -> dict[tuple[str, str], Decimal]:
+    out: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for f in active_fills(fills):
+        out[(f.account, f.symbol)] += f.last_qty if f.side == "1" else -f.last_qty
+    return dict(out)
+
+
+def expected_nets(fills: list[SimFill]) -> dict[tuple[str, str, date], Decimal]:
+    """We receive the base and pay the quote when the client buys (and the reverse)."""
+    out: dict[tuple[str, str, date], Decimal] = defaultdict(Decimal)
+    for f in active_fills(fills):
+        base, quote = f.symbol[:3], f.symbol[4:]
+        sign = 1 if f.side == "1" else -1
+        out[("LP1", base, f.settl_date)] += sign * f.last_qty
+        out[("LP1", quote, f.settl_date)] -= sign * quantize(f.last_qty * f.last_px, quote)
+    return dict(out)
+
+
+async def q(db: Database, sql: str) -> list[tuple[Any, ...]]:
+    async with db.engine.connect() as conn:
+        return [tuple(r) for r in (await conn.exec_driver_sql(sql)).all()]
+
+
+def scenario(count: int, faults: Any = None) -> list[Any]:
+    kw = {"faults": faults} if faults is not None else {}
+    return list(Scenario(seed=77, count=count, start=START, **kw).events())
+
+
+async def test_books_nets_and_reports_match_an_independent_computation(db: Database) -> None:
+    events = scenario(1500)
+    lp = [e.lp for e in events]
+    await intake_and_pipeline(db, lp, [e.platform for e in events])
+    # every currency's postings sum to zero, exactly
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for ledger, amount in await q(db, "SELECT ledger, amount FROM postings"):
+        totals[ledger] += Decimal(amount)
+    assert totals and all(v == 0 for v in totals.values()), totals
+    # positions equal the sum of their active fills
+    rows = await q(db, "SELECT account, pair, quantity FROM positions")
+    stored = {(a, p): Decimal(qty) for a, p, qty in rows}
+    expected = expected_positions(lp)
+    assert {k: v for k, v in stored.items() if v} == {k: v for k, v in expected.items() if v}
+    # nets equal the sum of their trades
+    nets = {(cp, c, vd if isinstance(vd, date) else date.fromisoformat(vd)): Decimal(a)
+            for cp, c, vd, a in await q(db, "SELECT counterparty, currency, value_date, amount FROM nets")}
+    assert {k: v for k, v in nets.items() if v} == {k: v for k, v in expected_nets(lp).items() if v}
+    # the desk's report for one value date says the same
+    value_date = sorted({k[2] for k in nets})[0]
+    report = await reports.settlements(db, value_date)
+    assert {(r["counterparty"], r["currency"]): Decimal(r["net"]) for r in report} == \
+        {(k[0], k[1]): v for k, v in nets.items() if k[2] == value_date}
+    assert all(r["instructions"][0]["state"] == "pending" for r in report if Decimal(r["net"]))
+    # every LP fill confirmed against the platform's record; a fault-free run has no breaks
+    assert await q(db, "SELECT state, COUNT(*) FROM confirmations GROUP BY state") == [("confirmed", 3000)]
+    assert await q(db, "SELECT type, COUNT(*) FROM breaks GROUP BY type") == []
+    # margin: equity = balance + unrealised for every account with positions
+    margin = await q(db, "SELECT account, balance, unrealised_pnl, equity FROM margin_accounts")
+    assert len(margin) == 20
+    assert all(Decimal(b) + Decimal(u) == Decimal(e) for _, b, u, e in margin)
+    positions_report = await reports.positions(db, "ACC001")
+    assert positions_report and all(r["margin"]["state"] == "ok" for r in positions_report)
+
+
+async def test_cut_offs_ssis_settlement_lifecycle_and_cash(db: Database) -> None:
+    events = scenario(400)
+    _, pipeline = await intake_and_pipeline(db, [e.lp for e in events], [e.platform for e in events])
+    value_date = min(k.value_date for k in pipeline.net.nets)
+    # after the cut-off of that value date everything with an SSI is instructed
+    later = datetime.combine(value_date, datetime.min.time(), UTC) + timedelta(hours=1)
+    await pipeline.tick(now=later)
+    rows = await q(db, "SELECT counterparty, currency, value_date, state, ssi FROM instructions")
+    instructed = [r for r in rows if str(r[2]) == value_date.isoformat() and r[3] == "instructed"]
+    assert instructed and all(r[4] for r in instructed)
+    # the desk reports one settled and one failed, through the inbox
+    (cp1, ccy1, *_), (cp2, ccy2, *_) = instructed[:2]
+    await reports.enqueue(db, "settlement_status", reports.settlement_status_payload(
+        cp1, ccy1, value_date, "settled", None, None))
+    await reports.enqueue(db, "settlement_status", reports.settlement_status_payload(
+        cp2, ccy2, value_date, "failed", "beneficiary bank closed", None))
+    # an illegal one: settling what is not instructed is refused, changes nothing
+    await reports.enqueue(db, "settlement_status", reports.settlement_status_payload(
+        "LP9", "EUR", value_date, "settled", None, None))
+    await reports.enqueue(db, "cash", reports.cash_payload("ACC002", "EUR", Decimal("1000000.00"),
+                                                           None, "dep-1"))
+    before = (await reports.positions(db, "ACC002"))[0]["margin"]["balance"]
+    await pipeline.tick(now=later)
+    states = {(r[0], r[1]): r[2] for r in await q(
+        db, f"SELECT counterparty, currency, state FROM instructions WHERE value_date = '{value_date}'")}
+    assert states[(cp1, ccy1)] == "settled" and states[(cp2, ccy2)] == "failed"
+    inbox = await q(db, "SELECT kind, result FROM inbox ORDER BY id")
+    assert inbox[2][1].startswith("error:") and all(r[1] and not r[1].startswith("error")
+                                                     for i, r in enumerate(inbox) if i != 2)
+    assert [r[0] for r in await q(db, "SELECT type FROM breaks")] == ["settlement_failed"]
+    after = (await reports.positions(db, "ACC002"))[0]["margin"]["balance"]
+    assert Decimal(after) - Decimal(before) == Decimal("1000000.00")
+
+
+async def test_missing_ssi_and_fill_after_cut_off_are_breaks(db: Database) -> None:
+    events = scenario(300)
+    lp = [e.lp for e in events]
+    _, pipeline = await intake_and_pipeline(db, lp[:200], [])
+    # LP1 has every SSI; a counterparty without one (LP2 has no CAD SSI) breaks at the cut-off
+    from stp.netting import NetKey
+
+    key = NetKey("LP2", "CAD", min(k.value_date for k in pipeline.net.nets))
+    pipeline.settle.book.on_net_change(key, Decimal("1000.00"), START)
+    late = datetime.combine(key.value_date, datetime.min.time(), UTC) + timedelta(hours=1)
+    await pipeline.tick(now=late)
+    # fills for an instructed value date arriving after the cut-off
+    state = await db.load_intake_state()
+    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state, known_symbols=REFERENCE.symbols)
+    intake.on_committed = pipeline.submit
+    await intake.process([Inbound("LP1", raw(f, i + 300, "LP1"), time.time(), "app")
+                          for i, f in enumerate(lp[200:])])
+    while not pipeline.queue.empty():
+        await pipeline.process(pipeline.queue.get_nowait())
+    types = {r[0] for r in await q(db, "SELECT type FROM breaks")}
+    assert {"ssi_missing", "after_cut_off"} <= types
+
+
+async def test_restart_and_catch_up_from_the_cursor(db: Database) -> None:
+    events = scenario(600)
+    lp = [e.lp for e in events]
+    # the intake commits 600 fills but the pipeline only sees the first 300
+    state = await db.load_intake_state()
+    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state, known_symbols=REFERENCE.symbols)
+    first = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    await first.load()
+    seen: list[Any] = []
+    intake.on_committed = seen.extend
+    now = time.time()
+    await intake.process([Inbound("LP1", raw(f, i + 2, "LP1"), now, "app") for i, f in enumerate(lp)])
+    await first.process(seen[:300])
+    # "crash"; a new pipeline loads its state and catches up from its cursor
+    second = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    await second.load()
+    assert second.cursor == seen[299][0]
+    await second.catch_up()
+    await second.process(seen)                      # a late duplicate hand-off is ignored
+    rows = await q(db, "SELECT account, pair, quantity FROM positions")
+    stored = {(a, p): Decimal(qty) for a, p, qty in rows}
+    assert {k: v for k, v in stored.items() if v} == {k: v for k, v in expected_positions(lp).items() if v}
+    n_bookings = (await q(db, "SELECT COUNT(*) FROM bookings"))[0][0]
+    trades = sum(1 for f in lp if f.exec_type == "F") + sum(1 for f in lp if f.exec_type == "G")
+    reversals = sum(1 for f in lp if f.exec_type in ("G", "H"))
+    assert n_bookings == trades + reversals
+    # the in-memory state after a reload equals the state kept incrementally
+    third = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    await third.load()
+    assert third.net.nets == second.net.nets
+    assert third.positions.positions.keys() == second.positions.positions.keys()
