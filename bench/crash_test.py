@@ -45,7 +45,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(path: Path, db_url: str, lp_port: int, platform_port: int) -> None:
+def write_config(path: Path, db_url: str, lp_port: int, platform_port: int | None) -> None:
+    platform = "" if platform_port is None else f"""
+[[platform]]
+name = "PLATFORM"
+port = {platform_port}
+sender_comp_id = "STP"
+target_comp_id = "PLATFORM"
+"""
     path.write_text(f"""
 [engine]
 state_dir = "{path.parent / 'engine'}"
@@ -60,12 +67,7 @@ port = {lp_port}
 sender_comp_id = "STP"
 target_comp_id = "LP1"
 reconnect_interval = 1
-[[platform]]
-name = "PLATFORM"
-port = {platform_port}
-sender_comp_id = "STP"
-target_comp_id = "PLATFORM"
-""")
+{platform}""")
 
 
 def engine(cfg: Path) -> subprocess.Popen[bytes]:

@@ -42,14 +42,24 @@ class MarginStage:
         return events
 
     def on_position(self, position: Position) -> list[MarginEvent]:
-        if not self.known(position.account):
-            return []
-        account = position.account
-        self.realised.setdefault(account, {})[position.pair] = position.realised_pnl
-        events = self.book.on_position(PositionView(account, position.pair, position.quantity,
-                                                    position.average_price or Decimal(0)))
-        events += self._refresh_balance(account)
-        self._touched.add(account)
+        return self.on_positions([position])
+
+    def on_positions(self, positions: list[Position]) -> list[MarginEvent]:
+        """Positions changed (the last state of each in a batch); balances are
+        refreshed once per account."""
+        events: list[MarginEvent] = []
+        accounts: set[str] = set()
+        for position in positions:
+            if not self.known(position.account):
+                continue
+            account = position.account
+            self.realised.setdefault(account, {})[position.pair] = position.realised_pnl
+            events += self.book.on_position(PositionView(account, position.pair, position.quantity,
+                                                         position.average_price or Decimal(0)))
+            accounts.add(account)
+        for account in accounts:
+            events += self._refresh_balance(account)
+        self._touched.update(accounts)
         return events
 
     def on_cash(self, account: str, currency: str, amount: Decimal) -> list[MarginEvent]:

@@ -37,7 +37,7 @@ from stp.breaks import Break
 from stp.confirm import Matcher, Validator
 from stp.fills import Fill
 from stp.margin import MarginEvent
-from stp.netting import NetKey
+from stp.netting import NetChange, NetKey
 from stp.positions import Position
 from stp.reference import ReferenceData
 
@@ -62,6 +62,11 @@ class PostTrade:
         self.processed = 0
         self.breaks = BreakSink()
         self._stopping = False
+        # fills handed over in memory but not processed; past the limit the
+        # hand-off stops and the pipeline reads them back from the database
+        self.max_queued = 20_000
+        self._queued = 0
+        self._behind = False
 
     # -- state ------------------------------------------------------------
     async def load(self) -> None:
@@ -97,36 +102,47 @@ class PostTrade:
                 "SELECT b.account, p.ledger, p.amount FROM postings p JOIN bookings b "
                 "ON b.booking_id = p.booking_id WHERE b.kind = 'cash' AND p.party LIKE 'client:%'"):
             self.margin.on_cash(account, ccy, Decimal(amount))
-        for position in positions.values():
-            self.margin.on_position(position)
+        self.margin.on_positions(list(positions.values()))
         self.margin.flush([], PostTradeWrite(), now_us())
         log.info("posttrade_loaded", cursor=self.cursor, positions=len(positions), nets=len(nets))
 
     # -- feeding ------------------------------------------------------------
     def submit(self, fills: list[tuple[int, Fill]]) -> None:
-        """Called by the intake after its commit (same event loop)."""
-        if fills:
-            self.queue.put_nowait(fills)
+        """Called by the intake after its commit (same event loop).  Memory stays
+        bounded: when the pipeline is too far behind, the fills are left to the
+        database (they are committed) and read back by cursor."""
+        if not fills:
+            return
+        if self._behind or self._queued + len(fills) > self.max_queued:
+            self._behind = True
+            return
+        self._queued += len(fills)
+        self.queue.put_nowait(fills)
 
     async def catch_up(self) -> None:
         """Process the fills committed by the intake but not yet here."""
         while True:
             fills = await self.store.fills_after(self.cursor, 2000)
-            if not fills:
+            if not fills or (self._stopping and self.cursor >= fills[-1][0]):
                 return
-            await self.process(fills)
+            await self._process_safely(fills)
 
     async def run(self) -> None:
         await self.catch_up()
         timer = asyncio.create_task(self._timer())
         try:
             while not (self._stopping and self.queue.empty()):
+                if self._behind and self.queue.empty():
+                    self._behind = False            # read what was left to the database
+                    await self.catch_up()
+                    continue
                 try:
                     fills = await asyncio.wait_for(self.queue.get(), 0.5)
                 except TimeoutError:
                     continue
                 while not self.queue.empty() and len(fills) < 5000:
                     fills += self.queue.get_nowait()
+                self._queued -= len(fills)
                 await self._process_safely(fills)
         finally:
             timer.cancel()
@@ -163,6 +179,13 @@ class PostTrade:
         stamp = now_us()
         breaks: list[Break] = []
         events: list[MarginEvent] = []
+        # What only needs the batch's final state is applied once per batch:
+        # the last price per pair, the last position per (account, pair), the
+        # last net per key.  Margin, exposures and instructions are current
+        # at every commit.
+        prices: dict[str, Decimal] = {}
+        positions: dict[tuple[str, str], Position] = {}
+        net_changes: dict[NetKey, NetChange] = {}
         try:
             for fill_id, fill in fills:
                 bookable, found = self.confirm.on_fill(fill_id, fill, now, w, stamp)
@@ -176,11 +199,19 @@ class PostTrade:
                 for booking in bookings:
                     position = await self.positions.apply(booking, self.book, self.store, w, stamp)
                     if position is not None:
-                        events += self.margin.on_position(position)
-                    breaks += self.settle.on_changes(self.net.apply(booking, w, stamp), now, w)
-                events += self.margin.on_price(fill.symbol, fill.spot_rate or fill.last_px)
-                if bookings:
-                    breaks += self.margin.exposure_breaks(fill.account)
+                        positions[(position.account, position.pair)] = position
+                    for change in self.net.apply(booking, w, stamp):
+                        first = net_changes.get(change.key)
+                        net_changes[change.key] = change if first is None else \
+                            NetChange(change.key, first.before, change.after, change.booking_id)
+                prices[fill.symbol] = fill.spot_rate or fill.last_px
+            # a price moves every account holding or converting through the pair
+            for symbol, price in prices.items():
+                events += self.margin.on_price(symbol, price)
+            events += self.margin.on_positions(list(positions.values()))
+            for account in {acc for acc, _ in positions}:
+                breaks += self.margin.exposure_breaks(account)
+            breaks += self.settle.on_changes(list(net_changes.values()), now, w)
             for brk in breaks:
                 self.breaks.add(brk, w, stamp)
             self.margin.flush(events, w, stamp)

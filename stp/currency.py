@@ -10,6 +10,7 @@ from decimal import (
     InvalidOperation,
     Overflow,
 )
+from functools import cache
 from types import MappingProxyType
 from typing import Final
 
@@ -69,6 +70,7 @@ def is_known_currency(ccy: str) -> bool:
     return True
 
 
+@cache
 def minor_units(ccy: str) -> int:
     """Return the ISO 4217 exponent of ``ccy`` (JPY 0, USD 2, KWD 3).
 
@@ -95,7 +97,7 @@ def quantize(amount: Decimal, ccy: str) -> Decimal:
     if not amount.is_finite():
         raise ValueError(f"amount is not finite: {amount}")
     context = decimal_context()  # quantize sets flags: never share a context
-    exponent = Decimal(1).scaleb(-minor_units(ccy), context=context)
+    exponent = _quantum(ccy)
     try:
         result = amount.quantize(exponent, rounding=ROUND_HALF_EVEN, context=context)
     except InvalidOperation:
@@ -104,3 +106,9 @@ def quantize(amount: Decimal, ccy: str) -> Decimal:
     if result.is_zero() and result.is_signed():
         result = result.copy_abs()
     return result
+
+
+@cache
+def _quantum(ccy: str) -> Decimal:
+    """1 of the currency's minor unit (0.01 for USD), computed once per code."""
+    return Decimal(1).scaleb(-minor_units(ccy))
