@@ -71,8 +71,8 @@ def run(count: int, db_url: str | None, tmp: Path) -> dict[str, object]:
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(2.0)
     cpu0, _ = proc_stat(engine.pid)
-    lp = subprocess.run([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate", "lp",
-                         "--port", str(lp_port), "--count", str(count), "--seed", "9",
+    lp = subprocess.run([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate",
+                         "lp", "--port", str(lp_port), "--count", str(count), "--seed", "9",
                          "--start", START.isoformat(), "--state-dir", str(tmp / "sim"), "--reset",
                          "--linger", "1", "--no-progress"], cwd=ROOT, capture_output=True, text=True,
                         timeout=7200)
