@@ -59,6 +59,7 @@ class EngineConfig:
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_topic_prefix: str = "fxstp"
+    mqtt_extra: dict[str, Any] = field(default_factory=dict)   # client_id, username, password, tls, ...
     log_level: str = "info"
     log_format: str = "json"
     batch_max: int = 2000               # messages per intake transaction at most
@@ -178,6 +179,11 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         path=file, database_url=url, state_dir=state_dir,
         mqtt_host=env.get("STP_MQTT_HOST") or mqtt.get("host", "127.0.0.1"), mqtt_port=mqtt_port,
         mqtt_topic_prefix=mqtt.get("topic_prefix", "fxstp"),
+        mqtt_extra={k: v for k, v in {
+            **{k: mqtt[k] for k in ("client_id", "username", "password", "tls", "ca_file", "enabled")
+               if k in mqtt},
+            "username": env.get("STP_MQTT_USERNAME") or mqtt.get("username"),
+            "password": env.get("STP_MQTT_PASSWORD") or mqtt.get("password")}.items() if v is not None},
         log_level=env.get("STP_LOG_LEVEL") or logging_.get("level", "info"),
         log_format=logging_.get("format", "json"),
         batch_max=batch_max, queue_max=queue_max,

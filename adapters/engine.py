@@ -18,6 +18,7 @@ import structlog
 
 from adapters.config import EngineConfig
 from adapters.db.repository import Database
+from adapters.mqtt import OutboxRelay, settings_from_config
 from adapters.quickfix_sessions import EngineApplication, InboundQueue, QuickfixSessions
 from adapters.reference import load_reference
 from handlers.intake import Intake
@@ -43,8 +44,12 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         key_by_platform={p.name: p.match_key for p in cfg.platforms},
         lp_for_platform={p.name: p.confirms for p in cfg.platforms if p.confirms},
         match_window=timedelta(seconds=cfg.match_window_s),
-        price_tolerance=Decimal(cfg.match_price_tolerance), qty_tolerance=Decimal(cfg.match_qty_tolerance))
+        price_tolerance=Decimal(cfg.match_price_tolerance), qty_tolerance=Decimal(cfg.match_qty_tolerance),
+        topic_prefix=cfg.mqtt_topic_prefix)
     await posttrade.load()
+    mqtt = settings_from_config(cfg)
+    relay = OutboxRelay(db, mqtt, wakeup=posttrade.committed) if mqtt.enabled else None
+    relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
     intake.on_committed = posttrade.submit
     posttrade_task = asyncio.create_task(posttrade.run(), name="posttrade")
     intake_task = asyncio.create_task(intake.run(), name="intake")
@@ -66,9 +71,16 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         await asyncio.shield(intake_task)
         await posttrade.stop()
         await asyncio.shield(posttrade_task)
+        if relay is not None and relay_task is not None:
+            await relay.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(relay_task), 5.0)
+            except TimeoutError:
+                relay_task.cancel()     # no broker: the outbox keeps the events for the next start
         summary = intake.summary()
         summary["posttrade_processed"] = posttrade.processed
         summary["breaks_detected"] = posttrade.breaks.detected
+        summary["events_published"] = relay.published if relay else 0
         log.info("engine_stopped", **summary)
         await db.close()
     return summary

@@ -5,18 +5,22 @@ a price updates only the accounts that hold or convert through that pair
 (``stp.margin.MarginBook``).  Balance = opening balance + cash movements +
 realised P&L, converted to the account currency at the latest rates when the
 account is updated.  Threshold crossings (margin call, stop-out, recovered)
-are stored as events and logged; the current margin per account is stored.
+are stored as events, logged and published (``<prefix>/margin/<account>/events``);
+the current margin per account is stored and published on the retained topic
+``<prefix>/margin/<account>``.
 Exposure-limit breaches are breaks.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import structlog
 
 from adapters.db.posttrade import PostTradeWrite, text
 from stp.breaks import Break
+from stp.events import margin_event, margin_state
 from stp.margin import MarginBook, MarginEvent, PositionView
 from stp.positions import Position
 from stp.reference import ReferenceData
@@ -25,7 +29,8 @@ log = structlog.get_logger("engine.margin")
 
 
 class MarginStage:
-    def __init__(self, reference: ReferenceData, next_event_id: int) -> None:
+    def __init__(self, reference: ReferenceData, next_event_id: int, topic_prefix: str = "fxstp") -> None:
+        self.prefix = topic_prefix
         self.reference = reference
         self.book = MarginBook.from_reference(reference)
         self.cash: dict[str, dict[str, Decimal]] = {}           # account -> currency -> amount
@@ -86,16 +91,25 @@ class MarginStage:
         return self.book.check_exposure(account)
 
     def flush(self, events: list[MarginEvent], w: PostTradeWrite, now_us: int) -> None:
+        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_us)
         for account in self._touched:
             m = self.book.snapshot(account)
             w.put("margin_accounts", account, (account, m.currency, str(m.balance), str(m.unrealised_pnl),
                                                str(m.equity), str(m.used_margin), str(m.free_margin),
                                                text(m.margin_level), m.state, now_us))
+            w.publish(margin_state(account, {
+                "currency": m.currency, "balance": str(m.balance), "unrealised_pnl": str(m.unrealised_pnl),
+                "equity": str(m.equity), "used_margin": str(m.used_margin), "free_margin": str(m.free_margin),
+                "margin_level": text(m.margin_level), "state": m.state}, self.prefix, at, now_us), now_us)
         self._touched.clear()
         for e in events:
             w.put("margin_events", self.next_event_id, (self.next_event_id, e.account, str(e.kind),
                                                         text(e.margin_level), str(e.equity),
                                                         str(e.used_margin), now_us))
+            w.publish(margin_event(self.next_event_id, e.account, str(e.kind), {
+                "margin_level": text(e.margin_level), "equity": str(e.equity),
+                "used_margin": str(e.used_margin), "threshold": str(e.at_threshold)}, self.prefix, at),
+                now_us)
             self.next_event_id += 1
             log.warning("margin_event", account=e.account, kind=str(e.kind),
                         margin_level=str(e.margin_level), equity=str(e.equity),

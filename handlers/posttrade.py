@@ -49,7 +49,7 @@ class PostTrade:
                  key_by_platform: dict[str, str], lp_for_platform: dict[str, str],
                  match_window: timedelta = timedelta(seconds=30),
                  price_tolerance: Decimal = Decimal("0.00001"), qty_tolerance: Decimal = Decimal(0),
-                 timer_seconds: float = 1.0) -> None:
+                 timer_seconds: float = 1.0, topic_prefix: str = "fxstp") -> None:
         self.db = db
         self.store = PostTradeStore(db)
         self.reference = reference
@@ -60,7 +60,9 @@ class PostTrade:
         self.queue: asyncio.Queue[list[tuple[int, Fill]]] = asyncio.Queue()
         self.cursor = 0
         self.processed = 0
-        self.breaks = BreakSink()
+        self.topic_prefix = topic_prefix
+        self.breaks = BreakSink(topic_prefix)
+        self.committed = asyncio.Event()      # set after every commit (the outbox relay waits on it)
         self._stopping = False
         # fills handed over in memory but not processed; past the limit the
         # hand-off stops and the pipeline reads them back from the database
@@ -92,7 +94,7 @@ class PostTrade:
         self.settle = SettleStage(self.reference, await load_instructions(store, since))
         self.confirm = ConfirmStage(Validator(self.reference), Matcher(*self._matcher_args),
                                     self.lp_sessions)
-        self.margin = MarginStage(self.reference, next_event)
+        self.margin = MarginStage(self.reference, next_event, self.topic_prefix)
         # latest price per pair, then positions and cash into the margin book
         for symbol, price in await store.fetch(
                 "SELECT f.symbol, f.last_px FROM fills f JOIN (SELECT symbol, MAX(id) AS id FROM fills "
@@ -217,6 +219,7 @@ class PostTrade:
             self.margin.flush(events, w, stamp)
             w.cursor = fills[-1][0]
             await self.store.write(w)
+            self.committed.set()
         finally:
             self.book.end_batch()
         self.cursor = fills[-1][0]
@@ -254,6 +257,7 @@ class PostTrade:
         self.margin.flush(events, w, stamp)
         if w:
             await self.store.write(w)
+            self.committed.set()
 
     def _apply_inbox(self, kind: str, payload: dict[str, Any], w: PostTradeWrite,
                      stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.repository import Database, now_us
 from stp.booking import Booking, BookingKind, Posting, TradeAmounts
+from stp.events import BusEvent
 from stp.fills import Fill, Side
 from stp.valuedates import CurrencyPair
 
@@ -58,6 +59,8 @@ _UPSERTS = {
                         "updated_us = excluded.updated_us", 10),
     "margin_events": ("INSERT INTO margin_events (id, account, kind, margin_level, equity, used_margin, "
                       "at_us) VALUES ({})", 7),
+    # events for the bus, committed with what they describe (transactional outbox)
+    "outbox": ("INSERT INTO outbox (event_id, topic, payload, retain, created_us) VALUES ({})", 5),
 }
 # the order a batch is written in
 _TABLES = tuple(_UPSERTS)
@@ -83,6 +86,12 @@ class PostTradeWrite:
     def put(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
         """Upserted tables keep the last row per key; insert-only tables need unique keys."""
         self.rows[table][key] = row
+
+    def publish(self, event: BusEvent, stamp_us: int) -> None:
+        """Queue a bus event; retained topics keep only the batch's last state."""
+        outbox = self.rows["outbox"]
+        key = event.topic if event.retain else (event.event_id, len(outbox))
+        outbox[key] = (event.event_id, event.topic, event.payload, event.retain, stamp_us)
 
     def __bool__(self) -> bool:
         return any(self.rows.values()) or bool(self.inbox_done) or self.cursor is not None

@@ -1,0 +1,158 @@
+"""The outbox relay: publishes committed events to the MQTT bus, reliably.
+
+Events are written to the ``outbox`` table in the same transaction that
+detects them.  The relay publishes them in order at QoS 1 with aiomqtt and
+marks them published only after the broker's PUBACK (``publish`` returns
+then); a crash between the two republishes them, and consumers drop repeats
+by the CloudEvent id.  Without a broker the engine goes on and the events
+wait; the relay reconnects with backoff (1 s doubling to 30 s) and catches up.
+A broker can acknowledge a message and still lose it when it goes down
+(Mosquitto persists on a timer), so after reconnecting from a lost
+connection the relay republishes what it published in the ``replay_s``
+seconds before the loss; consumers drop the repeats by id.  It keeps a
+retained ``<prefix>/status`` ("online"; the last will and a clean stop say
+"offline").  Up to ``window`` publishes are in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+import structlog
+
+from adapters.db.posttrade import PostTradeStore
+from adapters.db.repository import Database, now_us
+from stp.events import engine_status
+
+log = structlog.get_logger("engine.mqtt")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = "fxstp"
+    client_id: str = "fxstp-engine"
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    enabled: bool = True
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, settings: MqttSettings, wakeup: asyncio.Event | None = None,
+                 batch: int = 500, window: int = 100) -> None:
+        self.db = db
+        self.store = PostTradeStore(db)
+        self.settings = settings
+        self.wakeup = wakeup or asyncio.Event()
+        self.batch = batch
+        self.window = window
+        self.published = 0
+        self.publish_timeout = 10.0
+        self.replay_s = 10.0
+        self._lost_at_us: int | None = None
+        self.connected = asyncio.Event()
+        self._stopping = False
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        will_event = engine_status("offline", s.topic_prefix, datetime.now(UTC))
+        tls: ssl.SSLContext | None = None
+        if s.tls:
+            tls = ssl.create_default_context(cafile=s.ca_file)
+        return aiomqtt.Client(s.host, s.port, identifier=s.client_id, username=s.username,
+                              password=s.password, tls_context=tls, keepalive=30, timeout=10,
+                              will=aiomqtt.Will(will_event.topic, will_event.payload, qos=1, retain=True))
+
+    async def run(self) -> None:
+        delay = 1.0
+        while not self._stopping:
+            try:
+                async with self._client() as client:
+                    delay = 1.0
+                    if self._lost_at_us is not None:
+                        await self._replay_recent(self._lost_at_us)
+                        self._lost_at_us = None
+                    await self._status(client, "online")
+                    self.connected.set()
+                    log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
+                    await self._pump(client)
+                    await self._status(client, "offline")
+                    return
+            except aiomqtt.MqttError as exc:
+                if self.connected.is_set() and self._lost_at_us is None:
+                    self._lost_at_us = now_us()
+                self.connected.clear()
+                log.warning("mqtt_unavailable", host=self.settings.host, port=self.settings.port,
+                            error=str(exc), retry_in_s=delay)
+            if self._stopping:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped(), delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _stopped(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(0.1)
+
+    async def _status(self, client: aiomqtt.Client, state: str) -> None:
+        event = engine_status(state, self.settings.topic_prefix, datetime.now(UTC))
+        await client.publish(event.topic, event.payload, qos=1, retain=True, timeout=self.publish_timeout)
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        while True:
+            rows = await self.store.fetch(
+                "SELECT id, topic, payload, retain FROM outbox WHERE published_us IS NULL "
+                "ORDER BY id LIMIT ?", (self.batch,))
+            if not rows:
+                if self._stopping:
+                    return
+                self.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), 0.5)
+                continue
+            for i in range(0, len(rows), self.window):
+                chunk = rows[i:i + self.window]
+                # a PUBACK that never comes (broker gone) must not hang the relay
+                await asyncio.gather(*(client.publish(r[1], r[2], qos=1, retain=bool(r[3]),
+                                                      timeout=self.publish_timeout) for r in chunk))
+                await self._mark([int(r[0]) for r in chunk])
+                self.published += len(chunk)
+
+    async def _replay_recent(self, lost_at_us: int) -> None:
+        since = lost_at_us - int(self.replay_s * 1_000_000)
+        sql = self.store.query("UPDATE outbox SET published_us = NULL WHERE published_us >= ?")
+        async with self.db.engine.begin() as conn:
+            result = await conn.exec_driver_sql(sql, (since,))
+        log.info("mqtt_replaying", events=result.rowcount, seconds=self.replay_s)
+
+    async def _mark(self, ids: list[int]) -> None:
+        marks = ", ".join("?" * len(ids))
+        sql = self.store.query(f"UPDATE outbox SET published_us = ? WHERE id IN ({marks})")
+        async with self.db.engine.begin() as conn:
+            await conn.exec_driver_sql(sql, (now_us(), *ids))
+
+    async def stop(self) -> None:
+        """Publish what is committed (briefly), say offline, end ``run``."""
+        self._stopping = True
+        self.wakeup.set()
+
+    async def pending(self) -> int:
+        rows = await self.store.fetch("SELECT COUNT(*) FROM outbox WHERE published_us IS NULL")
+        return int(rows[0][0])
+
+
+def settings_from_config(cfg: Any) -> MqttSettings:
+    extra = cfg.mqtt_extra if hasattr(cfg, "mqtt_extra") else {}
+    return MqttSettings(host=cfg.mqtt_host, port=cfg.mqtt_port, topic_prefix=cfg.mqtt_topic_prefix,
+                        client_id=extra.get("client_id", "fxstp-engine"), username=extra.get("username"),
+                        password=extra.get("password"), tls=bool(extra.get("tls", False)),
+                        ca_file=extra.get("ca_file"), enabled=bool(extra.get("enabled", True)))

@@ -1,0 +1,73 @@
+"""Events for the settlement desk's bus: CloudEvents 1.0, structured JSON.
+
+Every event has a stable id, so a consumer that sees one twice (QoS 1 is
+at-least-once; the relay may republish after a crash) drops the repeat:
+a break's event id is the break id (the same discrepancy detected again is
+the same event); a margin event's id is its stored id.  Pure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from stp.breaks import Break
+
+SOURCE = "urn:fxstp:engine"
+
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    event_id: str
+    topic: str
+    payload: str          # the CloudEvent, JSON
+    retain: bool = False
+
+
+def _topic_part(text: str) -> str:
+    """MQTT topic levels may not contain '/', '+' or '#'."""
+    return "".join("_" if c in "/+#" else c for c in text) or "_"
+
+
+def cloud_event(event_id: str, kind: str, subject: str, data: dict[str, Any], at: datetime) -> str:
+    return json.dumps({
+        "specversion": "1.0", "id": event_id, "source": SOURCE, "type": kind, "subject": subject,
+        "time": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json", "data": data}, sort_keys=True, default=str)
+
+
+def break_detected(brk: Break, prefix: str, at: datetime) -> BusEvent:
+    """Topic: <prefix>/breaks/<session or counterparty or account>/<type>."""
+    scope = brk.keys.get("session") or brk.keys.get("counterparty") or brk.keys.get("account") or "engine"
+    data = {"break_id": brk.break_id, "type": brk.type.value, "severity": brk.level.value,
+            "keys": brk.keys, "summary": brk.summary, "ours": brk.ours, "theirs": brk.theirs,
+            "state": "open"}
+    return BusEvent(brk.break_id, f"{prefix}/breaks/{_topic_part(scope)}/{brk.type.value}",
+                    cloud_event(brk.break_id, "com.fxstp.break.detected", brk.break_id, data, at))
+
+
+def margin_event(event_no: int, account: str, kind: str, data: dict[str, Any], prefix: str,
+                 at: datetime) -> BusEvent:
+    """Topic: <prefix>/margin/<account>/events (margin call, stop-out, recovered)."""
+    event_id = f"margin-{event_no}"
+    return BusEvent(event_id, f"{prefix}/margin/{_topic_part(account)}/events",
+                    cloud_event(event_id, f"com.fxstp.margin.{kind}", account,
+                                {"account": account, "kind": kind, **data}, at))
+
+
+def margin_state(account: str, data: dict[str, Any], prefix: str, at: datetime,
+                 stamp_us: int) -> BusEvent:
+    """Retained topic <prefix>/margin/<account>: the account's current margin."""
+    event_id = f"margin-state-{account}-{stamp_us}"
+    payload = cloud_event(event_id, "com.fxstp.margin.state", account, {"account": account, **data}, at)
+    return BusEvent(event_id, f"{prefix}/margin/{_topic_part(account)}", payload, retain=True)
+
+
+def engine_status(state: str, prefix: str, at: datetime) -> BusEvent:
+    """Retained topic <prefix>/status: online / offline (offline is also the last will)."""
+    event_id = f"status-{state}-{int(at.timestamp() * 1e6)}"
+    return BusEvent(event_id, f"{prefix}/status",
+                    cloud_event(event_id, "com.fxstp.engine.status", "engine", {"state": state}, at),
+                    retain=True)
