@@ -62,6 +62,10 @@ _UPSERTS = {
     # events for the bus, committed with what they describe (transactional outbox)
     "outbox": ("INSERT INTO outbox (event_id, topic, payload, retain, created_us) VALUES ({})", 5),
 }
+# unreversed trade bookings (callers add their conditions)
+_ACTIVE_TRADES = ("SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
+                  "b.quote_amount, b.price, b.value_date FROM bookings b WHERE b.kind = 'trade' "
+                  "AND NOT EXISTS (SELECT 1 FROM bookings r WHERE r.reverses = b.booking_id) ")
 # the order a batch is written in
 _TABLES = tuple(_UPSERTS)
 
@@ -159,11 +163,8 @@ class PostTradeStore:
         return [(int(r[0]), fill_from_row(r[1:])) for r in rows]
 
     async def active_trade_booking(self, session: str, exec_id: str) -> Booking | None:
-        rows = await self.fetch(
-            "SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
-            "b.quote_amount, b.price, b.value_date FROM bookings b WHERE b.kind = 'trade' "
-            "AND b.fill_session = ? AND b.fill_exec_id = ? AND NOT EXISTS "
-            "(SELECT 1 FROM bookings r WHERE r.reverses = b.booking_id)", (session, exec_id))
+        rows = await self.fetch(_ACTIVE_TRADES + "AND b.fill_session = ? AND b.fill_exec_id = ?",
+                                (session, exec_id))
         if not rows:
             return None
         r = rows[0]
@@ -177,11 +178,8 @@ class PostTradeStore:
 
     async def active_trades(self, account: str, pair: str) -> list[tuple[str, TradeAmounts]]:
         """(booking id, amounts) of the account's unreversed trades in the pair, in booking order."""
-        rows = await self.fetch(
-            "SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
-            "b.quote_amount, b.price, b.value_date FROM bookings b WHERE b.kind = 'trade' "
-            "AND b.account = ? AND b.pair = ? AND NOT EXISTS "
-            "(SELECT 1 FROM bookings r WHERE r.reverses = b.booking_id) ORDER BY b.seq", (account, pair))
+        rows = await self.fetch(_ACTIVE_TRADES + "AND b.account = ? AND b.pair = ? ORDER BY b.seq",
+                                (account, pair))
         return [(r[0], _trade(*r[1:])) for r in rows]
 
 
