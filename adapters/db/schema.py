@@ -1,5 +1,8 @@
-"""Database schema (SQLAlchemy Core).  Changes go through Alembic migrations
-in ``adapters/db/migrations``; this module is what they build.
+"""Database schema (SQLAlchemy Core) of the intake tables, which the
+repository queries through Core.  Every table, these included, is created
+and changed by the Alembic migrations in ``adapters/db/migrations``; the
+post-trade and outbox tables are queried with plain SQL
+(``adapters/db/posttrade.py``).
 
 Amounts are exact decimal text (``DecimalText``): SQLite has no decimal type
 and a float column would round.  Times are integer microseconds since the
