@@ -7,6 +7,7 @@
   report positions      positions per account and pair, with margin
   settlement status     report a settlement as settled or failed (the desk's input)
   cash deposit|withdraw a client's cash movement
+  breaks list|show|watch the breaks: from the database, or live from the bus
   simulate lp           LP simulator (FIX acceptor streaming ExecutionReports)
   simulate platform     trading-platform simulator (FIX initiator)
   simulate sink         a counting FIX peer that checks exactly-once delivery
@@ -107,6 +108,16 @@ def _build_parser() -> argparse.ArgumentParser:
     cash.add_argument("--amount", type=Decimal, required=True)
     cash.add_argument("--value-date", type=date.fromisoformat, default=None)
     cash.add_argument("--reference", default=None, help="unique reference (default: generated)")
+    brk = sub.add_parser("breaks", help="breaks: list, show, watch the bus")
+    brk.add_argument("action", choices=["list", "show", "watch"])
+    brk.add_argument("break_id", nargs="?", help="for show")
+    brk.add_argument("--config", default=None)
+    brk.add_argument("--state", default=None, help="list: open, acknowledged, resolved")
+    brk.add_argument("--type", default=None, help="list: a break type, e.g. mismatch")
+    brk.add_argument("--limit", type=int, default=100)
+    brk.add_argument("--count", type=int, default=None, help="watch: stop after this many")
+    brk.add_argument("--client-id", default=None, help="watch: a persistent session under this id")
+    brk.add_argument("--json", action="store_true")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--config", default=None)
@@ -140,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:            # bare `run_engine.py`: the default configuration
         args = parser.parse_args([*(argv or [])[:0], *(["--log-level", args.log_level]
                                                        if args.log_level else []), "run"])
-    if args.command in ("run", "status", "db", "report", "settlement", "cash"):
+    if args.command in ("run", "status", "db", "report", "settlement", "cash", "breaks"):
         return _engine_command(args)
     logs.configure(args.log_level)
     if args.command == "simulate":
@@ -168,6 +179,8 @@ def _engine_command(args: argparse.Namespace) -> int:
         return 0
     if args.command in ("report", "settlement", "cash"):
         return asyncio.run(_desk_command(args, cfg))
+    if args.command == "breaks":
+        return _breaks_command(args, cfg)
     if args.command == "db":
         from adapters.db.repository import Database
 
@@ -229,6 +242,42 @@ def _simulate(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _breaks_command(args: argparse.Namespace, cfg: Any) -> int:
+    from adapters import desk
+    from adapters.db.repository import Database
+
+    if args.action == "watch":
+        return _run_async(desk.watch(cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_topic_prefix, sys.stdout,
+                                     args.json, args.count, args.client_id))
+
+    async def query() -> int:
+        db = Database(cfg.database_url)
+        try:
+            await db.migrate()
+            if args.action == "list":
+                rows = await desk.list_breaks(db, args.state, args.type, args.limit)
+                if args.json:
+                    print(json.dumps(rows, indent=2))
+                else:
+                    for r in rows:
+                        print(f"{r['break_id']}  {r['severity']:<8} {r['state']:<12} {r['type']:<24} "
+                              f"x{r['occurrences']}  {r['summary']}")
+                return 0
+            if not args.break_id:
+                print("error: breaks show needs a break id", file=sys.stderr)
+                return 2
+            found = await desk.show_break(db, args.break_id)
+            if found is None:
+                print(f"error: no break {args.break_id}", file=sys.stderr)
+                return 1
+            print(json.dumps(found, indent=2))
+            return 0
+        finally:
+            await db.close()
+
+    return asyncio.run(query())
 
 
 async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:

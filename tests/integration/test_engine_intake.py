@@ -415,3 +415,57 @@ def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_fac
             await db.close()
 
     assert asyncio.run(breaks()) == []                  # a fault-free run has no breaks
+
+
+def test_breaks_reach_the_desk_tools(tmp_path: Path, engine_factory: Any) -> None:
+    """LP/platform price mismatches become breaks: in the database (`breaks list`,
+    `breaks show`) and on the bus (`breaks watch`), each once."""
+    from tests.integration.test_outbox import MOSQUITTO, Broker
+
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed")
+    broker = Broker(tmp_path)
+    broker.start()
+    try:
+        lp_port, pf_port = free_port(), free_port()
+        cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}",
+                           lp_port, pf_port)
+        cfg.write_text(cfg.read_text() + f'\n[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
+                       'topic_prefix = "desk"\n')
+        faults = "price=0.03"
+        start = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)
+        expected = sum(1 for e in Scenario(seed=41, count=400, start=start,
+                                           faults=FaultRates.parse(faults)).events() if "price" in e.faults)
+        assert expected >= 5
+        watch = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "breaks", "watch", "--config",
+                                  str(cfg), "--count", str(expected), "--json"], cwd=ROOT,
+                                 stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        common = ["--count", "400", "--seed", "41", "--start", start.isoformat(), "--faults", faults,
+                  "--reset", "--linger", "3", "--no-progress"]
+        lp = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error",
+                               "simulate", "lp", "--port", str(lp_port), "--state-dir", str(tmp_path / "sl"),
+                               *common], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        engine = engine_factory(cfg)
+        platform = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error",
+                                     "simulate", "platform", "--port", str(pf_port), "--state-dir",
+                                     str(tmp_path / "sp"), *common], cwd=ROOT, stdout=subprocess.PIPE,
+                                    text=True)
+        out, _ = watch.communicate(timeout=90)
+        lp.communicate(timeout=60)
+        platform.communicate(timeout=60)
+        watched = [json.loads(line) for line in out.splitlines()]
+        assert len(watched) == expected
+        assert {e["data"]["type"] for e in watched} == {"mismatch"}
+        assert len({e["id"] for e in watched}) == expected
+        listed = json.loads(subprocess.run(
+            [sys.executable, str(ROOT / "run_engine.py"), "breaks", "list", "--config", str(cfg), "--json"],
+            cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+        assert {b["break_id"] for b in listed} == {e["id"] for e in watched}
+        shown = json.loads(subprocess.run(
+            [sys.executable, str(ROOT / "run_engine.py"), "breaks", "show", listed[0]["break_id"], "--config",
+             str(cfg)], cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+        assert shown["ours"] != shown["theirs"] and shown["state"] == "open"
+        engine.stop()
+    finally:
+        broker.stop()
