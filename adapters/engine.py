@@ -38,7 +38,7 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     app = EngineApplication(cfg, queue, state.last_seq)
     sessions = QuickfixSessions(cfg, app)
     intake = Intake(queue, db, state, sessions.send_dont_know, cfg.batch_max,
-                    known_symbols=reference.symbols)
+                    known_symbols=reference.symbols, topic_prefix=cfg.mqtt_topic_prefix)
     posttrade = PostTrade(
         db, reference, lp_sessions=frozenset(s.name for s in cfg.lps),
         key_by_platform={p.name: p.match_key for p in cfg.platforms},
@@ -49,6 +49,7 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     await posttrade.load()
     mqtt = settings_from_config(cfg)
     relay = OutboxRelay(db, mqtt, wakeup=posttrade.committed) if mqtt.enabled else None
+    intake.committed = posttrade.committed      # intake breaks wake the relay too
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
     intake.on_committed = posttrade.submit
     posttrade_task = asyncio.create_task(posttrade.run(), name="posttrade")

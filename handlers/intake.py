@@ -21,9 +21,12 @@ from typing import Any
 
 import structlog
 
+from adapters.db.posttrade import PostTradeWrite
 from adapters.db.repository import Database, IntakeBatch, IntakeState
 from adapters.fix.codec import GarbledMessage, fields_of
 from adapters.quickfix_sessions import Inbound, InboundQueue
+from handlers.breaks import BreakSink
+from stp.breaks import Break, BreakType
 from stp.fills import Fill, NotAFill, Rejection, normalise
 from stp.intake import Outcome, dedupe
 
@@ -91,7 +94,7 @@ class KnownExecutions:
 class Intake:
     def __init__(self, queue: InboundQueue, db: Database, state: IntakeState,
                  send_dont_know: DontKnowSender | None = None, batch_max: int = 2000,
-                 known_symbols: frozenset[str] | None = None) -> None:
+                 known_symbols: frozenset[str] | None = None, topic_prefix: str = "fxstp") -> None:
         self.queue = queue
         self.db = db
         self.state = state
@@ -103,6 +106,8 @@ class Intake:
         self.counters = IntakeCounters()
         self.last_seq = dict(state.last_seq)
         self.on_committed: Callable[[list[tuple[int, Fill]]], None] | None = None
+        self.break_sink = BreakSink(topic_prefix)
+        self.committed: asyncio.Event | None = None   # set when a commit queued bus events
         self._stopping = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -169,6 +174,7 @@ class Intake:
         from_db = await self.db.known_hashes(missing) if missing else {}
         staged = _Staged(self.known, from_db, self.state, self.last_seq)
         accepted: list[tuple[int, Fill]] = []
+        problems: list[Break] = []
         for item, received_us, fields, result in parsed:
             outcome, reason, exec_id = self._decide(item, fields, result, staged, dk)
             seq = _seq(fields, item.kind)
@@ -183,7 +189,12 @@ class Intake:
                 batch.fills.append(_fill_row(result, staged.next_fill_id, journal_id))
                 accepted.append((staged.next_fill_id, result))
                 staged.next_fill_id += 1
-            elif outcome is Outcome.CONFLICT and isinstance(result, Fill):
+            if outcome in (Outcome.CONFLICT, Outcome.DONT_KNOW, Outcome.BUSINESS_REJECT,
+                           Outcome.SESSION_REJECT):
+                problems.append(_intake_break(outcome, item, fields or {}, seq, reason,
+                                              staged.known_hash((item.session, exec_id or "")),
+                                              result))
+            if outcome is Outcome.CONFLICT and isinstance(result, Fill):
                 batch.conflicts.append((
                     staged.next_conflict_id, journal_id, item.session, result.exec_id,
                     staged.known_hash((result.session, result.exec_id)) or "", result.content_hash,
@@ -196,6 +207,11 @@ class Intake:
             elif seq > staged.last_seq.get(item.session, 0) or item.session in batch.resets:
                 staged.last_seq[item.session] = seq
                 batch.last_seq[item.session] = seq
+        if problems:
+            batch.breaks = PostTradeWrite()
+            stamp = int(time.time() * 1_000_000)
+            for brk in problems:
+                self.break_sink.add(brk, batch.breaks, stamp)
         await self.db.write_intake(batch)
         # committed: now the in-memory state may move on
         committed = time.time()
@@ -209,6 +225,8 @@ class Intake:
         add = self.latency.add
         for item in items:
             add(committed - item.received)
+        if batch.breaks is not None and self.committed is not None:
+            self.committed.set()
         if accepted and self.on_committed is not None:
             self.on_committed(accepted)
         for session, fields_, reason, text in dk:
@@ -263,6 +281,22 @@ class Intake:
                 "latency_p50_ms": round(self.latency.quantile(0.5) * 1000, 2),
                 "latency_p99_ms": round(self.latency.quantile(0.99) * 1000, 2),
                 "uptime_s": round(elapsed, 1)}
+
+
+def _intake_break(outcome: Outcome, item: Inbound, fields: dict[int, str], seq: int, reason: str | None,
+                  original_hash: str | None, result: Fill | Rejection | NotAFill | None) -> Break:
+    """A conflict or a rejected report as a break (stable id: type and keys)."""
+    exec_id = fields.get(17)
+    if outcome is Outcome.CONFLICT:
+        conflicting = result.content_hash if isinstance(result, Fill) else ""
+        return Break(BreakType.EXECID_CONFLICT, {"session": item.session, "exec_id": exec_id or ""},
+                     f"{item.session} reused ExecID {exec_id} with other content (MsgSeqNum {seq})",
+                     ours={"content_hash": original_hash or ""},
+                     theirs={"content_hash": conflicting, "seq": seq, "poss_dup": fields.get(43) == "Y"})
+    keys = {"session": item.session, "exec_id": exec_id} if exec_id else \
+        {"session": item.session, "seq": str(seq)}
+    return Break(BreakType.REJECTED_REPORT, keys, f"{item.session} MsgSeqNum {seq}: {reason}",
+                 theirs={"msg_type": fields.get(35, ""), "outcome": outcome.value, "reason": reason or ""})
 
 
 def _seq(fields: dict[int, str] | None, kind: str) -> int:

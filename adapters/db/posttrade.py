@@ -119,15 +119,19 @@ class PostTradeStore:
     async def write(self, w: PostTradeWrite) -> None:
         stamp = now_us()
         async with self.db.engine.begin() as conn:
-            for table in _TABLES:
-                rows = w.rows[table]
-                if rows:
-                    await conn.exec_driver_sql(self._sql[table], list(rows.values()))
+            await self.write_rows(conn, w)
             mark_done = self.query("UPDATE inbox SET applied_us = ?, result = ? WHERE id = ?")
             for inbox_id, result in w.inbox_done:
                 await conn.exec_driver_sql(mark_done, (stamp, result, inbox_id))
             if w.cursor is not None:
                 await self._set_cursor(conn, w.cursor, stamp)
+
+    async def write_rows(self, conn: AsyncConnection, w: PostTradeWrite) -> None:
+        """The rows of ``w`` inside the caller's transaction."""
+        for table in _TABLES:
+            rows = w.rows[table]
+            if rows:
+                await conn.exec_driver_sql(self._sql[table], list(rows.values()))
 
     async def _set_cursor(self, conn: AsyncConnection, fill_id: int, stamp: int) -> None:
         result = await conn.exec_driver_sql(

@@ -57,6 +57,7 @@ class IntakeBatch:
     conflicts: list[tuple[Any, ...]] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)   # session -> last committed seq
     resets: set[str] = field(default_factory=set)            # sessions whose sequence restarted
+    breaks: Any = None       # a PostTradeWrite with break rows and outbox events, same transaction
 
     def __len__(self) -> int:
         return len(self.journal)
@@ -188,6 +189,10 @@ class Database:
                 await conn.exec_driver_sql(self._insert_conflicts, batch.conflicts)
             for session, seq in batch.last_seq.items():
                 await self._set_last_seq(conn, session, seq, session in batch.resets, stamp)
+            if batch.breaks:
+                from adapters.db.posttrade import PostTradeStore
+
+                await PostTradeStore(self).write_rows(conn, batch.breaks)
 
     @staticmethod
     async def _set_last_seq(conn: Any, session: str, seq: int, reset: bool, stamp: int) -> None:

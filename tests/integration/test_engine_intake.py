@@ -277,6 +277,26 @@ async def test_bad_reports_get_dont_know_reject_or_bmr_and_are_journaled(
     assert ("BAD-SYMBOL", "dont_know") in outcomes and ("GOOD-1", "conflict") in outcomes
     bad = next(r for r in journal if r["exec_id"] == "BAD-SYMBOL")
     assert "55=XXX/YYY" in bad["raw"] and "DKReason=A" in bad["reason"] and "XXX/YYY" in bad["reason"]
+    # the conflict and every rejected report are breaks, raised in the intake's transaction
+    from adapters import desk
+    from adapters.db.repository import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}")
+    try:
+        breaks = await desk.list_breaks(db)
+        outbox = await db.engine.connect()
+        try:
+            events = (await outbox.exec_driver_sql("SELECT COUNT(*) FROM outbox WHERE topic LIKE "
+                                                   "'fxstp/breaks/LP1/%'")).scalar()
+        finally:
+            await outbox.close()
+    finally:
+        await db.close()
+    by_type: dict[str, int] = {}
+    for b in breaks:
+        by_type[b["type"]] = by_type.get(b["type"], 0) + 1
+    assert by_type == {"rejected_report": 8, "execid_conflict": 1}
+    assert events == 9
 
 
 async def _journal(url: str) -> list[dict[str, Any]]:
