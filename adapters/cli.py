@@ -8,6 +8,7 @@
   settlement status     report a settlement as settled or failed (the desk's input)
   cash deposit|withdraw a client's cash movement
   breaks list|show|watch the breaks: from the database, or live from the bus
+  breaks ack|resolve    the break lifecycle (who, why), applied by the engine
   simulate lp           LP simulator (FIX acceptor streaming ExecutionReports)
   simulate platform     trading-platform simulator (FIX initiator)
   simulate sink         a counting FIX peer that checks exactly-once delivery
@@ -109,8 +110,10 @@ def _build_parser() -> argparse.ArgumentParser:
     cash.add_argument("--value-date", type=date.fromisoformat, default=None)
     cash.add_argument("--reference", default=None, help="unique reference (default: generated)")
     brk = sub.add_parser("breaks", help="breaks: list, show, watch the bus")
-    brk.add_argument("action", choices=["list", "show", "watch"])
-    brk.add_argument("break_id", nargs="?", help="for show")
+    brk.add_argument("action", choices=["list", "show", "watch", "ack", "resolve"])
+    brk.add_argument("break_id", nargs="?", help="for show, ack, resolve")
+    brk.add_argument("--by", default=None, help="ack/resolve: who")
+    brk.add_argument("--reason", default=None, help="resolve: why (required); ack: optional note")
     brk.add_argument("--config", default=None)
     brk.add_argument("--state", default=None, help="list: open, acknowledged, resolved")
     brk.add_argument("--type", default=None, help="list: a break type, e.g. mismatch")
@@ -256,6 +259,19 @@ def _breaks_command(args: argparse.Namespace, cfg: Any) -> int:
         db = Database(cfg.database_url)
         try:
             await db.migrate()
+            if args.action in ("ack", "resolve"):
+                from adapters import reports
+
+                if not args.break_id or not args.by:
+                    print(f"error: breaks {args.action} needs a break id and --by", file=sys.stderr)
+                    return 2
+                if args.action == "resolve" and not args.reason:
+                    print("error: breaks resolve needs --reason", file=sys.stderr)
+                    return 2
+                kind = "break_acknowledge" if args.action == "ack" else "break_resolve"
+                payload = {"break_id": args.break_id, "by": args.by, "reason": args.reason}
+                print(json.dumps({"queued": await reports.enqueue(db, kind, payload), **payload}))
+                return 0
             if args.action == "list":
                 rows = await desk.list_breaks(db, args.state, args.type, args.limit)
                 if args.json:

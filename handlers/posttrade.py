@@ -33,8 +33,9 @@ from handlers.margin import MarginStage
 from handlers.net import NetStage
 from handlers.settle import SettleStage, load_instructions
 from stp.booking import book_cash
-from stp.breaks import Break
+from stp.breaks import Break, BreakState, transition
 from stp.confirm import Matcher, Validator
+from stp.events import break_changed
 from stp.fills import Fill
 from stp.margin import MarginEvent
 from stp.netting import NetChange, NetKey
@@ -245,10 +246,10 @@ class PostTrade:
                 "SELECT id, kind, payload FROM inbox WHERE applied_us IS NULL ORDER BY id"):
             payload = json.loads(payload_text)
             try:
-                result, found, evs = self._apply_inbox(kind, payload, w, stamp)
+                result, found, evs = await self._apply_inbox(kind, payload, w, stamp)
                 breaks += found
                 events += evs
-            except (ValueError, KeyError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:
                 result = f"error: {exc}"
                 log.warning("inbox_rejected", id=inbox_id, kind=kind, error=str(exc))
             w.inbox_done.append((inbox_id, result))
@@ -259,8 +260,10 @@ class PostTrade:
             await self.store.write(w)
             self.committed.set()
 
-    def _apply_inbox(self, kind: str, payload: dict[str, Any], w: PostTradeWrite,
-                     stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
+    async def _apply_inbox(self, kind: str, payload: dict[str, Any], w: PostTradeWrite,
+                           stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
+        if kind in ("break_acknowledge", "break_resolve"):
+            return await self._break_lifecycle(kind.split("_", 1)[1], payload, w, stamp), [], []
         if kind == "settlement_status":
             breaks, result = self.settle.apply_status(payload, w)
             return result, breaks, []
@@ -276,6 +279,27 @@ class PostTrade:
             events = self.margin.on_cash(account, currency, amount)
             return f"booked {booking.booking_id}", [], events
         raise ValueError(f"unknown inbox kind {kind!r}")
+
+
+    async def _break_lifecycle(self, action: str, payload: dict[str, Any], w: PostTradeWrite,
+                               stamp: int) -> str:
+        """open -> acknowledged -> resolved, who/when/why; every change is published."""
+        break_id, by, reason = str(payload["break_id"]), str(payload.get("by") or ""), payload.get("reason")
+        rows = await self.store.fetch("SELECT state, type, keys FROM breaks WHERE break_id = ?", (break_id,))
+        pending = [s for s in w.break_states if s[-1] == break_id]     # earlier in this tick
+        if not rows:
+            raise ValueError(f"unknown break {break_id}")
+        state = pending[-1][0] if pending else rows[0][0]
+        new = transition(state, action, by, reason)
+        if new is BreakState.ACKNOWLEDGED:
+            w.break_states.append((new.value, by, stamp, None, None, None, break_id))
+        else:
+            w.break_states.append((new.value, None, None, by, stamp, reason, break_id))
+        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=stamp)
+        w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), new.value, by, reason,
+                                self.topic_prefix, at), stamp)
+        log.info("break_changed", break_id=break_id, state=new.value, by=by, reason=reason)
+        return f"{new.value} by {by}"
 
 
 def _date(value: Any) -> date:

@@ -84,3 +84,31 @@ class Break:
         """Stable: the same type and keys always give the same id."""
         text = self.type.value + "\x01" + "\x01".join(f"{k}={self.keys[k]}" for k in sorted(self.keys))
         return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+class BreakState(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class IllegalBreakTransition(ValueError):
+    pass
+
+
+_NEXT = {("open", "acknowledge"): BreakState.ACKNOWLEDGED,
+         ("open", "resolve"): BreakState.RESOLVED,
+         ("acknowledged", "resolve"): BreakState.RESOLVED}
+
+
+def transition(state: str, action: str, by: str, reason: str | None) -> BreakState:
+    """open -> acknowledged -> resolved (open -> resolved too); who is required,
+    and why for a resolution."""
+    if not by.strip():
+        raise IllegalBreakTransition("say who (--by)")
+    if action == "resolve" and not (reason or "").strip():
+        raise IllegalBreakTransition("a resolution needs a reason")
+    new = _NEXT.get((state, action))
+    if new is None:
+        raise IllegalBreakTransition(f"cannot {action} a break that is {state}")
+    return new

@@ -48,6 +48,17 @@ def break_detected(brk: Break, prefix: str, at: datetime) -> BusEvent:
                     cloud_event(brk.break_id, "com.fxstp.break.detected", brk.break_id, data, at))
 
 
+def break_changed(break_id: str, break_type: str, keys: dict[str, str], state: str, by: str,
+                  reason: str | None, prefix: str, at: datetime) -> BusEvent:
+    """A lifecycle change, on the break's topic; id = break id + new state."""
+    scope = keys.get("session") or keys.get("counterparty") or keys.get("account") or "engine"
+    event_id = f"{break_id}-{state}"
+    data = {"break_id": break_id, "type": break_type, "keys": keys, "state": state, "by": by,
+            "reason": reason}
+    return BusEvent(event_id, f"{prefix}/breaks/{_topic_part(scope)}/{break_type}",
+                    cloud_event(event_id, f"com.fxstp.break.{state}", break_id, data, at))
+
+
 def margin_event(event_no: int, account: str, kind: str, data: dict[str, Any], prefix: str,
                  at: datetime) -> BusEvent:
     """Topic: <prefix>/margin/<account>/events (margin call, stop-out, recovered)."""

@@ -62,6 +62,10 @@ _UPSERTS = {
     # events for the bus, committed with what they describe (transactional outbox)
     "outbox": ("INSERT INTO outbox (event_id, topic, payload, retain, created_us) VALUES ({})", 5),
 }
+_BREAK_STATE = ("UPDATE breaks SET state = ?, acknowledged_by = COALESCE(?, acknowledged_by), "
+                "acknowledged_us = COALESCE(?, acknowledged_us), resolved_by = COALESCE(?, resolved_by), "
+                "resolved_us = COALESCE(?, resolved_us), resolution = COALESCE(?, resolution) "
+                "WHERE break_id = ?")
 # unreversed trade bookings (callers add their conditions)
 _ACTIVE_TRADES = ("SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
                   "b.quote_amount, b.price, b.value_date FROM bookings b WHERE b.kind = 'trade' "
@@ -85,6 +89,7 @@ class PostTradeWrite:
     rows: dict[str, dict[Any, tuple[Any, ...]]] = field(
         default_factory=lambda: {t: {} for t in _TABLES})
     inbox_done: list[tuple[int, str]] = field(default_factory=list)    # (id, result)
+    break_states: list[tuple[Any, ...]] = field(default_factory=list)  # lifecycle changes
     cursor: int | None = None
 
     def put(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
@@ -98,7 +103,8 @@ class PostTradeWrite:
         outbox[key] = (event.event_id, event.topic, event.payload, event.retain, stamp_us)
 
     def __bool__(self) -> bool:
-        return any(self.rows.values()) or bool(self.inbox_done) or self.cursor is not None
+        return any(self.rows.values()) or bool(self.inbox_done) or bool(self.break_states) \
+            or self.cursor is not None
 
 
 class PostTradeStore:
@@ -132,6 +138,8 @@ class PostTradeStore:
             rows = w.rows[table]
             if rows:
                 await conn.exec_driver_sql(self._sql[table], list(rows.values()))
+        if w.break_states:
+            await conn.exec_driver_sql(self.query(_BREAK_STATE), w.break_states)
 
     async def _set_cursor(self, conn: AsyncConnection, fill_id: int, stamp: int) -> None:
         result = await conn.exec_driver_sql(

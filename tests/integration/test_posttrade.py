@@ -8,6 +8,7 @@ Expected positions and nets are computed independently from the scenario.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections import defaultdict
@@ -241,3 +242,38 @@ async def test_restart_and_catch_up_from_the_cursor(db: Database) -> None:
     await third.load()
     assert third.net.nets == second.net.nets
     assert third.positions.positions.keys() == second.positions.positions.keys()
+
+
+async def test_break_lifecycle_through_the_inbox(db: Database) -> None:
+    """open -> acknowledged -> resolved (who, when, why), each change published;
+    illegal transitions and unknown ids are refused and change nothing."""
+    from adapters import desk
+
+    events = scenario(200)
+    _, pipeline = await intake_and_pipeline(db, [e.lp for e in events], [])
+    from stp.netting import NetKey
+
+    key = NetKey("LP2", "CAD", min(k.value_date for k in pipeline.net.nets))
+    pipeline.settle.book.on_net_change(key, Decimal("1000.00"), START)
+    await pipeline.tick(now=datetime.combine(key.value_date, datetime.min.time(), UTC))
+    (brk,) = await desk.list_breaks(db, type_="ssi_missing")
+    bid = brk["break_id"]
+    for kind, payload in [
+        ("break_resolve", {"break_id": bid, "by": "ops1", "reason": ""}),          # no reason: refused
+        ("break_acknowledge", {"break_id": bid, "by": "ops1"}),
+        ("break_acknowledge", {"break_id": bid, "by": "ops2"}),                    # twice: refused
+        ("break_resolve", {"break_id": bid, "by": "ops2", "reason": "SSI added, v2"}),
+        ("break_acknowledge", {"break_id": bid, "by": "ops3"}),                    # after resolve: refused
+        ("break_acknowledge", {"break_id": "nope", "by": "ops1"}),                 # unknown: refused
+    ]:
+        await reports.enqueue(db, kind, payload)
+    await pipeline.tick()
+    results = [r[0] for r in await q(db, "SELECT result FROM inbox ORDER BY id")]
+    assert [r.startswith("error") for r in results] == [True, False, True, False, True, True]
+    shown = await desk.show_break(db, bid)
+    assert shown is not None
+    assert (shown["state"], shown["acknowledged_by"], shown["resolved_by"], shown["resolution"]) == \
+        ("resolved", "ops1", "ops2", "SSI added, v2")
+    changes = [json.loads(p)["type"] for (p,) in await q(
+        db, f"SELECT payload FROM outbox WHERE event_id LIKE '{bid}-%' ORDER BY id")]
+    assert changes == ["com.fxstp.break.acknowledged", "com.fxstp.break.resolved"]

@@ -77,3 +77,19 @@ def test_bad_reference_files(tmp_path: Path) -> None:
         '[[account]]\naccount_id = "A"\ncurrency = "USD"\nleverage_group = "vip"\n')
     with pytest.raises(ReferenceError, match="leverage_group"):
         load_reference(tmp_path)
+
+
+def test_break_transitions() -> None:
+    from stp.breaks import BreakState, IllegalBreakTransition, transition
+
+    assert transition("open", "acknowledge", "ops", None) is BreakState.ACKNOWLEDGED
+    assert transition("acknowledged", "resolve", "ops", "fixed") is BreakState.RESOLVED
+    assert transition("open", "resolve", "ops", "fixed") is BreakState.RESOLVED
+    for state, action, by, reason in [("acknowledged", "acknowledge", "ops", None),
+                                      ("resolved", "resolve", "ops", "again"),
+                                      ("resolved", "acknowledge", "ops", None),
+                                      ("open", "resolve", "ops", " "),
+                                      ("open", "acknowledge", "", None),
+                                      ("open", "delete", "ops", None)]:
+        with pytest.raises(IllegalBreakTransition):
+            transition(state, action, by, reason)
