@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -55,6 +56,7 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     posttrade_task = asyncio.create_task(posttrade.run(), name="posttrade")
     intake_task = asyncio.create_task(intake.run(), name="intake")
     sessions.start()
+    _keep_sigint(loop)
     log.info("engine_started", config=str(cfg.path), database=_redact(cfg.database_url),
              lps=[s.name for s in cfg.lps], platforms=[s.name for s in cfg.platforms],
              resume={s.name: state.last_seq.get(s.name) for s in cfg.sessions})
@@ -85,6 +87,16 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         log.info("engine_stopped", **summary)
         await db.close()
     return summary
+
+
+def _keep_sigint(loop: asyncio.AbstractEventLoop) -> None:
+    """quickfix puts SIGINT back to the default (kill) at C level when its
+    sessions start, unseen by ``signal.getsignal``: install the handler again
+    so Ctrl-C stops the engine cleanly, like SIGTERM."""
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, task.cancel)
 
 
 def _redact(url: str) -> str:

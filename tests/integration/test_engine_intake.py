@@ -489,3 +489,17 @@ def test_breaks_reach_the_desk_tools(tmp_path: Path, engine_factory: Any) -> Non
         engine.stop()
     finally:
         broker.stop()
+
+
+def test_ctrl_c_stops_the_engine_cleanly(tmp_path: Path, engine_factory: Any) -> None:
+    """quickfix resets SIGINT at C level when its sessions start; Ctrl-C must still
+    log the sessions out, commit and exit 0, like SIGTERM."""
+    cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}",
+                       free_port(), free_port())
+    engine = engine_factory(cfg)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+            e.get("event") == "engine_started" for e in engine.events()):
+        time.sleep(0.2)
+    assert engine.stop(signal.SIGINT) == 0
+    assert any(e.get("event") == "engine_stopped" for e in engine.events())
