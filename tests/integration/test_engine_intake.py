@@ -135,7 +135,8 @@ def simulator(role: str, port: int, count: int, tmp: Path, faults: str = "", see
               rate: float | None = None, linger: float = 3.0) -> subprocess.Popen[str]:
     cmd = [sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate", role,
            "--port", str(port), "--count", str(count), "--seed", str(seed), "--start", START.isoformat(),
-           "--state-dir", str(tmp / f"sim-{role}"), "--reset", "--linger", str(linger), "--no-progress"]
+           "--state-dir", str(tmp / f"sim-{role}"), "--reset", "--linger", str(linger), "--no-progress",
+           "--wait-logon", "90"]
     if faults:
         cmd += ["--faults", faults]
     if rate:
@@ -389,7 +390,7 @@ def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_fac
     cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}",
                        lp_port, pf_port)
     common = ["--count", "800", "--seed", "31", "--start", start.isoformat(), "--reset", "--linger", "3",
-              "--no-progress"]
+              "--no-progress", "--wait-logon", "90"]
     lp = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate",
                            "lp", "--port", str(lp_port), "--state-dir", str(tmp_path / "sl"), *common],
                           cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -462,7 +463,7 @@ def test_breaks_reach_the_desk_tools(tmp_path: Path, engine_factory: Any) -> Non
                                  stdout=subprocess.PIPE, text=True)
         time.sleep(1.0)
         common = ["--count", "400", "--seed", "41", "--start", start.isoformat(), "--faults", faults,
-                  "--reset", "--linger", "3", "--no-progress"]
+                  "--reset", "--linger", "3", "--no-progress", "--wait-logon", "90"]
         lp = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error",
                                "simulate", "lp", "--port", str(lp_port), "--state-dir", str(tmp_path / "sl"),
                                *common], cwd=ROOT, stdout=subprocess.PIPE, text=True)
