@@ -61,6 +61,7 @@ class OutboxRelay:
         self._lost_at_us: int | None = None
         self.connected = asyncio.Event()
         self._stopping = False
+        self._stop_requested = asyncio.Event()
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
@@ -96,12 +97,8 @@ class OutboxRelay:
             if self._stopping:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped(), delay)
+                await asyncio.wait_for(self._stop_requested.wait(), delay)
             delay = min(delay * 2, 30.0)
-
-    async def _stopped(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(0.1)
 
     async def _status(self, client: aiomqtt.Client, state: str) -> None:
         event = engine_status(state, self.settings.topic_prefix, datetime.now(UTC))
@@ -143,6 +140,7 @@ class OutboxRelay:
     async def stop(self) -> None:
         """Publish what is committed (briefly), say offline, end ``run``."""
         self._stopping = True
+        self._stop_requested.set()
         self.wakeup.set()
 
     async def pending(self) -> int:

@@ -109,20 +109,16 @@ class Intake:
         self.break_sink = BreakSink(topic_prefix)
         self.committed: asyncio.Event | None = None   # set when a commit queued bus events
         self._stopping = False
-        self.idle = asyncio.Event()
-        self.idle.set()
 
     async def run(self) -> None:
         queue = self.queue
         while True:
             if not len(queue):
-                self.idle.set()
                 if self._stopping:
                     return
                 queue.wakeup.clear()
                 if not len(queue):
                     await queue.wakeup.wait()
-            self.idle.clear()
             batch = queue.take(self.batch_max)
             if batch:
                 await self._process_until_committed(batch)
