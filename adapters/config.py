@@ -70,6 +70,7 @@ class EngineConfig:
     match_window_s: float = 30.0          # [confirm] window_seconds
     match_price_tolerance: str = "0.00001"
     match_qty_tolerance: str = "0"
+    escalate_before_minutes: float = 60.0  # [breaks]: re-publish unresolved breaks this near their cut-off
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -193,5 +194,13 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         match_window_s=float(data.get("confirm", {}).get("window_seconds", 30)),
         match_price_tolerance=str(data.get("confirm", {}).get("price_tolerance", "0.00001")),
         match_qty_tolerance=str(data.get("confirm", {}).get("qty_tolerance", "0")),
+        escalate_before_minutes=_minutes(data.get("breaks", {}), "escalate_before_minutes", 60.0),
         extra={k: v for k, v in data.items()
-               if k not in ("engine", "database", "mqtt", "logging", "lp", "platform", "confirm")})
+               if k not in ("engine", "database", "mqtt", "logging", "lp", "platform", "confirm", "breaks")})
+
+
+def _minutes(section: dict[str, Any], key: str, default: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"[breaks] {key} must be a number of minutes >= 0, got {value!r}")
+    return float(value)

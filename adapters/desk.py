@@ -38,8 +38,8 @@ async def list_breaks(db: Database, state: str | None = None, type_: str | None 
 async def show_break(db: Database, break_id: str) -> dict[str, Any] | None:
     rows = await PostTradeStore(db).fetch(
         "SELECT break_id, type, severity, state, summary, keys, ours, theirs, occurrences, detected_us, "
-        "last_seen_us, acknowledged_by, acknowledged_us, resolved_by, resolved_us, resolution "
-        "FROM breaks WHERE break_id = ?", (break_id,))
+        "last_seen_us, acknowledged_by, acknowledged_us, resolved_by, resolved_us, resolution, "
+        "cut_off_us, escalated_us FROM breaks WHERE break_id = ?", (break_id,))
     if not rows:
         return None
     r = rows[0]
@@ -47,7 +47,7 @@ async def show_break(db: Database, break_id: str) -> dict[str, Any] | None:
             "keys": json.loads(r[5]), "ours": json.loads(r[6]), "theirs": json.loads(r[7]),
             "occurrences": int(r[8]), "detected_us": int(r[9]), "last_seen_us": int(r[10]),
             "acknowledged_by": r[11], "acknowledged_us": r[12], "resolved_by": r[13], "resolved_us": r[14],
-            "resolution": r[15]}
+            "resolution": r[15], "cut_off_us": r[16], "escalated_us": r[17]}
 
 
 def format_break_line(event: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from adapters.commands import CommandListener
 from adapters.config import EngineConfig
 from adapters.db.repository import Database
 from adapters.mqtt import OutboxRelay, settings_from_config
@@ -46,10 +47,11 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         lp_for_platform={p.name: p.confirms for p in cfg.platforms if p.confirms},
         match_window=timedelta(seconds=cfg.match_window_s),
         price_tolerance=Decimal(cfg.match_price_tolerance), qty_tolerance=Decimal(cfg.match_qty_tolerance),
-        topic_prefix=cfg.mqtt_topic_prefix)
+        topic_prefix=cfg.mqtt_topic_prefix, escalate_before=timedelta(minutes=cfg.escalate_before_minutes))
     await posttrade.load()
     mqtt = settings_from_config(cfg)
-    relay = OutboxRelay(db, mqtt, wakeup=posttrade.committed) if mqtt.enabled else None
+    commands = CommandListener(db, cfg.mqtt_topic_prefix, wake=posttrade.tick_now.set)
+    relay = OutboxRelay(db, mqtt, wakeup=posttrade.committed, commands=commands) if mqtt.enabled else None
     intake.committed = posttrade.committed      # intake breaks wake the relay too
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
     intake.on_committed = posttrade.submit

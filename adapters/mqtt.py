@@ -11,7 +11,8 @@ A broker can acknowledge a message and still lose it when it goes down
 connection the relay republishes what it published in the ``replay_s``
 seconds before the loss; consumers drop the repeats by id.  It keeps a
 retained ``<prefix>/status`` ("online"; the last will and a clean stop say
-"offline").  Up to ``window`` publishes are in flight at once.
+"offline").  Up to ``window`` publishes are in flight at once.  The same
+connection receives the desk's commands (``adapters.commands``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
+from adapters.commands import CommandListener
 from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database, now_us
 from stp.events import engine_status
@@ -48,8 +50,9 @@ class MqttSettings:
 
 class OutboxRelay:
     def __init__(self, db: Database, settings: MqttSettings, wakeup: asyncio.Event | None = None,
-                 batch: int = 500, window: int = 100) -> None:
+                 batch: int = 500, window: int = 100, commands: CommandListener | None = None) -> None:
         self.db = db
+        self.commands = commands
         self.store = PostTradeStore(db)
         self.settings = settings
         self.wakeup = wakeup or asyncio.Event()
@@ -69,9 +72,12 @@ class OutboxRelay:
         tls: ssl.SSLContext | None = None
         if s.tls:
             tls = ssl.create_default_context(cafile=s.ca_file)
-        return aiomqtt.Client(s.host, s.port, identifier=s.client_id, username=s.username,
-                              password=s.password, tls_context=tls, keepalive=30, timeout=10,
-                              will=aiomqtt.Will(will_event.topic, will_event.payload, qos=1, retain=True))
+        client = aiomqtt.Client(s.host, s.port, identifier=s.client_id, username=s.username,
+                                password=s.password, tls_context=tls, keepalive=30, timeout=10,
+                                will=aiomqtt.Will(will_event.topic, will_event.payload, qos=1, retain=True))
+        # up to ``window`` publishes in flight is the design, not a warning
+        client.pending_calls_threshold = self.window + 10
+        return client
 
     async def run(self) -> None:
         delay = 1.0
@@ -83,9 +89,19 @@ class OutboxRelay:
                         await self._replay_recent(self._lost_at_us)
                         self._lost_at_us = None
                     await self._status(client, "online")
+                    listening = None
+                    if self.commands is not None:
+                        await client.subscribe(self.commands.topic, qos=1)
+                        listening = asyncio.create_task(self.commands.listen(client), name="mqtt-commands")
                     self.connected.set()
                     log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
-                    await self._pump(client)
+                    try:
+                        await self._pump(client, listening)
+                    finally:
+                        if listening is not None:
+                            listening.cancel()
+                            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                                await listening
                     await self._status(client, "offline")
                     return
             except aiomqtt.MqttError as exc:
@@ -104,8 +120,10 @@ class OutboxRelay:
         event = engine_status(state, self.settings.topic_prefix, datetime.now(UTC))
         await client.publish(event.topic, event.payload, qos=1, retain=True, timeout=self.publish_timeout)
 
-    async def _pump(self, client: aiomqtt.Client) -> None:
+    async def _pump(self, client: aiomqtt.Client, listening: asyncio.Task[None] | None = None) -> None:
         while True:
+            if listening is not None and listening.done():
+                listening.result()          # the connection is gone: raise its MqttError
             rows = await self.store.fetch(
                 "SELECT id, topic, payload, retain FROM outbox WHERE published_us IS NULL "
                 "ORDER BY id LIMIT ?", (self.batch,))

@@ -63,11 +63,10 @@ async def positions(db: Database, account: str | None = None) -> list[dict[str, 
 
 async def enqueue(db: Database, kind: str, payload: dict[str, Any]) -> int:
     store = PostTradeStore(db)
-    sql = store.query("INSERT INTO inbox (kind, payload, created_us) VALUES (?, ?, ?)")
+    sql = store.query("INSERT INTO inbox (kind, payload, created_us) VALUES (?, ?, ?) RETURNING id")
     async with db.engine.begin() as conn:
-        await conn.exec_driver_sql(sql, (kind, json.dumps(payload, sort_keys=True), now_us()))
-    rows = await store.fetch("SELECT MAX(id) FROM inbox")
-    return int(rows[0][0])
+        result = await conn.exec_driver_sql(sql, (kind, json.dumps(payload, sort_keys=True), now_us()))
+        return int(result.scalar_one())
 
 
 def settlement_status_payload(counterparty: str, currency: str, value_date: date, status: str,

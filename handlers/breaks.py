@@ -1,38 +1,74 @@
-"""Breaks stage: store every break the other stages detect (and log it).
+"""Breaks stage: store every break the other stages detect (and log it), and
+escalate the unresolved ones as their settlement cut-off comes near.
 
 A break's id is stable (type + keys), so the same discrepancy seen again
 updates ``last_seen_us`` and ``occurrences`` instead of adding a row.
 Each detection also goes into the outbox, in the same transaction, for the
-relay to publish (CloudEvent id = break id: consumers drop repeats).
+relay to publish (CloudEvent id = break id: consumers drop repeats).  A
+break that concerns a value date keeps the earliest settlement cut-off of
+its currencies (``cut_off_us``); one still open or acknowledged within
+``escalate_before`` of it is re-published once as an escalation.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from adapters.db.posttrade import PostTradeWrite, to_json
+from adapters.db.posttrade import PostTradeStore, PostTradeWrite, to_json
 from stp.breaks import Break
-from stp.events import break_detected
+from stp.events import break_detected, break_escalated
+from stp.reference import ReferenceData
+from stp.settlement import break_cut_off
 
 
 def _at(now_us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_us)
 
+
+def _us(at: datetime) -> int:
+    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
 log = structlog.get_logger("engine.breaks")
 
 
 class BreakSink:
-    def __init__(self, topic_prefix: str = "fxstp") -> None:
+    def __init__(self, topic_prefix: str = "fxstp", reference: ReferenceData | None = None,
+                 escalate_before: timedelta = timedelta(hours=1)) -> None:
         self.detected = 0
+        self.escalated = 0
         self.prefix = topic_prefix
+        self.reference = reference
+        self.escalate_before = escalate_before
 
     def add(self, brk: Break, w: PostTradeWrite, now_us: int) -> None:
         self.detected += 1
+        cut_off = break_cut_off(brk, self.reference) if self.reference is not None else None
         w.publish(break_detected(brk, self.prefix, _at(now_us)), now_us)
         w.put("breaks", brk.break_id, (
             brk.break_id, brk.type.value, brk.level.value, to_json(brk.keys), brk.summary,
-            to_json(brk.ours), to_json(brk.theirs), "open", now_us, now_us, 1))
+            to_json(brk.ours), to_json(brk.theirs), "open", now_us, now_us, 1,
+            None if cut_off is None else _us(cut_off)))
         log.warning("break_detected", break_id=brk.break_id, type=brk.type.value,
                     severity=brk.level.value, summary=brk.summary, **brk.keys)
+
+    async def escalate(self, store: PostTradeStore, now: datetime, w: PostTradeWrite, stamp: int) -> int:
+        """Re-publish, once, every unresolved break whose cut-off is within
+        ``escalate_before`` of ``now`` (or past)."""
+        rows = await store.fetch(
+            "SELECT break_id, type, severity, state, keys, summary, cut_off_us FROM breaks "
+            "WHERE escalated_us IS NULL AND cut_off_us IS NOT NULL AND cut_off_us <= ? "
+            "AND state <> 'resolved' ORDER BY cut_off_us LIMIT 1000",
+            (_us(now + self.escalate_before),))
+        for break_id, type_, severity, state, keys, summary, cut_off_us in rows:
+            cut_off = _at(int(cut_off_us))
+            w.publish(break_escalated(break_id, type_, severity, state, json.loads(keys), summary,
+                                      cut_off, self.prefix, now), stamp)
+            w.escalated.append((stamp, break_id))
+            log.warning("break_escalated", break_id=break_id, type=type_, state=state,
+                        cut_off=cut_off.isoformat(), minutes_left=round((cut_off - now).total_seconds() / 60))
+        self.escalated += len(rows)
+        return len(rows)

@@ -16,6 +16,7 @@ movements), expires unmatched confirmations and runs the settlement cut-offs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from adapters.commands import reply_topic
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite
 from adapters.db.repository import Database, now_us
 from handlers.book import BookStage, PositionKeeper
@@ -33,9 +35,9 @@ from handlers.margin import MarginStage
 from handlers.net import NetStage
 from handlers.settle import SettleStage, load_instructions
 from stp.booking import book_cash
-from stp.breaks import Break, BreakState, transition
+from stp.breaks import Break, BreakState, IllegalBreakTransition, UnknownBreak, transition
 from stp.confirm import Matcher, Validator
-from stp.events import break_changed
+from stp.events import break_changed, command_reply
 from stp.fills import Fill
 from stp.margin import MarginEvent
 from stp.netting import NetChange, NetKey
@@ -50,7 +52,8 @@ class PostTrade:
                  key_by_platform: dict[str, str], lp_for_platform: dict[str, str],
                  match_window: timedelta = timedelta(seconds=30),
                  price_tolerance: Decimal = Decimal("0.00001"), qty_tolerance: Decimal = Decimal(0),
-                 timer_seconds: float = 1.0, topic_prefix: str = "fxstp") -> None:
+                 timer_seconds: float = 1.0, topic_prefix: str = "fxstp",
+                 escalate_before: timedelta = timedelta(hours=1)) -> None:
         self.db = db
         self.store = PostTradeStore(db)
         self.reference = reference
@@ -62,8 +65,9 @@ class PostTrade:
         self.cursor = 0
         self.processed = 0
         self.topic_prefix = topic_prefix
-        self.breaks = BreakSink(topic_prefix)
+        self.breaks = BreakSink(topic_prefix, reference, escalate_before)
         self.committed = asyncio.Event()      # set after every commit (the outbox relay waits on it)
+        self.tick_now = asyncio.Event()       # set to run the timer's work at once (a command arrived)
         self._stopping = False
         # fills handed over in memory but not processed; past the limit the
         # hand-off stops and the pipeline reads them back from the database
@@ -228,14 +232,17 @@ class PostTrade:
 
     async def _timer(self) -> None:
         while True:
-            await asyncio.sleep(self.timer_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.tick_now.wait(), self.timer_seconds)
+            self.tick_now.clear()
             try:
                 await self.tick()
             except Exception:
                 log.exception("posttrade_timer_failed")
 
     async def tick(self, now: datetime | None = None) -> None:
-        """Inbox, confirmation expiry and settlement cut-offs (one transaction)."""
+        """Inbox, confirmation expiry, settlement cut-offs and escalations (one
+        transaction)."""
         now = now or datetime.now(UTC)
         stamp = now_us()
         w = PostTradeWrite()
@@ -252,9 +259,16 @@ class PostTrade:
             except (ValueError, KeyError, TypeError) as exc:
                 result = f"error: {exc}"
                 log.warning("inbox_rejected", id=inbox_id, kind=kind, error=str(exc))
+                if payload.get("via") == "mqtt":
+                    code = ("unknown_break" if isinstance(exc, UnknownBreak) else "illegal_transition"
+                            if isinstance(exc, IllegalBreakTransition) else "invalid_command")
+                    w.publish(command_reply(payload.get("request_id"),
+                                            reply_topic(self.topic_prefix, payload.get("reply_to")),
+                                            False, now, error=code, message=str(exc)), stamp)
             w.inbox_done.append((inbox_id, result))
         for brk in breaks:
             self.breaks.add(brk, w, stamp)
+        await self.breaks.escalate(self.store, now, w, stamp)
         self.margin.flush(events, w, stamp)
         if w:
             await self.store.write(w)
@@ -288,7 +302,7 @@ class PostTrade:
         rows = await self.store.fetch("SELECT state, type, keys FROM breaks WHERE break_id = ?", (break_id,))
         pending = [s for s in w.break_states if s[-1] == break_id]     # earlier in this tick
         if not rows:
-            raise ValueError(f"unknown break {break_id}")
+            raise UnknownBreak(break_id)
         state = pending[-1][0] if pending else rows[0][0]
         new = transition(state, action, by, reason)
         if new is BreakState.ACKNOWLEDGED:
@@ -299,6 +313,10 @@ class PostTrade:
         w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), new.value, by, reason,
                                 self.topic_prefix, at), stamp)
         log.info("break_changed", break_id=break_id, state=new.value, by=by, reason=reason)
+        if payload.get("via") == "mqtt":
+            w.publish(command_reply(payload.get("request_id"),
+                                    reply_topic(self.topic_prefix, payload.get("reply_to")), True, at,
+                                    result={"break_id": break_id, "state": new.value, "by": by}), stamp)
         return f"{new.value} by {by}"
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from stp.breaks import Break, BreakType
 from stp.currency import decimal_context, quantize
@@ -221,13 +222,17 @@ def _account_break(fill: Fill, known_accounts: Container[str] | None) -> Break |
     else:
         return None
     keys = {"session": fill.session, "exec_id": fill.exec_id, "account": fill.account or ""}
-    return Break(BreakType.UNKNOWN_ACCOUNT, keys, summary, theirs=_fill_values(fill))
+    return Break(BreakType.UNKNOWN_ACCOUNT, keys, summary, theirs=_fill_values(fill), **_settles(fill))
 
 
 def _invalid_break(fill: Fill, error: ValueError) -> Break:
     keys = {"session": fill.session, "exec_id": fill.exec_id}
     return Break(BreakType.INVALID_FILL, keys, f"{fill.session}/{fill.exec_id} cannot be booked: {error}",
-                 theirs=_fill_values(fill))
+                 theirs=_fill_values(fill), **_settles(fill))
+
+
+def _settles(fill: Fill) -> dict[str, Any]:
+    return {"value_date": fill.settl_date, "currencies": (fill.pair.base, fill.pair.quote)}
 
 
 def book_fill(fill: Fill, original: Booking | None,
@@ -250,7 +255,7 @@ def book_fill(fill: Fill, original: Booking | None,
             summary = (f"{fill.kind.name.lower()} {fill.session}/{fill.exec_id} refers to "
                        f"{ref or 'no fill'}, which has no active booking")
             return BookResult((), (Break(BreakType.UNKNOWN_REFERENCE, keys, summary,
-                                         theirs=_fill_values(fill)),))
+                                         theirs=_fill_values(fill), **_settles(fill)),))
         if original.kind is not BookingKind.TRADE or original.fill_key != (fill.session, fill.exec_ref_id):
             raise ValueError(f"{original.booking_id} is not the trade booking of "
                              f"{fill.session}/{fill.exec_ref_id}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
@@ -43,7 +44,11 @@ class BreakType(StrEnum):
     SETTLEMENT_FAILED = "settlement_failed"
     # risk
     EXPOSURE_LIMIT = "exposure_limit"
-    POSITION_DRIFT = "position_drift"
+    # end-of-day reconciliation against the LP's statement and position report
+    RECON_MISSING_ENGINE = "recon_missing_engine"  # on the LP's statement, not in the engine
+    RECON_MISSING_LP = "recon_missing_lp"          # in the engine, not on the LP's statement
+    RECON_DIFFERENCE = "recon_difference"          # on both, fields differ
+    POSITION_DRIFT = "position_drift"              # net per currency/value date differs from the LP's
 
 
 DEFAULT_SEVERITY: dict[BreakType, Severity] = {
@@ -62,6 +67,9 @@ DEFAULT_SEVERITY: dict[BreakType, Severity] = {
     BreakType.AFTER_CUT_OFF: Severity.HIGH,
     BreakType.SETTLEMENT_FAILED: Severity.CRITICAL,
     BreakType.EXPOSURE_LIMIT: Severity.HIGH,
+    BreakType.RECON_MISSING_ENGINE: Severity.HIGH,
+    BreakType.RECON_MISSING_LP: Severity.HIGH,
+    BreakType.RECON_DIFFERENCE: Severity.HIGH,
     BreakType.POSITION_DRIFT: Severity.HIGH,
 }
 
@@ -74,6 +82,9 @@ class Break:
     ours: dict[str, Any] = field(default_factory=dict)     # our side's values
     theirs: dict[str, Any] = field(default_factory=dict)   # the other side's values
     severity: Severity | None = None
+    # what the break settles against, for its cut-off (escalations); not part of its id
+    value_date: date | None = None
+    currencies: tuple[str, ...] = ()
 
     @property
     def level(self) -> Severity:
@@ -94,6 +105,11 @@ class BreakState(StrEnum):
 
 class IllegalBreakTransition(ValueError):
     pass
+
+
+class UnknownBreak(KeyError):
+    def __str__(self) -> str:
+        return f"unknown break {self.args[0]}"
 
 
 _NEXT = {("open", "acknowledge"): BreakState.ACKNOWLEDGED,

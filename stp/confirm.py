@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from stp.breaks import Break, BreakType
 from stp.fills import ExecKind, Fill, Side
@@ -655,11 +655,16 @@ def _fill_keys(fill: Fill) -> dict[str, str]:
     return keys
 
 
+def _settles(fill: Fill) -> dict[str, Any]:
+    """What a fill's break settles against (its cut-off drives escalations)."""
+    return {"value_date": fill.settl_date, "currencies": (fill.pair.base, fill.pair.quote)}
+
+
 def _break(kind: BreakType, fill: Fill, rule: str, summary: str, *,
            ours: dict[str, object] | None = None, theirs: dict[str, object] | None = None) -> Break:
     keys = _fill_keys(fill)
     keys["rule"] = rule
-    return Break(kind, keys, summary, dict(ours or {}), dict(theirs or {}))
+    return Break(kind, keys, summary, dict(ours or {}), dict(theirs or {}), **_settles(fill))
 
 
 def _fill_values(fill: Fill) -> dict[str, object]:
@@ -677,7 +682,7 @@ def _mismatch_break(lp: Fill, platform: Fill, diffs: tuple[Difference, ...]) -> 
                  f"{lp.session} {lp.exec_id} vs {platform.session} {platform.exec_id} "
                  f"({lp.kind.name.lower()}): {text}",
                  ours={d.field: _text(d.platform) for d in diffs},
-                 theirs={d.field: _text(d.lp) for d in diffs})
+                 theirs={d.field: _text(d.lp) for d in diffs}, **_settles(lp))
 
 
 def _unmatched_break(fill: Fill, is_lp: bool, key_text: str) -> Break:
@@ -687,5 +692,5 @@ def _unmatched_break(fill: Fill, is_lp: bool, key_text: str) -> Break:
                f"no {missing} within the matching window")
     values = _fill_values(fill)
     if is_lp:
-        return Break(kind, _fill_keys(fill), summary, theirs=values)
-    return Break(kind, _fill_keys(fill), summary, ours=values)
+        return Break(kind, _fill_keys(fill), summary, theirs=values, **_settles(fill))
+    return Break(kind, _fill_keys(fill), summary, ours=values, **_settles(fill))

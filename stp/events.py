@@ -59,6 +59,36 @@ def break_changed(break_id: str, break_type: str, keys: dict[str, str], state: s
                     cloud_event(event_id, f"com.fxstp.break.{state}", break_id, data, at))
 
 
+def break_escalated(break_id: str, break_type: str, severity: str, state: str, keys: dict[str, str],
+                    summary: str, cut_off: datetime, prefix: str, at: datetime) -> BusEvent:
+    """An unresolved break near (or past) its settlement cut-off, re-published
+    on the break's topic; id = break id + "-escalated" (once per break)."""
+    scope = keys.get("session") or keys.get("counterparty") or keys.get("account") or "engine"
+    event_id = f"{break_id}-escalated"
+    data = {"break_id": break_id, "type": break_type, "severity": severity, "keys": keys,
+            "state": state, "summary": summary,
+            "cut_off": cut_off.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "minutes_to_cut_off": int((cut_off - at).total_seconds() // 60)}
+    return BusEvent(event_id, f"{prefix}/breaks/{_topic_part(scope)}/{break_type}",
+                    cloud_event(event_id, "com.fxstp.break.escalated", break_id, data, at))
+
+
+def command_reply(request_id: str | None, topic: str, ok: bool, at: datetime, *,
+                  result: dict[str, Any] | None = None, error: str | None = None,
+                  message: str | None = None) -> BusEvent:
+    """The answer to a command received on the command topic: ``ok`` with the
+    result, or the error code (malformed_json, invalid_command, unknown_break,
+    illegal_transition) and a message; the request's id is echoed."""
+    event_id = f"reply-{request_id}" if request_id else f"reply-{int(at.timestamp() * 1e6)}"
+    data: dict[str, Any] = {"request_id": request_id, "ok": ok}
+    if ok:
+        data["result"] = result or {}
+    else:
+        data["error"] = {"code": error, "message": message}
+    return BusEvent(event_id, topic, cloud_event(event_id, "com.fxstp.command.reply",
+                                                 request_id or "command", data, at))
+
+
 def margin_event(event_no: int, account: str, kind: str, data: dict[str, Any], prefix: str,
                  at: datetime) -> BusEvent:
     """Topic: <prefix>/margin/<account>/events (margin call, stop-out, recovered)."""

@@ -43,7 +43,7 @@ from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from stp.breaks import Break, BreakType
-from stp.calendars import calendar_for
+from stp.calendars import UnknownCalendar, calendar_for
 from stp.netting import NetChange, NetKey, exact_context, nonnegative_zero
 from stp.reference import CutOff, ReferenceData, Ssi
 
@@ -53,6 +53,7 @@ __all__ = [
     "Instruction",
     "InstructionState",
     "SettlementBook",
+    "break_cut_off",
     "cut_off_time",
 ]
 
@@ -163,6 +164,21 @@ def cut_off_time(value_date: date, currency: str, cut_off: CutOff) -> datetime:
     return local.astimezone(UTC)
 
 
+def break_cut_off(brk: Break, reference: ReferenceData) -> datetime | None:
+    """The earliest settlement cut-off among the currencies a break concerns
+    on its value date (None without a value date or a known calendar): an
+    unresolved break is escalated when that moment comes near."""
+    if brk.value_date is None:
+        return None
+    times = []
+    for currency in brk.currencies:
+        try:
+            times.append(cut_off_time(brk.value_date, currency, reference.cut_off(currency)))
+        except UnknownCalendar:
+            continue
+    return min(times) if times else None
+
+
 def _keys(key: NetKey) -> dict[str, str]:
     return {
         "counterparty": key.counterparty,
@@ -261,6 +277,7 @@ class SettlementBook:
                     "versions": [i.version for i in sent],
                 },
                 theirs={"net": str(new_net), "adjustment": str(pending.amount)},
+                value_date=key.value_date, currencies=(key.currency,),
             )
         ]
 
@@ -299,6 +316,7 @@ class SettlementBook:
                         f"cannot instruct {pending.instruction_id} ({pending.amount}): {why}",
                         ours={"amount": str(pending.amount), "version": pending.version},
                         theirs={"ssi": None},
+                        value_date=key.value_date, currencies=(key.currency,),
                     )
                 )
                 continue
@@ -362,5 +380,6 @@ class SettlementBook:
                     "ssi_version": failed.ssi.version if failed.ssi else None,
                 },
                 theirs={"status": "failed", "reason": reason},
+                value_date=key.value_date, currencies=(key.currency,),
             )
         ]

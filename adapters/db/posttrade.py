@@ -45,8 +45,9 @@ _UPSERTS = {
                      "instructed_us = excluded.instructed_us, settled_us = excluded.settled_us, "
                      "failure_reason = excluded.failure_reason, updated_us = excluded.updated_us", 13),
     "breaks": ("INSERT INTO breaks (break_id, type, severity, keys, summary, ours, theirs, state, "
-               "detected_us, last_seen_us, occurrences) VALUES ({}) ON CONFLICT (break_id) DO UPDATE "
-               "SET last_seen_us = excluded.last_seen_us, occurrences = breaks.occurrences + 1", 11),
+               "detected_us, last_seen_us, occurrences, cut_off_us) VALUES ({}) ON CONFLICT (break_id) "
+               "DO UPDATE SET last_seen_us = excluded.last_seen_us, occurrences = breaks.occurrences + 1",
+               12),
     "confirmations": ("INSERT INTO confirmations (fill_id, session, exec_id, state, differences, "
                       "updated_us) VALUES ({}) ON CONFLICT (fill_id) DO UPDATE SET state = excluded.state, "
                       "differences = excluded.differences, updated_us = excluded.updated_us", 6),
@@ -90,6 +91,7 @@ class PostTradeWrite:
         default_factory=lambda: {t: {} for t in _TABLES})
     inbox_done: list[tuple[int, str]] = field(default_factory=list)    # (id, result)
     break_states: list[tuple[Any, ...]] = field(default_factory=list)  # lifecycle changes
+    escalated: list[tuple[int, str]] = field(default_factory=list)     # (stamp, break_id)
     cursor: int | None = None
 
     def put(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
@@ -104,7 +106,7 @@ class PostTradeWrite:
 
     def __bool__(self) -> bool:
         return any(self.rows.values()) or bool(self.inbox_done) or bool(self.break_states) \
-            or self.cursor is not None
+            or bool(self.escalated) or self.cursor is not None
 
 
 class PostTradeStore:
@@ -140,6 +142,9 @@ class PostTradeStore:
                 await conn.exec_driver_sql(self._sql[table], list(rows.values()))
         if w.break_states:
             await conn.exec_driver_sql(self.query(_BREAK_STATE), w.break_states)
+        if w.escalated:
+            await conn.exec_driver_sql(self.query("UPDATE breaks SET escalated_us = ? WHERE break_id = ?"),
+                                       w.escalated)
 
     async def _set_cursor(self, conn: AsyncConnection, fill_id: int, stamp: int) -> None:
         result = await conn.exec_driver_sql(

@@ -28,7 +28,8 @@ REJECTED_OUTCOMES = ("dont_know", "business_reject", "session_reject")
 # Every table the migrations create (for tests and benchmarks that start afresh).
 ALL_TABLES = ("journal", "fills", "conflicts", "session_state", "bookings", "postings", "positions",
               "position_value_dates", "nets", "instructions", "breaks", "confirmations",
-              "margin_accounts", "margin_events", "inbox", "pipeline_cursor", "outbox", "alembic_version")
+              "margin_accounts", "margin_events", "inbox", "pipeline_cursor", "outbox", "recon_runs",
+              "alembic_version")
 
 
 def now_us() -> int:

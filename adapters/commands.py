@@ -1,0 +1,73 @@
+"""The command topic: break lifecycle commands from the desk over MQTT.
+
+The relay's connection subscribes to ``<prefix>/commands/breaks`` (QoS 1).
+A command that parses (``stp.commands``) goes into the inbox, where the
+post-trade pipeline applies it like ``breaks ack|resolve`` from the CLI: in
+one transaction with the state change, the published change and the reply
+(through the outbox, so the reply is as reliable as the change).  A command
+that does not parse is answered at once with an error reply and changes
+nothing.  Replies go to the command's ``reply_to`` or ``<prefix>/replies/breaks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import aiomqtt
+import structlog
+
+from adapters import reports
+from adapters.db.repository import Database
+from stp.commands import CommandError, parse_break_command
+from stp.events import command_reply
+
+log = structlog.get_logger("engine.commands")
+
+
+def reply_topic(prefix: str, reply_to: str | None) -> str:
+    return reply_to or f"{prefix}/replies/breaks"
+
+
+class CommandListener:
+    def __init__(self, db: Database, prefix: str, wake: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.prefix = prefix
+        self.topic = f"{prefix}/commands/breaks"
+        self.wake = wake
+        self.received = 0
+        self.refused = 0
+
+    async def listen(self, client: aiomqtt.Client) -> None:
+        """Handle commands until cancelled (the relay's connection ends)."""
+        async for message in client.messages:
+            if not message.topic.matches(self.topic):
+                continue
+            try:
+                await self.handle(client, bytes(message.payload)
+                                  if isinstance(message.payload, bytes | bytearray)
+                                  else str(message.payload).encode())
+            except (aiomqtt.MqttError, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("command_failed")
+
+    async def handle(self, client: aiomqtt.Client, payload: bytes) -> None:
+        self.received += 1
+        try:
+            command = parse_break_command(payload)
+        except CommandError as exc:
+            self.refused += 1
+            log.warning("command_refused", code=exc.code, error=exc.message, request_id=exc.request_id,
+                        payload=payload[:200].decode("utf-8", "replace"))
+            reply = command_reply(exc.request_id, reply_topic(self.prefix, exc.reply_to), False,
+                                  datetime.now(UTC), error=exc.code, message=exc.message)
+            await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
+            return
+        kind = "break_acknowledge" if command.action == "acknowledge" else "break_resolve"
+        inbox_id = await reports.enqueue(self.db, kind, command.inbox_payload())
+        log.info("command_received", action=command.action, break_id=command.break_id, by=command.by,
+                 request_id=command.request_id, inbox=inbox_id)
+        if self.wake is not None:
+            self.wake()

@@ -1,0 +1,103 @@
+"""Commands the settlement desk sends on the bus, parsed and checked.  Pure.
+
+A break lifecycle command is one JSON object on ``<prefix>/commands/breaks``::
+
+    {"request_id": "desk-42", "action": "acknowledge", "break_id": "9f…",
+     "by": "alice", "reason": "calling the LP", "reply_to": "fxstp/replies/alice"}
+
+``action`` is ``acknowledge`` (or ``ack``) or ``resolve``; ``by`` is required,
+``reason`` is required to resolve; ``request_id`` (echoed in the reply) and
+``reply_to`` (a topic without wildcards; default ``<prefix>/replies/breaks``)
+are optional.  What cannot be parsed raises ``CommandError`` with a code the
+reply carries: ``malformed_json`` (not JSON, or not an object) or
+``invalid_command`` (a field missing, of the wrong type, or unknown).  Whether
+the break exists and the transition is legal is decided where the break's
+state is (``unknown_break``, ``illegal_transition``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+ACTIONS = {"ack": "acknowledge", "acknowledge": "acknowledge", "resolve": "resolve"}
+_FIELDS = {"request_id", "action", "break_id", "by", "reason", "reply_to"}
+MAX_TEXT = 1000
+
+
+class CommandError(ValueError):
+    def __init__(self, code: str, message: str, request_id: str | None = None,
+                 reply_to: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.reply_to = reply_to
+
+
+@dataclass(frozen=True, slots=True)
+class BreakCommand:
+    action: str                 # acknowledge | resolve
+    break_id: str
+    by: str
+    reason: str | None = None
+    request_id: str | None = None
+    reply_to: str | None = None
+
+    def inbox_payload(self) -> dict[str, Any]:
+        return {"break_id": self.break_id, "by": self.by, "reason": self.reason,
+                "request_id": self.request_id, "reply_to": self.reply_to, "via": "mqtt"}
+
+
+def _text(obj: dict[str, Any], name: str, required: bool, request_id: str | None,
+          reply_to: str | None) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise CommandError("invalid_command", f"{name} is required", request_id, reply_to)
+        return None
+    if not isinstance(value, str):
+        raise CommandError("invalid_command", f"{name} must be a string", request_id, reply_to)
+    value = value.strip()
+    if required and not value:
+        raise CommandError("invalid_command", f"{name} is empty", request_id, reply_to)
+    if len(value) > MAX_TEXT:
+        raise CommandError("invalid_command", f"{name} is longer than {MAX_TEXT} characters",
+                           request_id, reply_to)
+    return value or None
+
+
+def valid_reply_topic(topic: str) -> bool:
+    return bool(topic) and len(topic) <= 255 and not any(c in topic for c in "+#\x00")
+
+
+def parse_break_command(payload: bytes | str) -> BreakCommand:
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CommandError("malformed_json", f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CommandError("malformed_json", "a command is a JSON object")
+    request_id = obj.get("request_id")
+    request_id = str(request_id)[:200] if isinstance(request_id, str | int) and request_id != "" else None
+    reply_to = obj.get("reply_to")
+    reply_to = reply_to if isinstance(reply_to, str) and valid_reply_topic(reply_to) else None
+    if obj.get("reply_to") is not None and reply_to is None:
+        raise CommandError("invalid_command", "reply_to must be a topic without wildcards", request_id)
+    unknown = set(obj) - _FIELDS
+    if unknown:
+        raise CommandError("invalid_command", f"unknown fields: {', '.join(sorted(unknown))}",
+                           request_id, reply_to)
+    action_text = _text(obj, "action", True, request_id, reply_to)
+    action = ACTIONS.get(action_text or "")
+    if action is None:
+        raise CommandError("invalid_command", f"action must be acknowledge or resolve, got {action_text!r}",
+                           request_id, reply_to)
+    break_id = _text(obj, "break_id", True, request_id, reply_to)
+    by = _text(obj, "by", True, request_id, reply_to)
+    reason = _text(obj, "reason", False, request_id, reply_to)
+    if action == "resolve" and not reason:
+        raise CommandError("invalid_command", "a resolution needs a reason", request_id, reply_to)
+    assert break_id is not None and by is not None
+    return BreakCommand(action, break_id, by, reason, request_id, reply_to)
