@@ -9,6 +9,8 @@
   cash deposit|withdraw a client's cash movement
   breaks list|show|watch the breaks: from the database, or live from the bus
   breaks ack|resolve    the break lifecycle (who, why), applied by the engine
+  recon statement       end of day: the LP's trade statement (CSV) against the engine's fills
+  recon positions       end of day: the LP's position report (CSV) against the engine's nets
   simulate lp           LP simulator (FIX acceptor streaming ExecutionReports)
   simulate platform     trading-platform simulator (FIX initiator)
   simulate sink         a counting FIX peer that checks exactly-once delivery
@@ -121,6 +123,14 @@ def _build_parser() -> argparse.ArgumentParser:
     brk.add_argument("--count", type=int, default=None, help="watch: stop after this many")
     brk.add_argument("--client-id", default=None, help="watch: a persistent session under this id")
     brk.add_argument("--json", action="store_true")
+    rec = sub.add_parser("recon", help="end-of-day reconciliation against the LP's files (CSV)")
+    rec.add_argument("what", choices=["statement", "positions"])
+    rec.add_argument("--config", default=None)
+    rec.add_argument("--session", required=True, help="the LP session (its counterparty name)")
+    rec.add_argument("--file", type=Path, required=True, help="the CSV file (README: formats)")
+    rec.add_argument("--trade-date", type=date.fromisoformat, default=None,
+                     help="statement: only this trade date (default: the dates the statement lists)")
+    rec.add_argument("--json", action="store_true")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--config", default=None)
@@ -142,6 +152,15 @@ def _build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--no-validate", action="store_true",
                       help="skip data-dictionary validation of inbound messages")
 
+    stm = sim_sub.add_parser("statement", help="the LP's end-of-day trade statement (CSV) of a scenario")
+    stm.add_argument("--out", type=Path, required=True)
+    stm.add_argument("--count", type=int, default=1000)
+    stm.add_argument("--seed", type=int, default=1)
+    stm.add_argument("--pairs", default=None)
+    stm.add_argument("--faults", default="")
+    stm.add_argument("--start", type=_start_time, default=None)
+    stm.add_argument("--lp-name", default="LP1", help="ExecID prefix (the LP simulator's CompID)")
+
     conf = sim_sub.add_parser("conformance", help="session layer as the QuickFIX acceptance-test acceptor")
     conf.add_argument("--port", type=int, required=True)
     conf.add_argument("--host", default="127.0.0.1")
@@ -154,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:            # bare `run_engine.py`: the default configuration
         args = parser.parse_args([*(argv or [])[:0], *(["--log-level", args.log_level]
                                                        if args.log_level else []), "run"])
-    if args.command in ("run", "status", "db", "report", "settlement", "cash", "breaks"):
+    if args.command in ("run", "status", "db", "report", "settlement", "cash", "breaks", "recon"):
         return _engine_command(args)
     logs.configure(args.log_level)
     if args.command == "simulate":
@@ -184,6 +203,8 @@ def _engine_command(args: argparse.Namespace) -> int:
         return asyncio.run(_desk_command(args, cfg))
     if args.command == "breaks":
         return _breaks_command(args, cfg)
+    if args.command == "recon":
+        return asyncio.run(_recon_command(args, cfg))
     if args.command == "db":
         from adapters.db.repository import Database
 
@@ -226,7 +247,7 @@ def _simulate(args: argparse.Namespace) -> int:
             return 0 if results[0].get("complete") else 1
         return 1
     from adapters.sim.runner import SimOptions, run_simulator
-    from adapters.sim.scenario import DEFAULT_PAIRS, FaultRates
+    from adapters.sim.scenario import DEFAULT_PAIRS, FaultRates, Scenario, default_start
 
     try:
         faults = FaultRates.parse(args.faults)
@@ -234,6 +255,15 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     pairs = tuple(p.strip() for p in args.pairs.split(",")) if args.pairs else DEFAULT_PAIRS
+    if args.role == "statement":
+        from adapters.sim.statement import write_statement
+
+        scenario = Scenario(seed=args.seed, count=args.count, pairs=pairs, faults=faults,
+                            start=args.start or default_start(), lp_name=args.lp_name)
+        with args.out.open("w") as out:
+            lines = write_statement(scenario, out)
+        print(json.dumps({"statement": str(args.out), "lines": lines}))
+        return 0
     opt = SimOptions(role=args.role, port=args.port, host=args.host, count=args.count,
                      seed=args.seed, rate=args.rate, pairs=pairs, faults=faults,
                      sender_comp_id=args.sender_comp_id, target_comp_id=args.target_comp_id,
@@ -330,6 +360,40 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
         return 0
     finally:
         await db.close()
+
+
+async def _recon_command(args: argparse.Namespace, cfg: Any) -> int:
+    from adapters import recon
+    from adapters.db.repository import Database
+    from adapters.reference import load_reference
+
+    if args.session not in {s.name for s in cfg.lps}:
+        print(f"error: no [[lp]] session named {args.session}", file=sys.stderr)
+        return 2
+    if not args.file.is_file():
+        print(f"error: no file {args.file}", file=sys.stderr)
+        return 2
+    reference = load_reference(cfg.reference_dir)
+    db = Database(cfg.database_url)
+    try:
+        await db.migrate()
+        if args.what == "statement":
+            result = await recon.reconcile_statement_file(db, reference, cfg.mqtt_topic_prefix, args.session,
+                                                          args.file, args.trade_date)
+        else:
+            result = await recon.reconcile_positions_file(db, reference, cfg.mqtt_topic_prefix, args.session,
+                                                          args.file)
+    finally:
+        await db.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['kind']} {result['session']}: {result['lines']} lines, {result['matched']} matched, "
+              f"{result['breaks']} breaks "
+              + " ".join(f"{k}={v}" for k, v in sorted(result["by_type"].items())))
+        for bad in result["unreadable_lines"]:
+            print(f"  line {bad['line']}: {bad['error']}", file=sys.stderr)
+    return 1 if result["unreadable_lines"] else 0
 
 
 def _run_async(coro: Coroutine[Any, Any, Any]) -> int:
