@@ -72,6 +72,9 @@ def _add_sim_options(p: argparse.ArgumentParser, role: str) -> None:
     p.add_argument("--heartbeat", type=int, default=30)
     p.add_argument("--wait-logon", type=float, default=None,
                    help="give up after this many seconds without a counterparty")
+    if role == "lp":
+        p.add_argument("--quotes-every", type=int, default=0,
+                       help="send a market-data snapshot (35=W) of the pair after every N fills (0: none)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="live progress line on stderr (default: when stderr is a terminal)")
 
@@ -269,7 +272,8 @@ def _simulate(args: argparse.Namespace) -> int:
                      sender_comp_id=args.sender_comp_id, target_comp_id=args.target_comp_id,
                      begin_string=args.begin_string, state_dir=args.state_dir, reset=args.reset,
                      start=args.start, linger=args.linger, heartbeat=args.heartbeat,
-                     lp_name=args.lp_name, progress=args.progress, wait_logon=args.wait_logon)
+                     lp_name=args.lp_name, progress=args.progress, wait_logon=args.wait_logon,
+                     quotes_every=getattr(args, "quotes_every", 0))
     try:
         return _run_async(run_simulator(opt))
     except OSError as exc:

@@ -55,6 +55,8 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     intake.committed = posttrade.committed      # intake breaks wake the relay too
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
     intake.on_committed = posttrade.submit
+    intake.on_quotes = posttrade.submit_quotes
+    intake.send_business_reject = sessions.send_business_reject
     posttrade_task = asyncio.create_task(posttrade.run(), name="posttrade")
     intake_task = asyncio.create_task(intake.run(), name="intake")
     sessions.start()

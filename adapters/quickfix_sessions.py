@@ -33,7 +33,8 @@ from adapters.fix.dictionary import standard_dictionary_dir
 
 log = structlog.get_logger("engine.fix")
 
-SUPPORTED_APP_TYPES = frozenset({"8", "AE"})   # ExecutionReport, TradeCaptureReport
+# ExecutionReport, TradeCaptureReport, MarketDataSnapshotFullRefresh
+SUPPORTED_APP_TYPES = frozenset({"8", "AE", "W"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +329,24 @@ class QuickfixSessions:
             value = fields.get(tag)
             msg.setField(tag, value if value else ("NONE" if tag in (37, 17, 55) else "0"))
         msg.setField(127, reason)
+        msg.setField(58, text[:120])
+        try:
+            return bool(fix.Session.sendToTarget(msg, session_id))
+        except fix.SessionNotFound:
+            return False
+
+    def send_business_reject(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
+        """BusinessMessageReject (35=j) for an application message the engine
+        cannot use (a quote for an unknown pair, without a price, crossed)."""
+        fix = _import_quickfix()
+        session_id = self.app.session_ids.get(session)
+        if session_id is None:
+            return False
+        msg = fix.Message()
+        msg.getHeader().setField(fix.MsgType("j"))
+        msg.setField(45, fields.get(34, "0"))
+        msg.setField(372, fields.get(35, "?"))
+        msg.setField(380, reason)
         msg.setField(58, text[:120])
         try:
             return bool(fix.Session.sendToTarget(msg, session_id))

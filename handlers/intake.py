@@ -4,7 +4,8 @@ One asyncio task drains the ``InboundQueue`` in batches (whatever arrived
 while the previous batch was committing, up to ``batch_max``), decides each
 message's outcome with the core (``stp.fills.normalise``, ``stp.intake``),
 and commits the batch in one transaction (journal rows, new fills,
-conflicts, each session's last inbound MsgSeqNum).  DontKnowTrades go out
+conflicts, each session's last inbound MsgSeqNum, the latest quote per
+pair from market data).  DontKnowTrades and BusinessMessageRejects go out
 after the commit.  Logging is per batch and per problem, never per fill.
 """
 
@@ -23,17 +24,19 @@ import structlog
 
 from adapters.db.posttrade import PostTradeWrite
 from adapters.db.repository import Database, IntakeBatch, IntakeState
-from adapters.fix.codec import GarbledMessage, fields_of
+from adapters.fix.codec import GarbledMessage, fields_of, parse_text
 from adapters.quickfix_sessions import Inbound, InboundQueue
 from handlers.breaks import BreakSink
 from stp.breaks import Break, BreakType
 from stp.fills import Fill, NotAFill, Rejection, normalise
 from stp.intake import Outcome, dedupe
+from stp.marketdata import Quote, QuoteRejection, parse_snapshot
 
 log = structlog.get_logger("engine.intake")
 
 YIELD_EVERY = 32          # messages processed between two GIL hand-offs
 DontKnowSender = Callable[[str, dict[int, str], str, str], bool]
+Parsed = Fill | Rejection | NotAFill | Quote | QuoteRejection | None
 
 
 class LatencyHistogram:
@@ -67,6 +70,7 @@ class IntakeCounters:
     batches: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     dont_know_sent: int = 0
+    business_rejects_sent: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -106,6 +110,8 @@ class Intake:
         self.counters = IntakeCounters()
         self.last_seq = dict(state.last_seq)
         self.on_committed: Callable[[list[tuple[int, Fill]]], None] | None = None
+        self.on_quotes: Callable[[list[Quote]], None] | None = None
+        self.send_business_reject: DontKnowSender | None = None
         self.break_sink = BreakSink(topic_prefix)
         self.committed: asyncio.Event | None = None   # set when a commit queued bus events
         self._stopping = False
@@ -147,7 +153,9 @@ class Intake:
         """Decide, commit, and only then update the in-memory state."""
         batch = IntakeBatch()
         dk: list[tuple[str, dict[int, str], str, str]] = []
-        parsed: list[tuple[Inbound, int, dict[int, str] | None, Fill | Rejection | NotAFill | None]] = []
+        bmr: list[tuple[str, dict[int, str], str, str]] = []
+        quotes: list[Quote] = []
+        parsed: list[tuple[Inbound, int, dict[int, str] | None, Parsed]] = []
         for n, item in enumerate(items, 1):
             if not n % YIELD_EVERY:
                 # let quickfix's threads take the GIL: a callback waiting for it
@@ -159,10 +167,13 @@ class Intake:
             except GarbledMessage:
                 fields = None
             received_us = int(item.received * 1_000_000)
-            result: Fill | Rejection | NotAFill | None = None
+            result: Parsed = None
             if fields is not None and item.kind == "app":
-                result = normalise(fields, item.session, _EPOCH + timedelta(microseconds=received_us),
-                                   self.known_symbols)
+                at = _EPOCH + timedelta(microseconds=received_us)
+                if fields.get(35) == "W":
+                    result = parse_snapshot(parse_text(item.raw).fields, item.session, at, self.known_symbols)
+                else:
+                    result = normalise(fields, item.session, at, self.known_symbols)
             parsed.append((item, received_us, fields, result))
         # one query for the keys the cache does not know
         missing = list({(f.session, f.exec_id) for _, _, _, f in parsed
@@ -172,7 +183,7 @@ class Intake:
         accepted: list[tuple[int, Fill]] = []
         problems: list[Break] = []
         for item, received_us, fields, result in parsed:
-            outcome, reason, exec_id = self._decide(item, fields, result, staged, dk)
+            outcome, reason, exec_id = self._decide(item, fields, result, staged, dk, bmr)
             seq = _seq(fields, item.kind)
             journal_id = staged.next_journal_id
             staged.next_journal_id += 1
@@ -181,6 +192,11 @@ class Intake:
                 journal_id, item.session, seq, f.get(35, "?")[:8], received_us, None,
                 f.get(43) == "Y", exec_id[:64] if exec_id else None,
                 outcome.value if outcome is not None else item.kind, reason, item.raw])
+            if isinstance(result, Quote):
+                quotes.append(result)
+                batch.prices[result.symbol] = (result.symbol, result.session, _text(result.bid),
+                                               _text(result.offer), str(result.price), journal_id,
+                                               received_us)
             if outcome is Outcome.ACCEPTED and isinstance(result, Fill):
                 batch.fills.append(_fill_row(result, staged.next_fill_id, journal_id))
                 accepted.append((staged.next_fill_id, result))
@@ -225,15 +241,21 @@ class Intake:
             self.committed.set()
         if accepted and self.on_committed is not None:
             self.on_committed(accepted)
+        if quotes and self.on_quotes is not None:
+            self.on_quotes(quotes)
         for session, fields_, reason, text in dk:
             if self.send_dont_know is not None and self.send_dont_know(session, fields_, reason, text):
                 counters.dont_know_sent += 1
+        for session, fields_, reason, text in bmr:
+            if self.send_business_reject is not None and self.send_business_reject(session, fields_, reason,
+                                                                                    text):
+                counters.business_rejects_sent += 1
         if batch.conflicts or dk:
             log.warning("intake_problems", conflicts=len(batch.conflicts), dont_know=len(dk))
 
-    def _decide(self, item: Inbound, fields: dict[int, str] | None,
-                result: Fill | Rejection | NotAFill | None, staged: _Staged,
+    def _decide(self, item: Inbound, fields: dict[int, str] | None, result: Parsed, staged: _Staged,
                 dk: list[tuple[str, dict[int, str], str, str]],
+                bmr: list[tuple[str, dict[int, str], str, str]],
                 ) -> tuple[Outcome | None, str | None, str | None]:
         if item.kind == "reset":
             log.info("intake_sequence_reset", session=item.session)
@@ -257,6 +279,13 @@ class Intake:
             return Outcome.DONT_KNOW, f"DKReason={result.dk_reason}: {result.text}", exec_id
         if isinstance(result, NotAFill):
             return Outcome.NOT_A_FILL, result.text, exec_id
+        if isinstance(result, Quote):
+            return Outcome.MARKET_DATA, None, None
+        if isinstance(result, QuoteRejection):
+            log.warning("intake_business_reject", session=item.session, seq=fields.get(34), msg_type="W",
+                        reason=result.reason, text=result.text)
+            bmr.append((item.session, fields, result.reason, result.text))
+            return Outcome.BUSINESS_REJECT, f"BusinessRejectReason={result.reason}: {result.text}", None
         assert isinstance(result, Fill)
         key = (result.session, result.exec_id)
         outcome = dedupe(result.content_hash, staged.known_hash(key))
@@ -280,7 +309,7 @@ class Intake:
 
 
 def _intake_break(outcome: Outcome, item: Inbound, fields: dict[int, str], seq: int, reason: str | None,
-                  original_hash: str | None, result: Fill | Rejection | NotAFill | None) -> Break:
+                  original_hash: str | None, result: Parsed) -> Break:
     """A conflict or a rejected report as a break (stable id: type and keys)."""
     exec_id = fields.get(17)
     if outcome is Outcome.CONFLICT:

@@ -40,6 +40,7 @@ from stp.confirm import Matcher, Validator
 from stp.events import break_changed, command_reply
 from stp.fills import Fill
 from stp.margin import MarginEvent
+from stp.marketdata import Quote
 from stp.netting import NetChange, NetKey
 from stp.positions import Position
 from stp.reference import ReferenceData
@@ -74,6 +75,8 @@ class PostTrade:
         self.max_queued = 20_000
         self._queued = 0
         self._behind = False
+        # the latest market-data price per pair not applied yet (committed by the intake)
+        self._quotes: dict[str, tuple[datetime, Decimal]] = {}
 
     # -- state ------------------------------------------------------------
     async def load(self) -> None:
@@ -101,10 +104,17 @@ class PostTrade:
                                     self.lp_sessions)
         self.margin = MarginStage(self.reference, next_event, self.topic_prefix)
         # latest price per pair, then positions and cash into the margin book
-        for symbol, price in await store.fetch(
-                "SELECT f.symbol, f.last_px FROM fills f JOIN (SELECT symbol, MAX(id) AS id FROM fills "
-                "GROUP BY symbol) m ON f.id = m.id"):
-            self.margin.on_price(symbol, Decimal(price))
+        latest: dict[str, tuple[int, Decimal]] = {}
+        for symbol, price, received in await store.fetch(
+                "SELECT f.symbol, COALESCE(f.spot_rate, f.last_px), f.received_us FROM fills f JOIN "
+                "(SELECT symbol, MAX(id) AS id FROM fills GROUP BY symbol) m ON f.id = m.id"):
+            latest[symbol] = (int(received), Decimal(price))
+        for symbol, price, received in await store.fetch(
+                "SELECT symbol, price, received_us FROM market_prices"):
+            if symbol not in latest or int(received) > latest[symbol][0]:
+                latest[symbol] = (int(received), Decimal(price))
+        for symbol, (_, price) in latest.items():
+            self.margin.on_price(symbol, price)
         for account, ccy, amount in await store.fetch(
                 "SELECT b.account, p.ledger, p.amount FROM postings p JOIN bookings b "
                 "ON b.booking_id = p.booking_id WHERE b.kind = 'cash' AND p.party LIKE 'client:%'"):
@@ -125,6 +135,16 @@ class PostTrade:
             return
         self._queued += len(fills)
         self.queue.put_nowait(fills)
+
+    def submit_quotes(self, quotes: list[Quote]) -> None:
+        """Called by the intake after committing market data: the newest price
+        per pair moves margin at the next batch (or at once when idle)."""
+        for quote in quotes:
+            current = self._quotes.get(quote.symbol)
+            if current is None or quote.received_at >= current[0]:
+                self._quotes[quote.symbol] = (quote.received_at, quote.price)
+        if self.queue.empty():
+            self.queue.put_nowait([])          # wake the loop: a batch of no fills, only prices
 
     async def catch_up(self) -> None:
         """Process the fills committed by the intake but not yet here."""
@@ -179,7 +199,8 @@ class PostTrade:
     # -- the pipeline -----------------------------------------------------------
     async def process(self, fills: list[tuple[int, Fill]]) -> None:
         fills = [(i, f) for i, f in fills if i > self.cursor]
-        if not fills:
+        quotes, self._quotes = self._quotes, {}
+        if not fills and not quotes:
             return
         w = PostTradeWrite()
         now = datetime.now(UTC)
@@ -190,7 +211,8 @@ class PostTrade:
         # the last price per pair, the last position per (account, pair), the
         # last net per key.  Margin, exposures and instructions are current
         # at every commit.
-        prices: dict[str, Decimal] = {}
+        # the latest price per pair: market data, then the batch's fills, by receive time
+        latest: dict[str, tuple[datetime, Decimal]] = dict(quotes)
         positions: dict[tuple[str, str], Position] = {}
         net_changes: dict[NetKey, NetChange] = {}
         try:
@@ -211,9 +233,11 @@ class PostTrade:
                         first = net_changes.get(change.key)
                         net_changes[change.key] = change if first is None else \
                             NetChange(change.key, first.before, change.after, change.booking_id)
-                prices[fill.symbol] = fill.spot_rate or fill.last_px
+                seen = latest.get(fill.symbol)
+                if seen is None or fill.received_at >= seen[0]:
+                    latest[fill.symbol] = (fill.received_at, fill.spot_rate or fill.last_px)
             # a price moves every account holding or converting through the pair
-            for symbol, price in prices.items():
+            for symbol, (_, price) in latest.items():
                 events += self.margin.on_price(symbol, price)
             events += self.margin.on_positions(list(positions.values()))
             for account in {acc for acc, _ in positions}:
@@ -222,13 +246,20 @@ class PostTrade:
             for brk in breaks:
                 self.breaks.add(brk, w, stamp)
             self.margin.flush(events, w, stamp)
-            w.cursor = fills[-1][0]
-            await self.store.write(w)
-            self.committed.set()
+            if fills:
+                w.cursor = fills[-1][0]
+            if w:
+                await self.store.write(w)
+                self.committed.set()
+        except BaseException:
+            for symbol, value in quotes.items():      # not applied: keep them for the retry
+                self._quotes.setdefault(symbol, value)
+            raise
         finally:
             self.book.end_batch()
-        self.cursor = fills[-1][0]
-        self.processed += len(fills)
+        if fills:
+            self.cursor = fills[-1][0]
+            self.processed += len(fills)
 
     async def _timer(self) -> None:
         while True:

@@ -16,7 +16,8 @@ class Outcome(StrEnum):
     CONFLICT = "conflict"              # same key, other content: kept, flagged
     DONT_KNOW = "dont_know"            # cannot become a fill: DontKnowTrade sent
     NOT_A_FILL = "not_a_fill"          # a valid report that is not a trade
-    BUSINESS_REJECT = "business_reject"  # unsupported message type: BMR sent
+    MARKET_DATA = "market_data"        # a usable quote (35=W): the pair's latest price
+    BUSINESS_REJECT = "business_reject"  # unsupported message type or unusable quote: BMR sent
     SESSION_REJECT = "session_reject"  # failed session-level validation: Reject sent
     UNPARSEABLE = "unparseable"        # could not be read back (should not happen)
 

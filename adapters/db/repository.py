@@ -26,10 +26,11 @@ from adapters.db import schema
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 REJECTED_OUTCOMES = ("dont_know", "business_reject", "session_reject")
 # Every table the migrations create (for tests and benchmarks that start afresh).
+PRICE_COLUMNS = ("symbol", "session", "bid", "offer", "price", "journal_id", "received_us")
 ALL_TABLES = ("journal", "fills", "conflicts", "session_state", "bookings", "postings", "positions",
               "position_value_dates", "nets", "instructions", "breaks", "confirmations",
               "margin_accounts", "margin_events", "inbox", "pipeline_cursor", "outbox", "recon_runs",
-              "alembic_version")
+              "market_prices", "alembic_version")
 
 
 def now_us() -> int:
@@ -59,6 +60,7 @@ class IntakeBatch:
     last_seq: dict[str, int] = field(default_factory=dict)   # session -> last committed seq
     resets: set[str] = field(default_factory=set)            # sessions whose sequence restarted
     breaks: Any = None       # a PostTradeWrite with break rows and outbox events, same transaction
+    prices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # symbol -> latest quote row
 
     def __len__(self) -> int:
         return len(self.journal)
@@ -85,6 +87,10 @@ class Database:
         self._insert_journal = self._insert_sql("journal", JOURNAL_COLUMNS)
         self._insert_fills = self._insert_sql("fills", FILL_COLUMNS)
         self._insert_conflicts = self._insert_sql("conflicts", CONFLICT_COLUMNS)
+        self._upsert_price = self._insert_sql("market_prices", PRICE_COLUMNS) + (
+            " ON CONFLICT (symbol) DO UPDATE SET session = excluded.session, bid = excluded.bid, "
+            "offer = excluded.offer, price = excluded.price, journal_id = excluded.journal_id, "
+            "received_us = excluded.received_us")
         if self.is_sqlite:
             sync = sqlite_synchronous
 
@@ -190,6 +196,8 @@ class Database:
                 await conn.exec_driver_sql(self._insert_conflicts, batch.conflicts)
             for session, seq in batch.last_seq.items():
                 await self._set_last_seq(conn, session, seq, session in batch.resets, stamp)
+            if batch.prices:
+                await conn.exec_driver_sql(self._upsert_price, list(batch.prices.values()))
             if batch.breaks:
                 from adapters.db.posttrade import PostTradeStore
 

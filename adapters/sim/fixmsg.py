@@ -85,3 +85,9 @@ def er_body(fill: SimFill, begin_string: str = "FIX.4.4") -> str:
             f"14={fill.cum_qty}\x016={fill.avg_px}\x0175={_date(fill.trade_date)}\x01"
             f"60={_ts(fill)}\x0163={wire_settl_type(fill.settl_type)}\x01"
             f"64={_date(fill.settl_date)}\x01{forward}")
+
+
+def md_body(symbol: str, bid: object, offer: object, size: object = 1_000_000) -> str:
+    """The body of a MarketDataSnapshotFullRefresh (35=W): one bid, one offer."""
+    return (f"55={symbol}\x01268=2\x01269=0\x01270={bid}\x01271={size}\x01"
+            f"269=1\x01270={offer}\x01271={size}\x01")

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,7 +33,7 @@ from adapters.fix.dictionary import load_dictionary
 from adapters.fix.session import Session, SessionConfig, UnsupportedMessageType
 from adapters.fix.store import FileStore
 from adapters.fix.transport import FixAcceptor, FixConnection, FixInitiator
-from adapters.sim.fixmsg import er_body
+from adapters.sim.fixmsg import er_body, md_body
 from adapters.sim.scenario import (
     DEFAULT_PAIRS,
     FaultRates,
@@ -40,6 +41,7 @@ from adapters.sim.scenario import (
     ScenarioEvent,
     SimFill,
     default_start,
+    price_decimals,
     wire_faults,
 )
 
@@ -69,6 +71,7 @@ class SimOptions:
     reconnect_interval: float = 1.0
     progress: bool | None = None            # live progress line; default: stderr is a terminal
     wait_logon: float | None = None         # give up if no counterparty logs on in time
+    quotes_every: int = 0                   # LP: a market-data snapshot after every N ERs (0: none)
 
 
 @dataclass(slots=True)
@@ -92,6 +95,7 @@ class SimSummary:
     rejects_received: int = 0
     dont_know_trades_received: int = 0
     business_rejects_received: int = 0
+    quotes: int = 0                         # market-data snapshots sent
     completed: bool = False
 
     def as_json(self) -> str:
@@ -215,6 +219,14 @@ class FillStreamer:
                     conn.transport.abort()
             self.app.logged_on.clear()
 
+    def _quote(self, fill: SimFill) -> None:
+        """A snapshot of the pair around the fill's (spot) price, one tick each side."""
+        price = fill.spot_rate if fill.spot_rate is not None else fill.last_px
+        tick = Decimal(1).scaleb(-price_decimals(fill.symbol))
+        self._flush_pending()
+        self.session.send("W", md_body(fill.symbol, price - tick, price + tick))
+        self.summary.quotes += 1
+
     def _flush_pending(self) -> None:
         if self._pending:
             self.session.send_batch("8", self._pending)
@@ -264,6 +276,9 @@ class FillStreamer:
                     self._late.append(fill)
                     continue
                 self._queue(fill)
+                if opt.quotes_every and opt.role == "lp" and \
+                        not summary.execution_reports % opt.quotes_every:
+                    self._quote(fill)
                 if not self.app.logged_on.is_set():
                     break  # disconnected by a fault: wait for the next logon
             await self._wire()

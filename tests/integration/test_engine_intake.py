@@ -392,8 +392,8 @@ def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_fac
     common = ["--count", "800", "--seed", "31", "--start", start.isoformat(), "--reset", "--linger", "3",
               "--no-progress", "--wait-logon", "90"]
     lp = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate",
-                           "lp", "--port", str(lp_port), "--state-dir", str(tmp_path / "sl"), *common],
-                          cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                           "lp", "--port", str(lp_port), "--state-dir", str(tmp_path / "sl"), *common,
+                           "--quotes-every", "20"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     engine = engine_factory(cfg)
     platform = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error",
                                  "simulate", "platform", "--port", str(pf_port), "--state-dir",
@@ -436,6 +436,21 @@ def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_fac
             await db.close()
 
     assert asyncio.run(breaks()) == []                  # a fault-free run has no breaks
+
+    async def market() -> tuple[int, list[Any]]:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}")
+        try:
+            async with db.engine.connect() as conn:
+                journaled = (await conn.exec_driver_sql(
+                    "SELECT COUNT(*) FROM journal WHERE outcome = 'market_data'")).scalar()
+                prices = list((await conn.exec_driver_sql("SELECT symbol, price FROM market_prices")).all())
+                return int(journaled or 0), prices
+        finally:
+            await db.close()
+
+    journaled, prices = asyncio.run(market())
+    assert journaled == 800 // 20                       # every snapshot the LP sent, kept
+    assert {p[0] for p in prices} <= {f.symbol for f in fills if f is not None} and prices
 
 
 def test_breaks_reach_the_desk_tools(tmp_path: Path, engine_factory: Any) -> None:

@@ -277,3 +277,39 @@ async def test_break_lifecycle_through_the_inbox(db: Database) -> None:
     changes = [json.loads(p)["type"] for (p,) in await q(
         db, f"SELECT payload FROM outbox WHERE event_id LIKE '{bid}-%' ORDER BY id")]
     assert changes == ["com.fxstp.break.acknowledged", "com.fxstp.break.resolved"]
+
+
+async def test_market_data_moves_margin_and_survives_a_restart(db: Database) -> None:
+    """A quote (35=W, through the intake) re-marks the accounts holding or
+    converting through its pair, without a fill; a restarted pipeline starts
+    from that price, newer than the last fill's."""
+    events = scenario(300)
+    intake, pipeline = await intake_and_pipeline(db, [e.lp for e in events], [])
+    intake.on_quotes = pipeline.submit_quotes
+    symbol = "EUR/USD"
+    holders = pipeline.margin.book.accounts_depending_on(symbol)
+    assert holders
+    before = {r[0]: r[1] for r in await q(db, "SELECT account, unrealised_pnl FROM margin_accounts")}
+    old = pipeline.margin.book.prices.price(symbol)
+    assert old is not None
+    new = (old * Decimal("1.01")).quantize(Decimal("0.00001"))
+    tick = Decimal("0.00001")
+    body = f"55={symbol}\x01268=2\x01269=0\x01270={new - tick}\x01269=1\x01270={new + tick}\x01"
+    w = finish("FIX.4.4", f"35=W\x0134={len(events) + 2}\x0149=LP1\x0152=20300107-09:00:00.000\x0156=STP\x01"
+               + body).decode()
+    await intake.process([Inbound("LP1", w, time.time(), "app")])
+    fills = pipeline.queue.get_nowait()
+    assert fills == []                                     # a wake-up with prices only
+    await pipeline.process(fills)
+    after = {r[0]: r[1] for r in await q(db, "SELECT account, unrealised_pnl FROM margin_accounts")}
+    moved = {a for a in after if after[a] != before.get(a)}
+    assert moved and moved <= set(holders)
+    assert pipeline.margin.book.prices.price(symbol) == new
+    # published: the current margin of each moved account (retained topics)
+    subjects = {json.loads(p)["subject"] for (p, t) in await q(db, "SELECT payload, topic FROM outbox")
+                if t.startswith("fxstp/margin/") and not t.endswith("/events")}
+    assert moved <= subjects
+    restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    await restarted.load()
+    assert restarted.margin.book.prices.price(symbol) == new
+    assert restarted.margin.book.snapshot(sorted(moved)[0]) == pipeline.margin.book.snapshot(sorted(moved)[0])
