@@ -171,6 +171,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         mqtt_port = int(env.get("STP_MQTT_PORT") or mqtt.get("port", 1883))
     except ValueError:
         raise ConfigError("STP_MQTT_PORT / [mqtt] port must be a number") from None
+    if mqtt.get("embedded", "auto") not in ("auto", True, False):
+        raise ConfigError("[mqtt] embedded must be \"auto\", true or false")
     batch_max = _positive_int(engine, "batch_max", 2000)
     queue_max = _positive_int(engine, "queue_max", 200_000)
     for spec in lps + platforms:
@@ -181,8 +183,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         mqtt_host=env.get("STP_MQTT_HOST") or mqtt.get("host", "127.0.0.1"), mqtt_port=mqtt_port,
         mqtt_topic_prefix=mqtt.get("topic_prefix", "fxstp"),
         mqtt_extra={k: v for k, v in {
-            **{k: mqtt[k] for k in ("client_id", "username", "password", "tls", "ca_file", "enabled")
-               if k in mqtt},
+            **{k: mqtt[k] for k in ("client_id", "username", "password", "tls", "ca_file", "enabled",
+                                    "embedded") if k in mqtt},
             "username": env.get("STP_MQTT_USERNAME") or mqtt.get("username"),
             "password": env.get("STP_MQTT_PASSWORD") or mqtt.get("password")}.items() if v is not None},
         log_level=env.get("STP_LOG_LEVEL") or logging_.get("level", "info"),

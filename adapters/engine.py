@@ -17,10 +17,11 @@ from typing import Any
 
 import structlog
 
+from adapters.broker import EmbeddedBroker, broker_reachable
 from adapters.commands import CommandListener
 from adapters.config import EngineConfig
 from adapters.db.repository import Database
-from adapters.mqtt import OutboxRelay, settings_from_config
+from adapters.mqtt import MqttSettings, OutboxRelay, settings_from_config
 from adapters.quickfix_sessions import EngineApplication, InboundQueue, QuickfixSessions
 from adapters.reference import load_reference
 from handlers.intake import Intake
@@ -53,6 +54,7 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     commands = CommandListener(db, cfg.mqtt_topic_prefix, wake=posttrade.tick_now.set)
     relay = OutboxRelay(db, mqtt, wakeup=posttrade.committed, commands=commands) if mqtt.enabled else None
     intake.committed = posttrade.committed      # intake breaks wake the relay too
+    embedded = await _embedded_broker(mqtt) if relay else None
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
     intake.on_committed = posttrade.submit
     intake.on_quotes = posttrade.submit_quotes
@@ -84,6 +86,8 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
                 await asyncio.wait_for(asyncio.shield(relay_task), 5.0)
             except TimeoutError:
                 relay_task.cancel()     # no broker: the outbox keeps the events for the next start
+        if embedded is not None:
+            await embedded.astop()
         summary = intake.summary()
         summary["posttrade_processed"] = posttrade.processed
         summary["breaks_detected"] = posttrade.breaks.detected
@@ -91,6 +95,28 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         log.info("engine_stopped", **summary)
         await db.close()
     return summary
+
+
+async def _embedded_broker(mqtt: MqttSettings) -> EmbeddedBroker | None:
+    """With ``embedded = "auto"`` (the default) and nothing listening on the
+    configured loopback address, start the embedded broker there, so a fresh
+    machine sees its breaks; ``true`` always tries, ``false`` never."""
+    if mqtt.embedded is False or mqtt.tls:
+        return None
+    loopback = mqtt.host in ("127.0.0.1", "localhost", "::1")
+    if mqtt.embedded == "auto" and not loopback:
+        return None
+    if await asyncio.to_thread(broker_reachable, mqtt.host, mqtt.port):
+        return None
+    broker = EmbeddedBroker(mqtt.host, mqtt.port)
+    try:
+        await broker.astart()
+    except (RuntimeError, OSError) as exc:
+        log.warning("mqtt_embedded_failed", host=mqtt.host, port=mqtt.port, error=str(exc)[:300])
+        return None
+    log.info("mqtt_embedded_started", host=mqtt.host, port=mqtt.port, broker="amqtt", pid=broker.pid,
+             note="in-memory broker for a first look; use Mosquitto in production")
+    return broker
 
 
 def _keep_sigint(loop: asyncio.AbstractEventLoop) -> None:

@@ -46,6 +46,7 @@ class MqttSettings:
     tls: bool = False
     ca_file: str | None = None
     enabled: bool = True
+    embedded: str | bool = "auto"   # start a broker (adapters.broker) if none listens on a loopback address
 
 
 class OutboxRelay:
@@ -171,4 +172,5 @@ def settings_from_config(cfg: Any) -> MqttSettings:
     return MqttSettings(host=cfg.mqtt_host, port=cfg.mqtt_port, topic_prefix=cfg.mqtt_topic_prefix,
                         client_id=extra.get("client_id", "fxstp-engine"), username=extra.get("username"),
                         password=extra.get("password"), tls=bool(extra.get("tls", False)),
-                        ca_file=extra.get("ca_file"), enabled=bool(extra.get("enabled", True)))
+                        ca_file=extra.get("ca_file"), enabled=bool(extra.get("enabled", True)),
+                        embedded=extra.get("embedded", "auto"))
