@@ -4,9 +4,9 @@ Bookings are immutable: a cancel books a reversal of the fill's active
 booking, a correction a reversal and the corrected trade.  The active booking
 of a fill is looked up in this batch first, then in the database, so memory
 does not grow with the number of fills.  Positions are kept in memory (one
-per account and pair) and updated trade by trade; a reversal replays that one
-position from the database's unreversed trades (average cost depends on the
-order of trades).
+per account and pair) and updated booking by booking; a reversal applies the
+opposite of the original trade at its original price (``stp.positions``), so
+every booking costs the same however long the history.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite, text
-from stp.booking import Booking, BookingKind, TradeAmounts, book_fill
+from stp.booking import Booking, BookingKind, book_fill
 from stp.breaks import Break
 from stp.fills import ExecKind, Fill
-from stp.positions import Position, apply_trade, replay
+from stp.positions import Position, apply_trade
 
 _Key = tuple[str, str]          # (account, pair)
 
@@ -74,20 +74,6 @@ class BookStage:
                                                      p.party, str(p.amount), p.value_date))
             self.next_posting_id += 1
 
-    def batch_trades_for(self, account: str, pair: str, before: str) -> list[tuple[str, TradeAmounts]]:
-        """This batch's unreversed trades of (account, pair) booked before ``before``."""
-        out: list[tuple[str, TradeAmounts]] = []
-        for b in self._batch_order:
-            if b.booking_id == before:
-                break
-            if b.kind is BookingKind.TRADE and b.trade is not None and b.account == account \
-                    and b.pair == pair and b.booking_id not in self._batch_reversed:
-                out.append((b.booking_id, b.trade))
-        return out
-
-    def is_reversed_in_batch(self, booking_id: str) -> bool:
-        return booking_id in self._batch_reversed
-
 
 class PositionKeeper:
     def __init__(self, positions: dict[_Key, Position],
@@ -95,22 +81,12 @@ class PositionKeeper:
         self.positions = positions
         self.dated = dated
 
-    async def apply(self, booking: Booking, book: BookStage, store: PostTradeStore,
-                    w: PostTradeWrite, now_us: int) -> Position | None:
+    def apply(self, booking: Booking, w: PostTradeWrite, now_us: int) -> Position | None:
         t = booking.trade
         if t is None or booking.account is None or booking.pair is None:
             return None
         key = (booking.account, booking.pair)
-        if booking.kind is BookingKind.TRADE:
-            position = apply_trade(self.positions.get(key), t)
-        else:
-            committed = [(bid, tr) for bid, tr in await store.active_trades(*key)
-                         if not book.is_reversed_in_batch(bid)]
-            trades = [tr for _, tr in committed] + \
-                [tr for _, tr in book.batch_trades_for(key[0], key[1], before=booking.booking_id)]
-            # no trade left: the position is flat and never realised anything
-            position = replay(trades) if trades else Position(key[0], key[1], Decimal(0), None,
-                                                              Decimal(0), Decimal(0))
+        position = apply_trade(self.positions.get(key), t, booking.sign)
         self.positions[key] = position
         dated = self.dated.setdefault(key, {})
         vd = t.value_date

@@ -226,7 +226,7 @@ class PostTrade:
                 bookings, booking_breaks = await self.book.book(fill_id, fill, w, stamp)
                 breaks += booking_breaks
                 for booking in bookings:
-                    position = await self.positions.apply(booking, self.book, self.store, w, stamp)
+                    position = self.positions.apply(booking, w, stamp)
                     if position is not None:
                         positions[(position.account, position.pair)] = position
                     for change in self.net.apply(booking, w, stamp):

@@ -8,7 +8,18 @@ currency, quantized half-even to its minor units; a trade through zero
 realises on the closed part and opens the rest at its own price.  The price
 is the fill's LastPx (for a quote-dealt fill the booked base amount is
 rounded, so the effective price differs in the last minor unit).  Average
-prices are exact to the 38 digits of ``decimal_context()``.  Pure: no I/O.
+prices are exact to the 38 digits of ``decimal_context()``.
+
+A cancel or correction books a reversal *now*: the position applies the
+opposite of the original trade at the original price (``apply_trade(...,
+sign=-1)``), in booking order, without restating history.  The quantity is
+always the sum of the active (unreversed) trades; realised plus unrealised
+P&L at any mark equals that of a replay of the active trades alone (the
+cash-flow identity), give or take the minor-unit rounding of each
+realisation; the split between realised and unrealised can differ (a reversal
+that reduces the position realises against the current average).  Each
+booking costs O(1), whatever the history: this is what keeps the pipeline's
+cost per fill flat.  Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ from decimal import Decimal
 from stp.booking import Booking, BookingKind, TradeAmounts
 from stp.currency import decimal_context, quantize
 
-__all__ = ["Position", "PositionBook", "apply_trade", "replay"]
+__all__ = ["Position", "PositionBook", "apply_trade", "replay", "replay_bookings"]
 
 _ZERO = Decimal(0)
 
@@ -61,11 +72,9 @@ def _signum(x: Decimal) -> int:
 
 
 def apply_trade(position: Position | None, trade: TradeAmounts, sign: int = +1) -> Position:
-    """The position after ``trade`` (``sign=-1``: the opposite trade at the same price).
-
-    ``sign=-1`` is not an exact undo once P&L has been realised; PositionBook
-    replays instead.  Raises ValueError for a trade of another account or
-    pair, or a sign other than +1/-1.
+    """The position after ``trade`` (``sign=-1``: the opposite trade at the same
+    price, how a reversal is booked).  Raises ValueError for a trade of
+    another account or pair, or a sign other than +1/-1.
     """
     if sign not in (1, -1):
         raise ValueError(f"sign must be +1 or -1, not {sign!r}")
@@ -115,23 +124,31 @@ def replay(trades: Iterable[TradeAmounts]) -> Position:
     return position
 
 
+def replay_bookings(bookings: Iterable[Booking]) -> dict[tuple[str, str], Position]:
+    """Positions from trade and reversal bookings in booking order, from flat."""
+    out: dict[tuple[str, str], Position] = {}
+    for booking in bookings:
+        t = booking.trade
+        if t is None:
+            continue
+        key = (t.account, t.pair.symbol)
+        out[key] = apply_trade(out.get(key), t, booking.sign)
+    return out
+
+
 _Key = tuple[str, str]                   # (account, pair symbol)
 
 
 class PositionBook:
     """Positions kept up to date booking by booking.
 
-    A reversal can hit any earlier trade, and average cost depends on the
-    order of trades, so the book keeps, per (account, pair), the active
-    (booked, not reversed) ``TradeAmounts`` in booking order keyed by
-    booking id, and a reversal recomputes that one position by replaying
-    the rest: O(active trades of that pair) time (about 5 us per trade, so
-    100 ms for 20,000).  Memory per active trade is its id and
-    ``TradeAmounts``: about 0.4 KB, or 40 bytes if the caller keeps the
-    booking (shared objects); it is held until the trade is reversed.
-    A correction's new trade goes last, not in the corrected trade's place.
+    The book checks reversals against the active (booked, not reversed)
+    trades it holds per (account, pair), keyed by booking id; a reversal
+    applies the opposite trade at its original price (O(1)).  A position
+    stays once opened, flat or not (its realised P&L is history).
     Position by value date is the sum of active base amounts per date
-    (zero entries omitted).
+    (zero entries omitted).  (The engine's PositionKeeper applies the same
+    rule without holding the trades: memory does not grow with fills.)
     """
 
     __slots__ = ("_accounts", "_active", "_dated", "_positions")
@@ -145,8 +162,7 @@ class PositionBook:
     def apply(self, booking: Booking) -> Position | None:
         """Apply a TRADE or a REVERSAL of one; the (account, pair) position after it.
 
-        Returns None for a booking without a trade (cash) and when no active
-        trade is left.  Re-applying an active trade booking unchanged is a
+        Returns None for a booking without a trade (cash).  Re-applying an active trade booking unchanged is a
         no-op.  Raises ValueError (and changes nothing) for a different trade
         under an active id or a reversal of a trade that is not active.
         """
@@ -179,19 +195,10 @@ class PositionBook:
         self._shift(key, trade.value_date, trade.base_amount)
         return position
 
-    def _remove(self, key: _Key, booking_id: str) -> Position | None:
-        active = self._active[key]
-        trade = active.pop(booking_id)
+    def _remove(self, key: _Key, booking_id: str) -> Position:
+        trade = self._active[key].pop(booking_id)
         self._shift(key, trade.value_date, decimal_context().minus(trade.base_amount))
-        if not active:
-            del self._active[key], self._positions[key]
-            self._dated.pop(key, None)
-            pairs = self._accounts[key[0]]
-            del pairs[key[1]]
-            if not pairs:
-                del self._accounts[key[0]]
-            return None
-        position = self._positions[key] = replay(active.values())
+        position = self._positions[key] = apply_trade(self._positions[key], trade, sign=-1)
         return position
 
     def _shift(self, key: _Key, value_date: date | None, amount: Decimal) -> None:
@@ -203,7 +210,7 @@ class PositionBook:
             dated.pop(value_date, None)
 
     def position(self, account: str, pair: str) -> Position | None:
-        """The position of the account in the pair ("EUR/USD"), None without active trades."""
+        """The position of the account in the pair ("EUR/USD"), None if never traded."""
         return self._positions.get((account, pair))
 
     def by_value_date(self, account: str, pair: str) -> dict[date | None, Decimal]:

@@ -193,12 +193,6 @@ class PostTradeStore:
             postings=tuple(Posting(p[0], p[1], Decimal(p[2]), _date(p[3])) for p in postings),
             trade=_trade(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]))
 
-    async def active_trades(self, account: str, pair: str) -> list[tuple[str, TradeAmounts]]:
-        """(booking id, amounts) of the account's unreversed trades in the pair, in booking order."""
-        rows = await self.fetch(_ACTIVE_TRADES + "AND b.account = ? AND b.pair = ? ORDER BY b.seq",
-                                (account, pair))
-        return [(r[0], _trade(*r[1:])) for r in rows]
-
 
 def _date(value: Any) -> date | None:
     if value is None or isinstance(value, date):
