@@ -46,8 +46,12 @@ _CONTEXT: Final = Context(
 
 
 def decimal_context() -> Context:
-    """Return a fresh amount context: 38 digits, half-even, errors trapped."""
-    return _CONTEXT.copy()
+    """The amount context: 38 digits, half-even, errors trapped.
+
+    Shared (a copy per call cost ~10% of the pipeline's CPU): use it for
+    arithmetic only, never change its settings; ``.copy()`` it to get one to
+    change.  Its flags are not read anywhere (errors trap)."""
+    return _CONTEXT
 
 
 def _lookup(ccy: str) -> Currency:
@@ -88,7 +92,7 @@ def minor_units(ccy: str) -> int:
 def quantize(amount: Decimal, ccy: str) -> Decimal:
     """Round ``amount`` half-even to the minor units of ``ccy``.
 
-    Uses a copy of decimal_context(), never the thread's context. Negative zero
+    Uses decimal_context(), never the thread's context. Negative zero
     becomes zero. Raises TypeError for a non-Decimal, ValueError for NaN,
     infinity or a result longer than 38 digits.
     """
@@ -96,7 +100,7 @@ def quantize(amount: Decimal, ccy: str) -> Decimal:
         raise TypeError(f"amount must be a Decimal, not {type(amount).__name__}")
     if not amount.is_finite():
         raise ValueError(f"amount is not finite: {amount}")
-    context = decimal_context()  # quantize sets flags: never share a context
+    context = decimal_context()  # flags it sets are never read: errors trap
     exponent = _quantum(ccy)
     try:
         result = amount.quantize(exponent, rounding=ROUND_HALF_EVEN, context=context)

@@ -106,11 +106,14 @@ class NetChange:
         return exact_context().subtract(self.after, self.before)
 
 
+_EXACT = decimal_context().copy()
+_EXACT.traps[Inexact] = True            # exact sums or an error, never a rounded one
+
+
 def exact_context() -> Context:
-    """decimal_context() with Inexact trapped: exact sums or an error."""
-    ctx = decimal_context()
-    ctx.traps[Inexact] = True          # exact sums or an error, never a rounded one
-    return ctx
+    """decimal_context() with Inexact trapped: exact sums or an error (shared:
+    do not change it)."""
+    return _EXACT
 
 
 def nonnegative_zero(amount: Decimal) -> Decimal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -160,6 +161,7 @@ def _spot(trade_date: date, pair: CurrencyPair, lag: int) -> date:
     return _good_calendar(pair).roll_forward(max(candidates))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def spot_date(trade_date: date, pair: CurrencyPair) -> date:
     """Return the spot date of a trade.
 
@@ -217,6 +219,20 @@ def value_date(
     good value date (both currencies and USD open). ``settl_date`` is used only
     for "B". Anything else raises ValueError.
     """
+    if settl_type != "B":
+        return _value_date(trade_date, pair, settl_type)
+    return _value_date_uncached(trade_date, pair, settl_type, settl_date)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _value_date(trade_date: date, pair: CurrencyPair, settl_type: str) -> date:
+    """Calendars do not change while the process runs: one computation per
+    (trade date, pair, SettlType) (the pipeline asks for every fill)."""
+    return _value_date_uncached(trade_date, pair, settl_type, None)
+
+
+def _value_date_uncached(trade_date: date, pair: CurrencyPair, settl_type: str,
+                         settl_date: date | None) -> date:
     cal = _good_calendar(pair)
     if settl_type in ("", "0"):
         return spot_date(trade_date, pair)

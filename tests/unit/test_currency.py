@@ -112,12 +112,16 @@ def test_quantize_unknown_currency() -> None:
         quantize(Decimal(1), "ABC")
 
 
-def test_decimal_context_is_a_fresh_copy() -> None:
+def test_decimal_context_is_the_amount_context_not_the_threads() -> None:
     ctx = decimal_context()
     assert ctx.rounding == decimal.ROUND_HALF_EVEN
     assert ctx.prec == 38
-    ctx.prec = 5
-    assert decimal_context().prec == 38
+    assert ctx.traps[decimal.InvalidOperation] and not ctx.traps[decimal.Inexact]
+    with decimal.localcontext() as local:          # the thread's context does not matter
+        local.prec = 3
+        local.rounding = decimal.ROUND_UP
+        assert quantize(Decimal("1.005"), "USD") == Decimal("1.00")
+        assert decimal_context().add(Decimal("1.23456"), Decimal(1)) == Decimal("2.23456")
 
 
 @given(
