@@ -11,7 +11,8 @@ A broker can acknowledge a message and still lose it when it goes down
 connection the relay republishes what it published in the ``replay_s``
 seconds before the loss; consumers drop the repeats by id.  It keeps a
 retained ``<prefix>/status`` ("online"; the last will and a clean stop say
-"offline").  Up to ``window`` publishes are in flight at once.  The same
+"offline").  Up to ``window`` publishes are in flight at once, continuously
+(a sliding window; paho's own in-flight limit is raised to match).  The same
 connection receives the desk's commands (``adapters.commands``).
 """
 
@@ -75,6 +76,7 @@ class OutboxRelay:
             tls = ssl.create_default_context(cafile=s.ca_file)
         client = aiomqtt.Client(s.host, s.port, identifier=s.client_id, username=s.username,
                                 password=s.password, tls_context=tls, keepalive=30, timeout=10,
+                                max_inflight_messages=self.window,
                                 will=aiomqtt.Will(will_event.topic, will_event.payload, qos=1, retain=True))
         # up to ``window`` publishes in flight is the design, not a warning
         client.pending_calls_threshold = self.window + 10
@@ -122,26 +124,71 @@ class OutboxRelay:
         await client.publish(event.topic, event.payload, qos=1, retain=True, timeout=self.publish_timeout)
 
     async def _pump(self, client: aiomqtt.Client, listening: asyncio.Task[None] | None = None) -> None:
-        while True:
-            if listening is not None and listening.done():
-                listening.result()          # the connection is gone: raise its MqttError
-            rows = await self.store.fetch(
-                "SELECT id, topic, payload, retain FROM outbox WHERE published_us IS NULL "
-                "ORDER BY id LIMIT ?", (self.batch,))
-            if not rows:
-                if self._stopping:
-                    return
-                self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), 0.5)
-                continue
-            for i in range(0, len(rows), self.window):
-                chunk = rows[i:i + self.window]
+        """Keep up to ``window`` publishes in flight (a sliding window: a broker
+        that delays its last acknowledgements does not stall a whole chunk);
+        mark what the broker acknowledged while the next ones are on the wire."""
+        slots = asyncio.Semaphore(self.window)
+        acked: list[int] = []
+        failed: list[BaseException] = []
+        inflight: set[asyncio.Task[None]] = set()
+        cursor = 0                      # the highest id handed to the client on this connection
+
+        async def publish(row: tuple[Any, ...]) -> None:
+            try:
                 # a PUBACK that never comes (broker gone) must not hang the relay
-                await asyncio.gather(*(client.publish(r[1], r[2], qos=1, retain=bool(r[3]),
-                                                      timeout=self.publish_timeout) for r in chunk))
-                await self._mark([int(r[0]) for r in chunk])
-                self.published += len(chunk)
+                await client.publish(row[1], row[2], qos=1, retain=bool(row[3]), timeout=self.publish_timeout)
+                acked.append(int(row[0]))
+            except (aiomqtt.MqttError, TimeoutError) as exc:
+                failed.append(exc)
+            finally:
+                slots.release()
+
+        async def mark() -> None:
+            if acked:
+                ids = acked[:]
+                del acked[:]
+                await self._mark(ids)
+                self.published += len(ids)
+
+        try:
+            while True:
+                if listening is not None and listening.done():
+                    listening.result()          # the connection is gone: raise its MqttError
+                if failed:
+                    raise aiomqtt.MqttError(f"publish failed: {failed[0]!r}")
+                await mark()
+                self.wakeup.clear()             # before reading: a commit after this wakes us
+                rows = await self.store.fetch(
+                    "SELECT id, topic, payload, retain FROM outbox WHERE published_us IS NULL AND id > ? "
+                    "ORDER BY id LIMIT ?", (cursor, self.batch))
+                if not rows:
+                    if inflight:
+                        await asyncio.wait(inflight, timeout=0.05)
+                        continue
+                    if self._stopping:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wakeup.wait(), 0.5)
+                    continue
+                for row in rows:
+                    await slots.acquire()
+                    if failed:
+                        slots.release()
+                        break
+                    task = asyncio.create_task(publish(row))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                    cursor = int(row[0])
+                    if len(acked) >= self.window:
+                        await mark()
+        finally:
+            for task in list(inflight):
+                task.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+            if acked:
+                with contextlib.suppress(Exception):
+                    await mark()
 
     async def _replay_recent(self, lost_at_us: int) -> None:
         since = lost_at_us - int(self.replay_s * 1_000_000)
