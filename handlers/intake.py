@@ -77,7 +77,7 @@ class IntakeCounters:
 class KnownExecutions:
     """(session, ExecID) -> content hash of recently stored fills (bounded)."""
 
-    def __init__(self, limit: int = 500_000) -> None:
+    def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
         self._map: dict[tuple[str, str], str] = {}
 
