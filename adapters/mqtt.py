@@ -74,7 +74,10 @@ class OutboxRelay:
         tls: ssl.SSLContext | None = None
         if s.tls:
             tls = ssl.create_default_context(cafile=s.ca_file)
-        client = aiomqtt.Client(s.host, s.port, identifier=s.client_id, username=s.username,
+        # a persistent session: the broker keeps the desk's commands (QoS 1)
+        # for the engine while it is away and delivers them when it is back
+        client = aiomqtt.Client(s.host, s.port, identifier=s.client_id, clean_session=False,
+                                username=s.username,
                                 password=s.password, tls_context=tls, keepalive=30, timeout=10,
                                 max_inflight_messages=self.window,
                                 will=aiomqtt.Will(will_event.topic, will_event.payload, qos=1, retain=True))

@@ -247,3 +247,44 @@ async def test_position_report_drift(db: Database, tmp_path: Path) -> None:
     assert shown is not None
     assert Decimal(shown["theirs"]["lp_pays"]) - Decimal(shown["ours"]["lp_pays"]) == step
     assert isinstance(date.fromisoformat(shown["keys"]["value_date"]), date)
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
+async def test_a_command_sent_while_the_engine_is_away_is_applied_when_it_is_back(
+        db: Database, tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    broker.start()
+    pipeline, bid = await _ssi_break(db)
+
+    def relay() -> OutboxRelay:
+        listener = CommandListener(db, "fxstp", wake=pipeline.tick_now.set)
+        return OutboxRelay(db, MqttSettings(port=broker.port, client_id="engine-away"),
+                           wakeup=pipeline.committed, commands=listener)
+
+    first = relay()
+    task = asyncio.create_task(first.run())
+    try:
+        await asyncio.wait_for(first.connected.wait(), 10)     # the engine's session exists
+        await first.stop()
+        await asyncio.wait_for(task, 10)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:     # the engine is away
+            await client.publish("fxstp/commands/breaks", json.dumps(
+                {"request_id": "while-away", "action": "ack", "break_id": bid, "by": "ops9"}), qos=1)
+        second = relay()
+        tasks = [asyncio.create_task(second.run()), asyncio.create_task(pipeline.run())]
+        deadline = asyncio.get_running_loop().time() + 15
+        state = None
+        while asyncio.get_running_loop().time() < deadline:
+            shown = await desk.show_break(db, bid)
+            state = shown["state"] if shown else None
+            if state == "acknowledged":
+                break
+            await asyncio.sleep(0.2)
+        assert state == "acknowledged"
+        await second.stop()
+        await pipeline.stop()
+        for t in tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(t, 10)
+    finally:
+        broker.stop()
