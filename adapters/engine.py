@@ -58,6 +58,7 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     embedded = await _embedded_broker(mqtt) if relay else None
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
     intake.on_committed = posttrade.submit
+    posttrade.intake_waiting = lambda: len(queue) > 0
     intake.on_quotes = posttrade.submit_quotes
     intake.send_business_reject = sessions.send_business_reject
     posttrade_task = asyncio.create_task(posttrade.run(), name="posttrade")

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.sim.scenario import FaultRates, Scenario  # noqa: E402
 
-START = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+# far ahead: no settlement cut-off passes, so the fills do not all break as after_cut_off
+START = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 
 
 def free_port() -> int:
@@ -75,10 +76,17 @@ def engine(cfg: Path) -> subprocess.Popen[bytes]:
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def status(cfg: Path) -> dict[str, object]:
-    out = subprocess.run([sys.executable, str(ROOT / "run_engine.py"), "status", "--config", str(cfg),
-                          "--json"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return json.loads(out)  # type: ignore[no-any-return]
+def status(cfg: Path, attempts: int = 3) -> dict[str, object]:
+    """The engine's status command (retried: it may find the database busy
+    while an engine is being killed and restarted)."""
+    for attempt in range(attempts):
+        done = subprocess.run([sys.executable, str(ROOT / "run_engine.py"), "status", "--config", str(cfg),
+                               "--json"], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode == 0:
+            return json.loads(done.stdout)  # type: ignore[no-any-return]
+        print(f"status failed (attempt {attempt + 1}): {done.stderr.strip()[-500:]}", file=sys.stderr)
+        time.sleep(1.0)
+    raise RuntimeError("the status command kept failing")
 
 
 async def fill_ids(db_url: str) -> list[str]:

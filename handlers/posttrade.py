@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -69,6 +70,9 @@ class PostTrade:
         self.breaks = BreakSink(topic_prefix, reference, escalate_before)
         self.committed = asyncio.Event()      # set after every commit (the outbox relay waits on it)
         self.tick_now = asyncio.Event()       # set to run the timer's work at once (a command arrived)
+        # a batch and the timer's work never interleave (both change the stages'
+        # state and commit it; a batch awaits the database midway)
+        self._exclusive = asyncio.Lock()
         self._stopping = False
         # fills handed over in memory but not processed; past the limit the
         # hand-off stops and the pipeline reads them back from the database
@@ -77,6 +81,11 @@ class PostTrade:
         self._behind = False
         # the latest market-data price per pair not applied yet (committed by the intake)
         self._quotes: dict[str, tuple[datetime, Decimal]] = {}
+        # True while the intake has messages waiting: the pipeline then lets it
+        # run first (journaling what arrives is the durable step; post-trade
+        # catches up from the database when the load drops)
+        self.intake_waiting: Callable[[], bool] | None = None
+        self.yield_every = 100
 
     # -- state ------------------------------------------------------------
     async def load(self) -> None:
@@ -167,7 +176,7 @@ class PostTrade:
                     fills = await asyncio.wait_for(self.queue.get(), 0.5)
                 except TimeoutError:
                     continue
-                while not self.queue.empty() and len(fills) < 5000:
+                while not self.queue.empty() and len(fills) < 2000:
                     fills += self.queue.get_nowait()
                 self._queued -= len(fills)
                 await self._process_safely(fills)
@@ -198,6 +207,10 @@ class PostTrade:
 
     # -- the pipeline -----------------------------------------------------------
     async def process(self, fills: list[tuple[int, Fill]]) -> None:
+        async with self._exclusive:
+            await self._process(fills)
+
+    async def _process(self, fills: list[tuple[int, Fill]]) -> None:
         fills = [(i, f) for i, f in fills if i > self.cursor]
         quotes, self._quotes = self._quotes, {}
         if not fills and not quotes:
@@ -216,7 +229,10 @@ class PostTrade:
         positions: dict[tuple[str, str], Position] = {}
         net_changes: dict[NetKey, NetChange] = {}
         try:
-            for fill_id, fill in fills:
+            waiting = self.intake_waiting
+            for n, (fill_id, fill) in enumerate(fills, 1):
+                if waiting is not None and not n % self.yield_every and waiting():
+                    await asyncio.sleep(0)
                 bookable, found = self.confirm.on_fill(fill_id, fill, now, w, stamp)
                 breaks += found
                 if not bookable:
@@ -272,6 +288,10 @@ class PostTrade:
                 log.exception("posttrade_timer_failed")
 
     async def tick(self, now: datetime | None = None) -> None:
+        async with self._exclusive:
+            await self._tick(now)
+
+    async def _tick(self, now: datetime | None = None) -> None:
         """Inbox, confirmation expiry, settlement cut-offs and escalations (one
         transaction)."""
         now = now or datetime.now(UTC)

@@ -376,6 +376,7 @@ def test_crash_test_short(database: str) -> None:
     if database == "postgresql":
         cmd += ["--database-url", PG_URL]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert result.stdout.strip(), result.stderr[-4000:]
     report = json.loads(result.stdout)
     assert report["ok"], report
     assert report["kills"] == 4 and report["missing"] == 0 and report["rows"] == report["expected_executions"]
