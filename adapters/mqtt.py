@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,6 +142,7 @@ class OutboxRelay:
                 # a PUBACK that never comes (broker gone) must not hang the relay
                 await client.publish(row[1], row[2], qos=1, retain=bool(row[3]), timeout=self.publish_timeout)
                 acked.append(int(row[0]))
+                _quick_ack(client)
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 failed.append(exc)
             finally:
@@ -215,6 +217,24 @@ class OutboxRelay:
     async def pending(self) -> int:
         rows = await self.store.fetch("SELECT COUNT(*) FROM outbox WHERE published_us IS NULL")
         return int(rows[0][0])
+
+
+def _quick_ack(client: aiomqtt.Client) -> None:
+    """Acknowledge the broker's next TCP segment at once (Linux TCP_QUICKACK,
+    which the kernel clears again by itself, hence after every PUBACK).
+
+    A broker without TCP_NODELAY (Mosquitto's default) holds each PUBACK
+    until its previous segment is acknowledged, and the kernel delays that
+    acknowledgement up to 40 ms when the relay has nothing to send: measured,
+    p99 detection-to-PUBACK 106-110 ms at 1,250 breaks/s without this, 30 ms
+    with it (bench/relay.py).  aiomqtt does not expose the socket: it is
+    paho's, reached through the client's ``_client``; without it, nothing
+    happens."""
+    paho = getattr(client, "_client", None)
+    sock = paho.socket() if paho is not None else None
+    if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 def settings_from_config(cfg: Any) -> MqttSettings:

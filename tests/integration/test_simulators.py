@@ -58,7 +58,9 @@ async def lp_and_sink(opt: SimOptions, idle: float = 1.5,
                       expect: int | None = None) -> tuple[SimSummary, dict[str, Any]]:
     lp_task = asyncio.create_task(run_simulator(opt, out=_Null()))  # type: ignore[arg-type]
     await asyncio.sleep(0.2)
-    sink = await run_sink(SinkOptions(connect=("127.0.0.1", opt.port), idle=idle, expect=expect))
+    # bounded: a stuck peer fails the test instead of hanging the run
+    sink = await asyncio.wait_for(run_sink(SinkOptions(connect=("127.0.0.1", opt.port), idle=idle,
+                                                       expect=expect)), 90)
     lp = await asyncio.wait_for(lp_task, 30)
     return lp, sink
 
