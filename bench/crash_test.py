@@ -7,7 +7,9 @@ at random moments (``--kills`` times, 0.3 to ``--max-interval`` seconds apart)
 and restarted each time. At the end the engine runs until the simulator has
 nothing more to send, and the database must hold every ExecID of the
 scenario exactly once (compared against the scenario computed here, from the
-same seed).
+same seed), and the post-trade pipeline must have processed every committed
+fill once: its cursor at the last fill, no fill with two trade bookings, no
+booking reversed twice, every currency's postings summing to zero.
 
     python bench/crash_test.py --count 12000 --rate 1500 --kills 12
     python bench/crash_test.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
@@ -87,6 +89,38 @@ def status(cfg: Path, attempts: int = 3) -> dict[str, object]:
         print(f"status failed (attempt {attempt + 1}): {done.stderr.strip()[-500:]}", file=sys.stderr)
         time.sleep(1.0)
     raise RuntimeError("the status command kept failing")
+
+
+async def posttrade_check(db_url: str) -> dict[str, object]:
+    """After the engine stopped: did the post-trade pipeline process every
+    committed fill once?  No fill with two trade bookings, no booking reversed
+    twice, every currency's postings summing to zero."""
+    from decimal import Decimal
+
+    from adapters.db.repository import Database
+
+    db = Database(db_url)
+    try:
+        async with db.engine.connect() as conn:
+            async def q(sql: str) -> list[tuple[object, ...]]:
+                return [tuple(r) for r in (await conn.exec_driver_sql(sql)).all()]
+
+            last_fill = (await q("SELECT COALESCE(MAX(id), 0) FROM fills"))[0][0]
+            cursor = await q("SELECT last_fill_id FROM pipeline_cursor WHERE stage = 'posttrade'")
+            doubled = await q("SELECT fill_id FROM bookings WHERE kind = 'trade' AND fill_id IS NOT NULL "
+                              "GROUP BY fill_id HAVING COUNT(*) > 1")
+            reversed_twice = await q("SELECT reverses FROM bookings WHERE reverses IS NOT NULL "
+                                     "GROUP BY reverses HAVING COUNT(*) > 1")
+            sums: dict[str, Decimal] = {}
+            for ledger, amount in await q("SELECT ledger, amount FROM postings"):
+                sums[str(ledger)] = sums.get(str(ledger), Decimal(0)) + Decimal(str(amount))
+            bookings = (await q("SELECT COUNT(*) FROM bookings"))[0][0]
+    finally:
+        await db.close()
+    return {"posttrade_cursor": cursor[0][0] if cursor else 0, "last_fill_id": last_fill,
+            "bookings": bookings, "fills_booked_twice": len(doubled),
+            "bookings_reversed_twice": len(reversed_twice),
+            "ledgers_unbalanced": sorted(c for c, v in sums.items() if v != 0)}
 
 
 async def fill_ids(db_url: str) -> list[str]:
@@ -178,8 +212,12 @@ def main() -> int:
             "lp_messages_resent": lp_summary.get("messages_resent"),
             "lp_logons": lp_summary.get("logons"),
         }
+        booked = asyncio.run(posttrade_check(db_url))
+        result.update(booked)
         ok = (result["missing"] == 0 and result["unexpected"] == 0 and len(ids) == len(set(ids))
-              == len(expected) and final["conflicts"] == 0)
+              == len(expected) and final["conflicts"] == 0
+              and booked["posttrade_cursor"] == booked["last_fill_id"] and booked["fills_booked_twice"] == 0
+              and booked["bookings_reversed_twice"] == 0 and not booked["ledgers_unbalanced"])
         result["ok"] = ok
         print(json.dumps(result, indent=2))
         return 0 if ok else 1
