@@ -366,6 +366,14 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
         await db.close()
 
 
+async def _recon(recon: Any, db: Any, reference: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    if args.what == "statement":
+        return await recon.reconcile_statement_file(  # type: ignore[no-any-return]
+            db, reference, cfg.mqtt_topic_prefix, args.session, args.file, args.trade_date)
+    return await recon.reconcile_positions_file(  # type: ignore[no-any-return]
+        db, reference, cfg.mqtt_topic_prefix, args.session, args.file)
+
+
 async def _recon_command(args: argparse.Namespace, cfg: Any) -> int:
     from adapters import recon
     from adapters.db.repository import Database
@@ -381,12 +389,11 @@ async def _recon_command(args: argparse.Namespace, cfg: Any) -> int:
     db = Database(cfg.database_url)
     try:
         await db.migrate()
-        if args.what == "statement":
-            result = await recon.reconcile_statement_file(db, reference, cfg.mqtt_topic_prefix, args.session,
-                                                          args.file, args.trade_date)
-        else:
-            result = await recon.reconcile_positions_file(db, reference, cfg.mqtt_topic_prefix, args.session,
-                                                          args.file)
+        try:
+            result = await _recon(recon, db, reference, cfg, args)
+        except recon.ReconError as exc:
+            print(f"error: {exc}; nothing stored", file=sys.stderr)
+            return 2
     finally:
         await db.close()
     if args.json:

@@ -6,12 +6,18 @@ post-trade pipeline applies it like ``breaks ack|resolve`` from the CLI: in
 one transaction with the state change, the published change and the reply
 (through the outbox, so the reply is as reliable as the change).  A command
 that does not parse is answered at once with an error reply and changes
-nothing.  Replies go to the command's ``reply_to`` or ``<prefix>/replies/breaks``.
+nothing.  Replies go to the command's ``reply_to`` (under
+``<prefix>/replies/``) or ``<prefix>/replies/breaks``.
+
+The broker's message is acknowledged (PUBACK, paho's manual acks) only once
+the command is in the inbox or has been answered: a command the engine had
+not stored when it crashed or lost its connection is delivered again (the
+engine's session is persistent).
 """
 
 from __future__ import annotations
 
-import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -30,6 +36,19 @@ def reply_topic(prefix: str, reply_to: str | None) -> str:
     return reply_to or f"{prefix}/replies/breaks"
 
 
+def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """PUBACK a QoS 1 message now that it is handled (manual acks are on)."""
+    paho = getattr(client, "_client", None)
+    if paho is not None and message.qos > 0:
+        paho.ack(message.mid, message.qos)
+
+
+def enable_manual_acks(client: aiomqtt.Client) -> None:
+    paho = getattr(client, "_client", None)
+    if paho is not None:
+        paho.manual_ack_set(True)
+
+
 class CommandListener:
     def __init__(self, db: Database, prefix: str, wake: Callable[[], None] | None = None) -> None:
         self.db = db
@@ -39,30 +58,41 @@ class CommandListener:
         self.received = 0
         self.refused = 0
 
+    def _reply_ok(self, reply_to: str | None) -> bool:
+        """A reply goes under <prefix>/replies/: a desk client cannot make the
+        engine publish onto its own topics."""
+        return reply_to is None or reply_to.startswith(f"{self.prefix}/replies/")
+
     async def listen(self, client: aiomqtt.Client) -> None:
-        """Handle commands until cancelled (the relay's connection ends)."""
+        """Handle commands until cancelled (the relay's connection ends).  A
+        command that could not be stored (database down) is not acknowledged:
+        the error ends the connection and the broker delivers it again."""
         async for message in client.messages:
-            if not message.topic.matches(self.topic):
-                continue
-            try:
+            if message.topic.matches(self.topic):
                 await self.handle(client, bytes(message.payload)
                                   if isinstance(message.payload, bytes | bytearray)
                                   else str(message.payload).encode())
-            except (aiomqtt.MqttError, asyncio.CancelledError):
-                raise
-            except Exception:
-                log.exception("command_failed")
+            _ack(client, message)
 
     async def handle(self, client: aiomqtt.Client, payload: bytes) -> None:
         self.received += 1
         try:
             command = parse_break_command(payload)
         except CommandError as exc:
+            exc.reply_to = exc.reply_to if self._reply_ok(exc.reply_to) else None
             self.refused += 1
             log.warning("command_refused", code=exc.code, error=exc.message, request_id=exc.request_id,
                         payload=payload[:200].decode("utf-8", "replace"))
             reply = command_reply(exc.request_id, reply_topic(self.prefix, exc.reply_to), False,
-                                  datetime.now(UTC), error=exc.code, message=exc.message)
+                                  datetime.now(UTC), reply_id=uuid.uuid4().hex, error=exc.code,
+                                  message=exc.message)
+            await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
+            return
+        if not self._reply_ok(command.reply_to):
+            self.refused += 1
+            reply = command_reply(command.request_id, reply_topic(self.prefix, None), False,
+                                  datetime.now(UTC), reply_id=uuid.uuid4().hex, error="invalid_command",
+                                  message=f"reply_to must be under {self.prefix}/replies/")
             await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
             return
         kind = "break_acknowledge" if command.action == "acknowledge" else "break_resolve"

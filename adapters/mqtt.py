@@ -29,7 +29,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from adapters.commands import CommandListener
+from adapters.commands import CommandListener, enable_manual_acks
 from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database, now_us
 from stp.events import engine_status
@@ -84,6 +84,8 @@ class OutboxRelay:
                                 will=aiomqtt.Will(will_event.topic, will_event.payload, qos=1, retain=True))
         # up to ``window`` publishes in flight is the design, not a warning
         client.pending_calls_threshold = self.window + 10
+        if self.commands is not None:
+            enable_manual_acks(client)      # a command is acknowledged once stored
         return client
 
     async def run(self) -> None:
@@ -117,6 +119,11 @@ class OutboxRelay:
                 self.connected.clear()
                 log.warning("mqtt_unavailable", host=self.settings.host, port=self.settings.port,
                             error=str(exc), retry_in_s=delay)
+            except Exception as exc:       # the database (reading, marking, storing a command)
+                if self.connected.is_set() and self._lost_at_us is None:
+                    self._lost_at_us = now_us()
+                self.connected.clear()
+                log.error("relay_failed", error=repr(exc)[:300], retry_in_s=delay)
             if self._stopping:
                 return
             with contextlib.suppress(TimeoutError):
@@ -135,7 +142,10 @@ class OutboxRelay:
         acked: list[int] = []
         failed: list[BaseException] = []
         inflight: set[asyncio.Task[None]] = set()
-        cursor = 0                      # the highest id handed to the client on this connection
+        # ids handed to the client and not marked yet: the next reads skip
+        # them (not a cursor: on PostgreSQL a lower id can commit after a
+        # higher one was read, and must still be published)
+        handed: set[int] = set()
 
         async def publish(row: tuple[Any, ...]) -> None:
             try:
@@ -151,8 +161,9 @@ class OutboxRelay:
         async def mark() -> None:
             if acked:
                 ids = acked[:]
-                del acked[:]
                 await self._mark(ids)
+                del acked[:len(ids)]
+                handed.difference_update(ids)
                 self.published += len(ids)
 
         try:
@@ -163,9 +174,9 @@ class OutboxRelay:
                     raise aiomqtt.MqttError(f"publish failed: {failed[0]!r}")
                 await mark()
                 self.wakeup.clear()             # before reading: a commit after this wakes us
-                rows = await self.store.fetch(
-                    "SELECT id, topic, payload, retain FROM outbox WHERE published_us IS NULL AND id > ? "
-                    "ORDER BY id LIMIT ?", (cursor, self.batch))
+                rows = [r for r in await self.store.fetch(
+                    "SELECT id, topic, payload, retain FROM outbox WHERE published_us IS NULL "
+                    "ORDER BY id LIMIT ?", (self.batch + len(handed),)) if int(r[0]) not in handed]
                 if not rows:
                     if inflight:
                         await asyncio.wait(inflight, timeout=0.05)
@@ -183,7 +194,7 @@ class OutboxRelay:
                     task = asyncio.create_task(publish(row))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
-                    cursor = int(row[0])
+                    handed.add(int(row[0]))
                     if len(acked) >= self.window:
                         await mark()
         finally:

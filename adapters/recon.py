@@ -10,7 +10,8 @@ count goes up, nothing is published twice under another id.
 
 from __future__ import annotations
 
-from datetime import date
+import contextlib
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from stp.reconcile import (
     reconcile_statement,
 )
 from stp.reference import ReferenceData
+from stp.valuedates import CurrencyPair, fx_trade_date, value_date
 
 
 def _day(value: Any) -> date | None:
@@ -38,16 +40,27 @@ def _day(value: Any) -> date | None:
 
 async def engine_executions(store: PostTradeStore, session: str,
                             trade_dates: set[date] | None) -> dict[str, Execution]:
+    """The session's executions; a fill without SettlDate (64) gets the value
+    date its SettlType gives (what it was booked at), one without TradeDate
+    (75) the FX trade date of its TransactTime or receipt."""
     rows = await store.fetch(
         "SELECT exec_id, kind, symbol, side, last_qty, last_px, settl_date, trade_date, order_id, account, "
-        "exec_ref_id FROM fills WHERE session = ?", (session,))
+        "exec_ref_id, settl_type, transact_us, received_us FROM fills WHERE session = ?", (session,))
     out: dict[str, Execution] = {}
     for r in rows:
         trade_date = _day(r[7])
+        pair = CurrencyPair.parse(str(r[2]))
+        if trade_date is None:
+            at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(r[12] or r[13]))
+            trade_date = fx_trade_date(at, pair)
         if trade_dates is not None and trade_date not in trade_dates:
             continue
+        settl_date = _day(r[6])
+        if settl_date is None:
+            with contextlib.suppress(ValueError, KeyError):
+                settl_date = value_date(trade_date, pair, str(r[11] or "0"))
         out[str(r[0])] = Execution(str(r[0]), str(r[1]), str(r[2]), str(r[3]), Decimal(r[4]), Decimal(r[5]),
-                                   _day(r[6]), trade_date, r[8], r[9], r[10])
+                                   settl_date, trade_date, r[8], r[9], r[10])
     return out
 
 
@@ -75,6 +88,16 @@ async def _store(db: Database, reference: ReferenceData, prefix: str, kind: str,
              result.matched, len(result.breaks), stamp))
 
 
+class ReconError(ValueError):
+    """A file with no usable line: nothing is reconciled or stored (an empty
+    statement would otherwise report every fill as missing on the LP side)."""
+
+
+def _nothing_read(what: str, errors: list[LineError]) -> str:
+    detail = "; ".join(f"line {e.line}: {e.error}" for e in errors[:5])
+    return f"no usable line in the {what}" + (f" ({detail})" if detail else " (it is empty)")
+
+
 def _report(kind: str, session: str, lines: int, result: StatementResult,
             errors: list[LineError]) -> dict[str, Any]:
     by_type: dict[str, int] = {}
@@ -90,8 +113,10 @@ async def reconcile_statement_file(db: Database, reference: ReferenceData, prefi
                                    path: Path, trade_date: date | None = None) -> dict[str, Any]:
     """The statement's executions (of ``trade_date``, or of the trade dates it
     lists) against the engine's executions of ``session`` on those dates."""
-    content = path.read_text()
+    content = path.read_text(encoding="utf-8-sig")      # a BOM (Excel) is not part of the header
     theirs, errors = parse_statement(content)
+    if not theirs:
+        raise ReconError(_nothing_read("statement", errors))
     if trade_date is not None:
         theirs = [e for e in theirs if e.trade_date in (None, trade_date)]
         dates: set[date] | None = {trade_date}
@@ -107,8 +132,10 @@ async def reconcile_statement_file(db: Database, reference: ReferenceData, prefi
 
 async def reconcile_positions_file(db: Database, reference: ReferenceData, prefix: str, counterparty: str,
                                    path: Path) -> dict[str, Any]:
-    content = path.read_text()
+    content = path.read_text(encoding="utf-8-sig")
     theirs, errors = parse_positions(content)
+    if not theirs:
+        raise ReconError(_nothing_read("position report", errors))
     ours = await engine_nets(PostTradeStore(db), counterparty)
     result = position_drift(counterparty, ours, theirs)
     lines = len(theirs) + len(errors)

@@ -303,6 +303,7 @@ class PostTrade:
         for inbox_id, kind, payload_text in await self.store.fetch(
                 "SELECT id, kind, payload FROM inbox WHERE applied_us IS NULL ORDER BY id"):
             payload = json.loads(payload_text)
+            payload["_inbox_id"] = inbox_id
             try:
                 result, found, evs = await self._apply_inbox(kind, payload, w, stamp)
                 breaks += found
@@ -315,7 +316,8 @@ class PostTrade:
                             if isinstance(exc, IllegalBreakTransition) else "invalid_command")
                     w.publish(command_reply(payload.get("request_id"),
                                             reply_topic(self.topic_prefix, payload.get("reply_to")),
-                                            False, now, error=code, message=str(exc)), stamp)
+                                            False, now, reply_id=f"inbox-{inbox_id}", error=code,
+                                            message=str(exc)), stamp)
             w.inbox_done.append((inbox_id, result))
         for brk in breaks:
             self.breaks.add(brk, w, stamp)
@@ -367,6 +369,7 @@ class PostTrade:
         if payload.get("via") == "mqtt":
             w.publish(command_reply(payload.get("request_id"),
                                     reply_topic(self.topic_prefix, payload.get("reply_to")), True, at,
+                                    reply_id=f"inbox-{payload['_inbox_id']}",
                                     result={"break_id": break_id, "state": new.value, "by": by}), stamp)
         return f"{new.value} by {by}"
 

@@ -122,6 +122,8 @@ def transition(state: str, action: str, by: str, reason: str | None) -> BreakSta
     and why for a resolution."""
     if not by.strip():
         raise IllegalBreakTransition("say who (--by)")
+    if len(by) > 80:
+        raise IllegalBreakTransition("who (--by) is longer than 80 characters")
     if action == "resolve" and not (reason or "").strip():
         raise IllegalBreakTransition("a resolution needs a reason")
     new = _NEXT.get((state, action))

@@ -23,7 +23,9 @@ from typing import Any
 
 ACTIONS = {"ack": "acknowledge", "acknowledge": "acknowledge", "resolve": "resolve"}
 _FIELDS = {"request_id", "action", "break_id", "by", "reason", "reply_to"}
-MAX_TEXT = 1000
+# what the database columns hold: who 80, ids 64 (a reply's event id is
+# "reply-" + the request id), a reason as long as a desk note needs
+MAX_LENGTH = {"by": 80, "break_id": 64, "request_id": 64, "action": 16, "reason": 1000, "reply_to": 200}
 
 
 class CommandError(ValueError):
@@ -62,14 +64,24 @@ def _text(obj: dict[str, Any], name: str, required: bool, request_id: str | None
     value = value.strip()
     if required and not value:
         raise CommandError("invalid_command", f"{name} is empty", request_id, reply_to)
-    if len(value) > MAX_TEXT:
-        raise CommandError("invalid_command", f"{name} is longer than {MAX_TEXT} characters",
+    if len(value) > MAX_LENGTH[name]:
+        raise CommandError("invalid_command", f"{name} is longer than {MAX_LENGTH[name]} characters",
                            request_id, reply_to)
+    if not _encodable(value):
+        raise CommandError("invalid_command", f"{name} is not valid Unicode text", request_id, reply_to)
     return value or None
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:         # a lone surrogate ("\ud800" in the JSON)
+        return False
+    return True
+
+
 def valid_reply_topic(topic: str) -> bool:
-    return bool(topic) and len(topic) <= 255 and not any(c in topic for c in "+#\x00")
+    return bool(topic) and len(topic) <= MAX_LENGTH["reply_to"] and not any(c in topic for c in "+#\x00")
 
 
 def parse_break_command(payload: bytes | str) -> BreakCommand:
@@ -79,10 +91,14 @@ def parse_break_command(payload: bytes | str) -> BreakCommand:
         raise CommandError("malformed_json", f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise CommandError("malformed_json", "a command is a JSON object")
-    request_id = obj.get("request_id")
-    request_id = str(request_id)[:200] if isinstance(request_id, str | int) and request_id != "" else None
+    raw_id = obj.get("request_id")
+    request_id = str(raw_id) if isinstance(raw_id, str | int) and raw_id != "" else None
+    longest = MAX_LENGTH["request_id"]
+    if request_id is not None and (len(request_id) > longest or not _encodable(request_id)):
+        raise CommandError("invalid_command", f"request_id must be text of at most {longest} characters")
     reply_to = obj.get("reply_to")
-    reply_to = reply_to if isinstance(reply_to, str) and valid_reply_topic(reply_to) else None
+    reply_to = reply_to if isinstance(reply_to, str) and valid_reply_topic(reply_to) \
+        and _encodable(reply_to) else None
     if obj.get("reply_to") is not None and reply_to is None:
         raise CommandError("invalid_command", "reply_to must be a topic without wildcards", request_id)
     unknown = set(obj) - _FIELDS

@@ -73,13 +73,15 @@ def break_escalated(break_id: str, break_type: str, severity: str, state: str, k
                     cloud_event(event_id, "com.fxstp.break.escalated", break_id, data, at))
 
 
-def command_reply(request_id: str | None, topic: str, ok: bool, at: datetime, *,
+def command_reply(request_id: str | None, topic: str, ok: bool, at: datetime, *, reply_id: str,
                   result: dict[str, Any] | None = None, error: str | None = None,
                   message: str | None = None) -> BusEvent:
     """The answer to a command received on the command topic: ``ok`` with the
     result, or the error code (malformed_json, invalid_command, unknown_break,
-    illegal_transition) and a message; the request's id is echoed."""
-    event_id = f"reply-{request_id}" if request_id else f"reply-{int(at.timestamp() * 1e6)}"
+    illegal_transition) and a message; the request's id is echoed.  The
+    event id is ``reply-<reply_id>``, unique per command received (the inbox
+    row, or a random id for a command refused on arrival)."""
+    event_id = f"reply-{reply_id}"
     data: dict[str, Any] = {"request_id": request_id, "ok": ok}
     if ok:
         data["result"] = result or {}

@@ -169,8 +169,8 @@ def parse_positions(text: str) -> tuple[dict[tuple[str, date], Decimal], list[Li
             if key in out:
                 raise ValueError(f"{currency} {value_date} is listed twice")
             out[key] = amount
-        except (ValueError, KeyError) as exc:
-            errors.append(LineError(line, str(exc).strip("'\"")))
+        except (ValueError, KeyError, InvalidOperation) as exc:
+            errors.append(LineError(line, str(exc).strip("'\"") or type(exc).__name__))
     return out, errors
 
 

@@ -288,3 +288,24 @@ async def test_a_command_sent_while_the_engine_is_away_is_applied_when_it_is_bac
                 await asyncio.wait_for(t, 10)
     finally:
         broker.stop()
+
+
+async def test_a_statement_nothing_can_be_read_from_stores_nothing(db: Database, tmp_path: Path) -> None:
+    sc = Scenario(seed=11, count=50, start=START)
+    await intake_and_pipeline(db, [e.lp for e in sc.events()], [])
+    buf = io.StringIO()
+    write_statement(sc, buf)
+    bom = tmp_path / "bom.csv"                      # Excel's UTF-8 BOM before the header
+    bom.write_bytes(b"\xef\xbb\xbf" + buf.getvalue().encode())
+    result = await recon.reconcile_statement_file(db, REFERENCE, "fxstp", "LP1", bom)
+    assert (result["breaks"], result["matched"]) == (0, 50)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("id;symbol;side\nE1;EURUSD;1\n")
+    with pytest.raises(recon.ReconError, match="header lacks exec_id"):
+        await recon.reconcile_statement_file(db, REFERENCE, "fxstp", "LP1", wrong)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("currency,value_date,lp_pays\n")
+    with pytest.raises(recon.ReconError, match="empty"):
+        await recon.reconcile_positions_file(db, REFERENCE, "fxstp", "LP1", empty)
+    assert await q(db, "SELECT COUNT(*) FROM breaks") == [(0,)]
+    assert await q(db, "SELECT COUNT(*) FROM recon_runs") == [(1,)]

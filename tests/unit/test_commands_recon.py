@@ -48,6 +48,11 @@ def test_a_valid_acknowledge_and_resolve_parse() -> None:
     (b'{"action": "ack", "break_id": 7, "by": "a"}', "invalid_command", "must be a string"),
     (b'{"action": "ack", "break_id": "b", "by": "a", "colour": "red"}', "invalid_command", "unknown fields"),
     (b'{"action": "ack", "break_id": "b", "by": "a", "reply_to": "x/#"}', "invalid_command", "wildcards"),
+    # what the database could not store must not reach it (it would block the inbox)
+    (b'{"action": "ack", "break_id": "b", "by": "' + b"x" * 81 + b'"}', "invalid_command", "longer than 80"),
+    (b'{"action": "ack", "break_id": "b", "by": "\\ud800"}', "invalid_command", "not valid Unicode"),
+    (b'{"request_id": "' + b"r" * 65 + b'", "action": "ack", "break_id": "b", "by": "a"}', "invalid_command",
+     "request_id"),
 ])
 def test_bad_commands_are_refused_with_a_code(payload: bytes, code: str, text: str) -> None:
     with pytest.raises(CommandError) as info:
@@ -61,11 +66,11 @@ def test_a_refused_command_keeps_its_request_id_for_the_reply() -> None:
         parse_break_command(b'{"request_id": "r9", "action": "nope", "break_id": "b", "by": "a"}')
     assert info.value.request_id == "r9"
     reply = command_reply(info.value.request_id, "p/replies/breaks", False, datetime.now(UTC),
-                          error=info.value.code, message=info.value.message)
+                          reply_id="inbox-7", error=info.value.code, message=info.value.message)
     body = json.loads(reply.payload)
     assert body["data"] == {"request_id": "r9", "ok": False,
                             "error": {"code": "invalid_command", "message": info.value.message}}
-    assert reply.topic == "p/replies/breaks" and body["id"] == "reply-r9"
+    assert reply.topic == "p/replies/breaks" and body["id"] == "reply-inbox-7"
 
 
 # -- cut-offs and escalation events -------------------------------------------------
