@@ -190,6 +190,43 @@ async def test_broker_outage_mid_stream(db: Database, broker: Broker) -> None:
     assert await relay.pending() == 0
 
 
+async def test_a_database_error_does_not_end_the_relay(db: Database, broker: Broker,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marking fails for a while (database down): the relay logs, retries,
+    and every event still arrives."""
+    prefix = "t4"
+    sub = Subscriber(broker.port, prefix)
+    await sub.start()
+    expected = await put_breaks(db, prefix, 0, 30)
+    relay = OutboxRelay(db, MqttSettings(port=broker.port, topic_prefix=prefix, client_id="relay-4"))
+    real_mark = relay._mark
+    failures = [3]
+
+    async def flaky(ids: list[int]) -> None:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise RuntimeError("database is locked")
+        await real_mark(ids)
+
+    monkeypatch.setattr(relay, "_mark", flaky)
+    task = asyncio.create_task(relay.run())
+    await wait_until(lambda: set(sub.ids()) >= expected, timeout=30)
+    await wait_until_async(lambda: relay.pending(), 0, timeout=30)
+    await relay.stop()
+    await asyncio.wait_for(task, 10)
+    await sub.stop()
+    assert failures == [0] and set(sub.ids()) == expected
+
+
+async def wait_until_async(value: Any, want: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await value() == want:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not {want} after {timeout} s")
+
+
 async def test_relay_killed_between_publish_and_mark(db: Database, broker: Broker,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     prefix = "t3"
@@ -199,11 +236,14 @@ async def test_relay_killed_between_publish_and_mark(db: Database, broker: Broke
     settings = MqttSettings(port=broker.port, topic_prefix=prefix, client_id="relay-3")
     first = OutboxRelay(db, settings, window=50)
 
+    class Killed(BaseException):       # the process dies: nothing in the relay handles it
+        pass
+
     async def die(ids: list[int]) -> None:
-        raise RuntimeError("killed before marking")
+        raise Killed("killed before marking")
 
     monkeypatch.setattr(first, "_mark", die)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(Killed):
         await asyncio.wait_for(first.run(), 10)
     await wait_until(lambda: set(sub.ids()) >= expected)   # published, not marked
     assert await first.pending() == 50
