@@ -60,6 +60,7 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     intake.on_committed = posttrade.submit
     posttrade.intake_waiting = lambda: len(queue) > 0
     intake.on_quotes = posttrade.submit_quotes
+    intake.quote_sessions = frozenset(s.name for s in cfg.lps)
     intake.send_business_reject = sessions.send_business_reject
     posttrade_task = asyncio.create_task(posttrade.run(), name="posttrade")
     intake_task = asyncio.create_task(intake.run(), name="intake")
@@ -104,16 +105,22 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
 
 
 async def _embedded_broker(mqtt: MqttSettings) -> EmbeddedBroker | None:
-    """With ``embedded = "auto"`` (the default) and nothing listening on the
-    configured loopback address, start the embedded broker there, so a fresh
-    machine sees its breaks; ``true`` always tries, ``false`` never."""
+    """With ``embedded = "auto"`` (the default) or ``true`` and nothing
+    listening on the configured loopback address (looked at for two seconds),
+    start the embedded broker there, so a fresh machine sees its breaks;
+    ``false`` never.  Never on a non-loopback address: it accepts every client."""
     if mqtt.embedded is False or mqtt.tls:
         return None
-    loopback = mqtt.host in ("127.0.0.1", "localhost", "::1")
-    if mqtt.embedded == "auto" and not loopback:
+    if mqtt.host not in ("127.0.0.1", "localhost", "::1"):
+        if mqtt.embedded is True:   # it accepts every client: never on an address others reach
+            log.warning("mqtt_embedded_refused", host=mqtt.host, reason="the embedded broker listens on "
+                        "loopback addresses only")
         return None
-    if await asyncio.to_thread(broker_reachable, mqtt.host, mqtt.port):
-        return None
+    # a broker restarting at this moment must not lose its port to ours: look a few times
+    for _ in range(4):
+        if await asyncio.to_thread(broker_reachable, mqtt.host, mqtt.port):
+            return None
+        await asyncio.sleep(0.5)
     broker = EmbeddedBroker(mqtt.host, mqtt.port)
     try:
         await broker.astart()

@@ -63,6 +63,8 @@ class BreakSink:
             "WHERE escalated_us IS NULL AND cut_off_us IS NOT NULL AND cut_off_us <= ? "
             "AND state <> 'resolved' ORDER BY cut_off_us LIMIT 1000",
             (_us(now + self.escalate_before),))
+        resolved_now = {change[-1] for change in w.break_states if change[0] == "resolved"}
+        rows = [r for r in rows if r[0] not in resolved_now]       # resolved in this same run
         for break_id, type_, severity, state, keys, summary, cut_off_us in rows:
             cut_off = _at(int(cut_off_us))
             w.publish(break_escalated(break_id, type_, severity, state, json.loads(keys), summary,

@@ -30,7 +30,7 @@ from handlers.breaks import BreakSink
 from stp.breaks import Break, BreakType
 from stp.fills import Fill, NotAFill, Rejection, normalise
 from stp.intake import Outcome, dedupe
-from stp.marketdata import Quote, QuoteRejection, parse_snapshot
+from stp.marketdata import OTHER, Quote, QuoteRejection, parse_snapshot
 
 log = structlog.get_logger("engine.intake")
 
@@ -71,6 +71,7 @@ class IntakeCounters:
     outcomes: dict[str, int] = field(default_factory=dict)
     dont_know_sent: int = 0
     business_rejects_sent: int = 0
+    quotes_refused: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -111,6 +112,7 @@ class Intake:
         self.last_seq = dict(state.last_seq)
         self.on_committed: Callable[[list[tuple[int, Fill]]], None] | None = None
         self.on_quotes: Callable[[list[Quote]], None] | None = None
+        self.quote_sessions: frozenset[str] | None = None    # who may send market data (the LPs)
         self.send_business_reject: DontKnowSender | None = None
         self.break_sink = BreakSink(topic_prefix)
         self.committed: asyncio.Event | None = None   # set when a commit queued bus events
@@ -171,7 +173,14 @@ class Intake:
             if fields is not None and item.kind == "app":
                 at = _EPOCH + timedelta(microseconds=received_us)
                 if fields.get(35) == "W":
-                    result = parse_snapshot(parse_text(item.raw).fields, item.session, at, self.known_symbols)
+                    if self.quote_sessions is not None and item.session not in self.quote_sessions:
+                        result = QuoteRejection(OTHER, "market data is accepted from LP sessions only")
+                    elif fields.get(43) == "Y":
+                        # a resent snapshot: an old price, not the market now
+                        result = NotAFill("resent snapshot (PossDupFlag=Y): kept, not applied")
+                    else:
+                        result = parse_snapshot(parse_text(item.raw).fields, item.session, at,
+                                                self.known_symbols)
                 else:
                     result = normalise(fields, item.session, at, self.known_symbols)
             parsed.append((item, received_us, fields, result))
@@ -201,8 +210,10 @@ class Intake:
                 batch.fills.append(_fill_row(result, staged.next_fill_id, journal_id))
                 accepted.append((staged.next_fill_id, result))
                 staged.next_fill_id += 1
+            # a refused quote is answered (BMR), journaled and counted, not a break:
+            # an LP streaming a pair not traded here would raise one per snapshot
             if outcome in (Outcome.CONFLICT, Outcome.DONT_KNOW, Outcome.BUSINESS_REJECT,
-                           Outcome.SESSION_REJECT):
+                           Outcome.SESSION_REJECT) and not isinstance(result, QuoteRejection):
                 problems.append(_intake_break(outcome, item, fields or {}, seq, reason,
                                               staged.known_hash((item.session, exec_id or "")),
                                               result))
@@ -282,8 +293,10 @@ class Intake:
         if isinstance(result, Quote):
             return Outcome.MARKET_DATA, None, None
         if isinstance(result, QuoteRejection):
-            log.warning("intake_business_reject", session=item.session, seq=fields.get(34), msg_type="W",
-                        reason=result.reason, text=result.text)
+            self.counters.quotes_refused += 1
+            if self.counters.quotes_refused <= 10 or not self.counters.quotes_refused % 1000:
+                log.warning("intake_quote_refused", session=item.session, seq=fields.get(34),
+                            reason=result.reason, text=result.text, refused=self.counters.quotes_refused)
             bmr.append((item.session, fields, result.reason, result.text))
             return Outcome.BUSINESS_REJECT, f"BusinessRejectReason={result.reason}: {result.text}", None
         assert isinstance(result, Fill)

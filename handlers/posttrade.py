@@ -85,6 +85,12 @@ class PostTrade:
         # run first (journaling what arrives is the durable step; post-trade
         # catches up from the database when the load drops)
         self.intake_waiting: Callable[[], bool] | None = None
+        # when the price each pair is marked at was received: an older one
+        # (a fill read back late, after a newer quote) does not replace it
+        self._price_at: dict[str, datetime] = {}
+        # after a failed commit the in-memory state is ahead of the database
+        # until it is reloaded: the timer's work waits (it would commit it)
+        self._reloading = False
         self.yield_every = 100
 
     # -- state ------------------------------------------------------------
@@ -122,8 +128,10 @@ class PostTrade:
                 "SELECT symbol, price, received_us FROM market_prices"):
             if symbol not in latest or int(received) > latest[symbol][0]:
                 latest[symbol] = (int(received), Decimal(price))
-        for symbol, (_, price) in latest.items():
+        self._price_at = {}
+        for symbol, (received_us, price) in latest.items():
             self.margin.on_price(symbol, price)
+            self._price_at[symbol] = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=received_us)
         for account, ccy, amount in await store.fetch(
                 "SELECT b.account, p.ledger, p.amount FROM postings p JOIN bookings b "
                 "ON b.booking_id = p.booking_id WHERE b.kind = 'cash' AND p.party LIKE 'client:%'"):
@@ -193,6 +201,7 @@ class PostTrade:
                 await self.process(fills)
                 return
             except Exception as exc:
+                self._reloading = True
                 log.error("posttrade_failed", error=repr(exc)[:300], fills=len(fills), retry_in_s=delay)
                 if self._stopping:
                     return    # committed fills: the next start catches up from the cursor
@@ -200,9 +209,11 @@ class PostTrade:
                 delay = min(delay * 2, 30.0)
                 try:          # the in-memory state may be ahead of the database: rebuild it
                     await self.load()
+                    self._reloading = False
                     await self.catch_up()
                     return    # catch-up processed these fills (they are committed)
                 except Exception as exc2:
+                    self._reloading = True
                     log.error("posttrade_reload_failed", error=repr(exc2)[:300])
 
     # -- the pipeline -----------------------------------------------------------
@@ -253,7 +264,11 @@ class PostTrade:
                 if seen is None or fill.received_at >= seen[0]:
                     latest[fill.symbol] = (fill.received_at, fill.spot_rate or fill.last_px)
             # a price moves every account holding or converting through the pair
-            for symbol, (_, price) in latest.items():
+            for symbol, (received, price) in latest.items():
+                marked = self._price_at.get(symbol)
+                if marked is not None and received < marked:
+                    continue                    # older than the price already applied
+                self._price_at[symbol] = received
                 events += self.margin.on_price(symbol, price)
             events += self.margin.on_positions(list(positions.values()))
             for account in {acc for acc, _ in positions}:
@@ -288,6 +303,8 @@ class PostTrade:
                 log.exception("posttrade_timer_failed")
 
     async def tick(self, now: datetime | None = None) -> None:
+        if self._reloading:
+            return
         async with self._exclusive:
             await self._tick(now)
 

@@ -103,6 +103,7 @@ def _run(tmp_path: Path, faults: str, want: int) -> list[tuple[str, dict[str, An
     broker = Broker(tmp_path)
     broker.start()
     procs: list[subprocess.Popen[str]] = []
+    sent: list[int] = []
     try:
         lp_port, pf_port = free_port(), free_port()
         cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}",
@@ -126,7 +127,15 @@ def _run(tmp_path: Path, faults: str, want: int) -> list[tuple[str, dict[str, An
                                        str(tmp_path / "sp"), *common], cwd=ROOT, stdout=subprocess.PIPE,
                                       text=True))
         for sim in (procs[0], procs[2]):                  # both simulators have sent everything
-            sim.communicate(timeout=120)
+            out, _ = sim.communicate(timeout=120)
+            summary = json.loads(out.strip().splitlines()[-1])
+            assert sim.returncode == 0 and summary["completed"], summary
+            sent.append(summary["execution_reports"])
+        # the engine took in everything that was sent (a run where nothing ran proves nothing)
+        stat = json.loads(subprocess.run([sys.executable, str(ROOT / "run_engine.py"), "status", "--config",
+                                          str(cfg), "--json"], cwd=ROOT, capture_output=True, text=True,
+                                         check=True).stdout)
+        assert stat["executions"] + stat["conflicts"] >= sum(sent) - 5, (stat, sent)
         # past the matching window, unmatched fills have expired
         return asyncio.run(_collect(broker.port, want, quiet_s=8.0, limit_s=60))
     finally:

@@ -501,19 +501,27 @@ async def test_market_data_is_journaled_priced_and_bad_quotes_get_a_bmr(db: Data
     intake.known_symbols = frozenset({"EUR/USD", "USD/JPY"})
     intake.on_quotes = quotes.extend
     intake.send_business_reject = lambda *a: bmr.append(a) or True
+    intake.quote_sessions = frozenset({"LP1"})
     w = "55=EUR/USD\x01268=2\x01269=0\x01270=1.08490\x01269=1\x01270=1.08510\x01"
     later = "55=EUR/USD\x01268=2\x01269=0\x01270=1.09000\x01269=1\x01270=1.09010\x01"
     unknown = "55=EUR/SEK\x01268=1\x01269=0\x01270=11.4\x01"
     crossed = "55=USD/JPY\x01268=2\x01269=0\x01270=152\x01269=1\x01270=151\x01"
+    resent = "55=EUR/USD\x01268=1\x01269=0\x01270=1.20000\x01"
     await intake.process([app("LP1", raw(w, 2, "W"), T0), app("LP1", raw(later, 3, "W"), T0 + 1),
-                          app("LP1", raw(unknown, 4, "W"), T0 + 2), app("LP1", raw(crossed, 5, "W"), T0 + 3)])
+                          app("LP1", raw(unknown, 4, "W"), T0 + 2), app("LP1", raw(crossed, 5, "W"), T0 + 3),
+                          app("LP1", raw(resent, 1, "W", poss_dup=True), T0 + 4),
+                          app("PLATFORM", raw(w, 2, "W", sender="PLATFORM"), T0 + 5)])
     rows = await db.journal_rows()
-    assert outcomes(rows) == ["market_data", "market_data", "business_reject", "business_reject"]
+    assert outcomes(rows) == ["market_data", "market_data", "business_reject", "business_reject",
+                              "not_a_fill", "business_reject"]
     assert rows[2]["reason"] == "BusinessRejectReason=2: symbol 'EUR/SEK' is not traded here"
-    assert [(b[0], b[2]) for b in bmr] == [("LP1", "2"), ("LP1", "0")]
+    assert "PossDupFlag=Y" in rows[4]["reason"] and "LP sessions only" in rows[5]["reason"]
+    assert [(b[0], b[2]) for b in bmr] == [("LP1", "2"), ("LP1", "0"), ("PLATFORM", "0")]
+    async with db.engine.connect() as conn:       # refused quotes are answered and kept, not breaks
+        assert (await conn.execute(text("SELECT COUNT(*) FROM breaks"))).scalar() == 0
     assert [str(q.price) for q in quotes] == ["1.08500", "1.09005"]
     async with db.engine.connect() as conn:
         stored = (await conn.execute(text("SELECT symbol, bid, offer, price FROM market_prices"))).all()
     assert [tuple(r) for r in stored] == [("EUR/USD", "1.09000", "1.09010", "1.09005")]
     status = await db.status()
-    assert status["sessions"]["LP1"]["last_seq"] == 5 and status["rejected"] == 2
+    assert status["sessions"]["LP1"]["last_seq"] == 5 and status["rejected"] == 3
