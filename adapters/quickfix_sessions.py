@@ -287,6 +287,7 @@ class QuickfixSessions:
         self._initiator: Any = None
         self._acceptor: Any = None
         self._qf_app: Any = None
+        self._keep: list[Any] = []
 
     def start(self) -> None:
         fix = _import_quickfix()
@@ -294,15 +295,20 @@ class QuickfixSessions:
         (qf / "store").mkdir(parents=True, exist_ok=True)
         (qf / "log").mkdir(parents=True, exist_ok=True)
         self._qf_app = build_quickfix_application(self.app)
+        # quickfix keeps raw pointers to the settings and factories: their
+        # Python proxies must outlive the initiator/acceptor, or stopping it
+        # frees sessions through deleted factories (a segmentation fault)
         if self.cfg.lps:
             settings = self._settings(fix, "lp")
-            self._initiator = fix.SocketInitiator(self._qf_app, fix.FileStoreFactory(settings),
-                                                  settings, fix.FileLogFactory(settings))
+            store, logs = fix.FileStoreFactory(settings), fix.FileLogFactory(settings)
+            self._keep += [settings, store, logs]
+            self._initiator = fix.SocketInitiator(self._qf_app, store, settings, logs)
             self._initiator.start()
         if self.cfg.platforms:
             settings = self._settings(fix, "platform")
-            self._acceptor = fix.SocketAcceptor(self._qf_app, fix.FileStoreFactory(settings),
-                                                settings, fix.FileLogFactory(settings))
+            store, logs = fix.FileStoreFactory(settings), fix.FileLogFactory(settings)
+            self._keep += [settings, store, logs]
+            self._acceptor = fix.SocketAcceptor(self._qf_app, store, settings, logs)
             self._acceptor.start()
 
     def _settings(self, fix: Any, role: str) -> Any:
@@ -315,7 +321,8 @@ class QuickfixSessions:
         for engine in (self._initiator, self._acceptor):
             if engine is not None:
                 engine.stop()
-        self._initiator = self._acceptor = None
+        self._initiator = self._acceptor = None       # destroyed before what they point to
+        self._keep.clear()
 
     def send_dont_know(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
         """DontKnowTrade (35=Q) for a report the engine cannot process."""
