@@ -191,6 +191,13 @@ def main() -> int:
                 if last["executions"] >= len(expected):
                     time.sleep(2.0)      # let late resends arrive: they must be duplicates
                     last = status(cfg)
+                    # and let the post-trade pipeline catch up with the intake
+                    # (a stop does not wait for fills it left to the database)
+                    while time.monotonic() < deadline:
+                        booked = asyncio.run(posttrade_check(db_url))
+                        if booked["posttrade_cursor"] == booked["last_fill_id"]:
+                            break
+                        time.sleep(1.0)
                     break
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
