@@ -124,6 +124,12 @@ class Database:
         def upgrade(conn: Connection) -> None:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242001)")
+            else:
+                # Python's sqlite3 runs DDL outside any transaction unless one
+                # was begun: a process killed mid-migration left tables without
+                # their alembic_version, and every later start failed ("table
+                # already exists").  One explicit transaction: all or nothing.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             cfg = AlembicConfig()
             cfg.set_main_option("script_location", str(MIGRATIONS))
             cfg.attributes["connection"] = conn

@@ -525,3 +525,34 @@ async def test_market_data_is_journaled_priced_and_bad_quotes_get_a_bmr(db: Data
     assert [tuple(r) for r in stored] == [("EUR/USD", "1.09000", "1.09010", "1.09005")]
     status = await db.status()
     assert status["sessions"]["LP1"]["last_seq"] == 5 and status["rejected"] == 3
+
+
+async def test_a_migration_that_fails_midway_leaves_nothing_behind(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite runs DDL outside a transaction unless one is begun: a migration
+    killed midway used to leave tables without their alembic_version, and every
+    later start failed with 'table already exists'."""
+    from alembic import op
+
+    real = op.create_table
+    created: list[str] = []
+
+    def create_then_fail(name: str, *args: Any, **kwargs: Any) -> Any:
+        if len(created) == 3:
+            raise RuntimeError("killed midway")
+        created.append(name)
+        return real(name, *args, **kwargs)
+
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}")
+    try:
+        monkeypatch.setattr(op, "create_table", create_then_fail)
+        with pytest.raises(RuntimeError, match="killed midway"):
+            await database.migrate()
+        async with database.engine.connect() as conn:
+            tables = (await conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'"))).all()
+        assert len(created) == 3 and tables == []          # all or nothing
+        monkeypatch.setattr(op, "create_table", real)
+        await database.migrate()                            # and the next start works
+        assert (await database.status())["executions"] == 0
+    finally:
+        await database.close()
