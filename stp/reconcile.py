@@ -170,7 +170,8 @@ def parse_positions(text: str) -> tuple[dict[tuple[str, date], Decimal], list[Li
                 raise ValueError(f"{currency} {value_date} is listed twice")
             out[key] = amount
         except (ValueError, KeyError, InvalidOperation) as exc:
-            errors.append(LineError(line, str(exc).strip("'\"") or type(exc).__name__))
+            text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            errors.append(LineError(line, text or type(exc).__name__))
     return out, errors
 
 

@@ -263,14 +263,18 @@ def check_invariants(ledger: Ledger, book: PositionBook, bookings: list[Booking]
         assert position.quantity == sum((t.base_amount for t in trades), D(0))
         # total P&L at a mark equals a restatement from the active fills alone,
         # within one minor unit per realisation (each is rounded)
+        minor = D(1).scaleb(-minor_units(pair.rpartition("/")[2]))
+        realisations = sum(1 for b in bookings if b.trade is not None and b.account == account
+                           and b.pair == pair)
         if trades:
             restated = replay(trades)
             mark = trades[-1].price
-            minor = D(1).scaleb(-minor_units(trades[0].pair.quote))
-            realisations = sum(1 for b in bookings if b.trade is not None and b.account == account
-                               and b.pair == pair)
             total = position.realised_pnl + position.unrealised_pnl(mark)
             assert abs(total - restated.realised_pnl - restated.unrealised_pnl(mark)) <= minor * realisations
+        else:
+            # everything reversed: flat, and no P&L was made (only rounding)
+            assert position.quantity == 0 and position.average_price is None
+            assert abs(position.realised_pnl) <= minor * realisations
         dated: dict[date | None, Decimal] = {}
         for t in trades:
             dated[t.value_date] = dated.get(t.value_date, D(0)) + t.base_amount
