@@ -2,8 +2,9 @@
 
 Start: migrate the schema, load the committed state (next ids, each session's
 last inbound MsgSeqNum), start the intake task, start quickfix (each session
-resumes after its committed sequence number).  Stop (SIGINT/SIGTERM): log
-every session out and stop quickfix, commit what is queued, log a summary.
+resumes after its committed sequence number).  Stop (SIGINT/SIGTERM): close
+the hand-off from quickfix, commit what is queued (intake, post-trade,
+outbox), then log every session out and stop quickfix, log a summary.
 """
 
 from __future__ import annotations
@@ -81,8 +82,11 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         else:
             await asyncio.Event().wait()
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(asyncio.to_thread(sessions.stop))
+        # Commit everything first, then stop quickfix: its Acceptor.stop has
+        # crashed the process now and then (a segmentation fault inside
+        # quickfix, not understood yet); by then nothing is left uncommitted.
+        # What arrives after the queue closes is resent on the next start.
+        queue.closed = True
         await intake.drain_and_stop()
         await asyncio.shield(intake_task)
         await posttrade.stop()
@@ -93,6 +97,8 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
                 await asyncio.wait_for(asyncio.shield(relay_task), 5.0)
             except TimeoutError:
                 relay_task.cancel()     # no broker: the outbox keeps the events for the next start
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.to_thread(sessions.stop))     # log the sessions out
         if embedded is not None:
             await embedded.astop()
         summary = intake.summary()

@@ -65,8 +65,13 @@ class InboundQueue:
         self.wakeup = asyncio.Event()
         self._space = threading.Condition()
         self.high_water = 0
+        # set when the engine stops: what quickfix delivers after that is not
+        # committed, so the next start asks the counterparty to resend it
+        self.closed = False
 
     def put(self, item: Inbound) -> None:
+        if self.closed:
+            return
         items = self._items
         if len(items) >= self.maximum:
             with self._space:
