@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aiomqtt
 import structlog
@@ -36,15 +37,21 @@ def reply_topic(prefix: str, reply_to: str | None) -> str:
     return reply_to or f"{prefix}/replies/breaks"
 
 
+def paho_of(client: aiomqtt.Client) -> Any:
+    """The paho client under aiomqtt's (not exposed: its ``_client``), for
+    what aiomqtt does not offer (manual acks, the socket); None if gone."""
+    return getattr(client, "_client", None)
+
+
 def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
     """PUBACK a QoS 1 message now that it is handled (manual acks are on)."""
-    paho = getattr(client, "_client", None)
+    paho = paho_of(client)
     if paho is not None and message.qos > 0:
         paho.ack(message.mid, message.qos)
 
 
 def enable_manual_acks(client: aiomqtt.Client) -> None:
-    paho = getattr(client, "_client", None)
+    paho = paho_of(client)
     if paho is not None:
         paho.manual_ack_set(True)
 

@@ -29,7 +29,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from adapters.commands import CommandListener, enable_manual_acks
+from adapters.commands import CommandListener, enable_manual_acks, paho_of
 from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database, now_us
 from stp.events import engine_status
@@ -241,7 +241,7 @@ def _quick_ack(client: aiomqtt.Client) -> None:
     with it (bench/relay.py).  aiomqtt does not expose the socket: it is
     paho's, reached through the client's ``_client``; without it, nothing
     happens."""
-    paho = getattr(client, "_client", None)
+    paho = paho_of(client)
     sock = paho.socket() if paho is not None else None
     if sock is not None and hasattr(socket, "TCP_QUICKACK"):
         with contextlib.suppress(OSError, AttributeError):

@@ -331,35 +331,25 @@ class QuickfixSessions:
 
     def send_dont_know(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
         """DontKnowTrade (35=Q) for a report the engine cannot process."""
-        fix = _import_quickfix()
-        session_id = self.app.session_ids.get(session)
-        if session_id is None:
-            return False
-        msg = fix.Message()
-        msg.getHeader().setField(fix.MsgType("Q"))
-        for tag in (37, 17, 55, 54, 38, 32, 31):
-            value = fields.get(tag)
-            msg.setField(tag, value if value else ("NONE" if tag in (37, 17, 55) else "0"))
-        msg.setField(127, reason)
-        msg.setField(58, text[:120])
-        try:
-            return bool(fix.Session.sendToTarget(msg, session_id))
-        except fix.SessionNotFound:
-            return False
+        body = [(tag, fields.get(tag) or ("NONE" if tag in (37, 17, 55) else "0"))
+                for tag in (37, 17, 55, 54, 38, 32, 31)]
+        return self._send(session, "Q", [*body, (127, reason), (58, text[:120])])
 
     def send_business_reject(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
         """BusinessMessageReject (35=j) for an application message the engine
         cannot use (a quote for an unknown pair, without a price, crossed)."""
+        return self._send(session, "j", [(45, fields.get(34, "0")), (372, fields.get(35, "?")),
+                                         (380, reason), (58, text[:120])])
+
+    def _send(self, session: str, msg_type: str, body: list[tuple[int, str]]) -> bool:
         fix = _import_quickfix()
         session_id = self.app.session_ids.get(session)
         if session_id is None:
             return False
         msg = fix.Message()
-        msg.getHeader().setField(fix.MsgType("j"))
-        msg.setField(45, fields.get(34, "0"))
-        msg.setField(372, fields.get(35, "?"))
-        msg.setField(380, reason)
-        msg.setField(58, text[:120])
+        msg.getHeader().setField(fix.MsgType(msg_type))
+        for tag, value in body:
+            msg.setField(tag, value)
         try:
             return bool(fix.Session.sendToTarget(msg, session_id))
         except fix.SessionNotFound:

@@ -11,13 +11,13 @@ count goes up, nothing is published twice under another id.
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite
-from adapters.db.repository import Database, now_us
+from adapters.db.repository import Database, now_us, us_to_datetime
 from handlers.breaks import BreakSink
 from stp.reconcile import (
     Execution,
@@ -51,7 +51,7 @@ async def engine_executions(store: PostTradeStore, session: str,
         trade_date = _day(r[7])
         pair = CurrencyPair.parse(str(r[2]))
         if trade_date is None:
-            at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(r[12] or r[13]))
+            at = us_to_datetime(r[12] or r[13])
             trade_date = fx_trade_date(at, pair)
         if trade_dates is not None and trade_date not in trade_dates:
             continue

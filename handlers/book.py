@@ -31,12 +31,10 @@ class BookStage:
         self.next_posting_id = next_posting_id
         self._batch_trades: dict[tuple[str, str], Booking] = {}   # fill key -> this batch's trade
         self._batch_reversed: set[str] = set()
-        self._batch_order: list[Booking] = []
 
     def end_batch(self) -> None:
         self._batch_trades.clear()
         self._batch_reversed.clear()
-        self._batch_order.clear()
 
     async def book(self, fill_id: int, fill: Fill, w: PostTradeWrite,
                    now_us: int) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
@@ -57,7 +55,6 @@ class BookStage:
                 self._batch_trades[booking.fill_key] = booking
             elif booking.kind is BookingKind.REVERSAL and booking.reverses:
                 self._batch_reversed.add(booking.reverses)
-            self._batch_order.append(booking)
         return result.bookings, result.breaks
 
     def write_booking(self, b: Booking, fill_id: int | None, w: PostTradeWrite, now_us: int) -> None:

@@ -13,24 +13,16 @@ its currencies (``cut_off_us``); one still open or acknowledged within
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite, to_json
+from adapters.db.repository import datetime_to_us, us_to_datetime
 from stp.breaks import Break
 from stp.events import break_detected, break_escalated
 from stp.reference import ReferenceData
 from stp.settlement import break_cut_off
-
-
-def _at(now_us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_us)
-
-
-def _us(at: datetime) -> int:
-    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-
 
 log = structlog.get_logger("engine.breaks")
 
@@ -47,11 +39,11 @@ class BreakSink:
     def add(self, brk: Break, w: PostTradeWrite, now_us: int) -> None:
         self.detected += 1
         cut_off = break_cut_off(brk, self.reference) if self.reference is not None else None
-        w.publish(break_detected(brk, self.prefix, _at(now_us)), now_us)
+        w.publish(break_detected(brk, self.prefix, us_to_datetime(now_us)), now_us)
         w.put("breaks", brk.break_id, (
             brk.break_id, brk.type.value, brk.level.value, to_json(brk.keys), brk.summary,
             to_json(brk.ours), to_json(brk.theirs), "open", now_us, now_us, 1,
-            None if cut_off is None else _us(cut_off)))
+            None if cut_off is None else datetime_to_us(cut_off)))
         log.warning("break_detected", break_id=brk.break_id, type=brk.type.value,
                     severity=brk.level.value, summary=brk.summary, **brk.keys)
 
@@ -62,11 +54,11 @@ class BreakSink:
             "SELECT break_id, type, severity, state, keys, summary, cut_off_us FROM breaks "
             "WHERE escalated_us IS NULL AND cut_off_us IS NOT NULL AND cut_off_us <= ? "
             "AND state <> 'resolved' ORDER BY cut_off_us LIMIT 1000",
-            (_us(now + self.escalate_before),))
+            (datetime_to_us(now + self.escalate_before),))
         resolved_now = {change[-1] for change in w.break_states if change[0] == "resolved"}
         rows = [r for r in rows if r[0] not in resolved_now]       # resolved in this same run
         for break_id, type_, severity, state, keys, summary, cut_off_us in rows:
-            cut_off = _at(int(cut_off_us))
+            cut_off = us_to_datetime(cut_off_us)
             w.publish(break_escalated(break_id, type_, severity, state, json.loads(keys), summary,
                                       cut_off, self.prefix, now), stamp)
             w.escalated.append((stamp, break_id))

@@ -13,12 +13,12 @@ Exposure-limit breaches are breaks.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import structlog
 
 from adapters.db.posttrade import PostTradeWrite, text
+from adapters.db.repository import us_to_datetime
 from stp.breaks import Break
 from stp.events import margin_event, margin_state
 from stp.margin import MarginBook, MarginEvent, PositionView
@@ -91,7 +91,7 @@ class MarginStage:
         return self.book.check_exposure(account)
 
     def flush(self, events: list[MarginEvent], w: PostTradeWrite, now_us: int) -> None:
-        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_us)
+        at = us_to_datetime(now_us)
         for account in self._touched:
             m = self.book.snapshot(account)
             w.put("margin_accounts", account, (account, m.currency, str(m.balance), str(m.unrealised_pnl),

@@ -28,7 +28,7 @@ import structlog
 
 from adapters.commands import reply_topic
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite
-from adapters.db.repository import Database, now_us
+from adapters.db.repository import Database, now_us, us_to_datetime
 from handlers.book import BookStage, PositionKeeper
 from handlers.breaks import BreakSink
 from handlers.confirm import ConfirmStage
@@ -131,7 +131,7 @@ class PostTrade:
         self._price_at = {}
         for symbol, (received_us, price) in latest.items():
             self.margin.on_price(symbol, price)
-            self._price_at[symbol] = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=received_us)
+            self._price_at[symbol] = us_to_datetime(received_us)
         for account, ccy, amount in await store.fetch(
                 "SELECT b.account, p.ledger, p.amount FROM postings p JOIN bookings b "
                 "ON b.booking_id = p.booking_id WHERE b.kind = 'cash' AND p.party LIKE 'client:%'"):
@@ -379,7 +379,7 @@ class PostTrade:
             w.break_states.append((new.value, by, stamp, None, None, None, break_id))
         else:
             w.break_states.append((new.value, None, None, by, stamp, reason, break_id))
-        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=stamp)
+        at = us_to_datetime(stamp)
         w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), new.value, by, reason,
                                 self.topic_prefix, at), stamp)
         log.info("break_changed", break_id=break_id, state=new.value, by=by, reason=reason)

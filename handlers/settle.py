@@ -10,25 +10,24 @@ adjustment instruction.  The desk reports settled/failed through the inbox
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite, to_json
+from adapters.db.repository import datetime_to_us, us_to_datetime
 from stp.breaks import Break
 from stp.netting import NetChange, NetKey
 from stp.reference import ReferenceData, Ssi
 from stp.settlement import Instruction, InstructionState, SettlementBook
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 
 def _us(dt: datetime | None) -> int | None:
-    return None if dt is None else (dt - _EPOCH) // timedelta(microseconds=1)
+    return None if dt is None else datetime_to_us(dt)
 
 
 def _dt(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=int(us))
+    return None if us is None else us_to_datetime(us)
 
 
 class SettleStage:

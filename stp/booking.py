@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
 
 from stp.breaks import Break, BreakType
+from stp.breaks import settles as _settles
 from stp.currency import decimal_context, quantize
 from stp.fills import ExecKind, Fill, Side
 from stp.valuedates import CurrencyPair
@@ -229,10 +229,6 @@ def _invalid_break(fill: Fill, error: ValueError) -> Break:
     keys = {"session": fill.session, "exec_id": fill.exec_id}
     return Break(BreakType.INVALID_FILL, keys, f"{fill.session}/{fill.exec_id} cannot be booked: {error}",
                  theirs=_fill_values(fill), **_settles(fill))
-
-
-def _settles(fill: Fill) -> dict[str, Any]:
-    return {"value_date": fill.settl_date, "currencies": (fill.pair.base, fill.pair.quote)}
 
 
 def book_fill(fill: Fill, original: Booking | None,

@@ -13,7 +13,10 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stp.fills import Fill
 
 
 class Severity(StrEnum):
@@ -95,6 +98,12 @@ class Break:
         """Stable: the same type and keys always give the same id."""
         text = self.type.value + "\x01" + "\x01".join(f"{k}={self.keys[k]}" for k in sorted(self.keys))
         return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def settles(fill: Fill) -> dict[str, Any]:
+    """A fill's break's settlement fields (value date, currencies): its
+    cut-off drives escalations."""
+    return {"value_date": fill.settl_date, "currencies": fill.pair.currencies}
 
 
 class BreakState(StrEnum):

@@ -51,9 +51,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 from stp.breaks import Break, BreakType
+from stp.breaks import settles as _settles
 from stp.fills import ExecKind, Fill, Side
 from stp.reference import PairSettings, ReferenceData
 from stp.valuedates import CurrencyPair, fx_trade_date, is_good_value_date, spot_date, value_date
@@ -653,11 +654,6 @@ def _fill_keys(fill: Fill) -> dict[str, str]:
     if fill.account:
         keys["account"] = fill.account
     return keys
-
-
-def _settles(fill: Fill) -> dict[str, Any]:
-    """What a fill's break settles against (its cut-off drives escalations)."""
-    return {"value_date": fill.settl_date, "currencies": (fill.pair.base, fill.pair.quote)}
 
 
 def _break(kind: BreakType, fill: Fill, rule: str, summary: str, *,

@@ -38,24 +38,28 @@ def cloud_event(event_id: str, kind: str, subject: str, data: dict[str, Any], at
         "datacontenttype": "application/json", "data": data}, sort_keys=True, default=str)
 
 
+def _break_topic(prefix: str, keys: dict[str, str], break_type: str) -> str:
+    """<prefix>/breaks/<session or counterparty or account>/<type>."""
+    scope = keys.get("session") or keys.get("counterparty") or keys.get("account") or "engine"
+    return f"{prefix}/breaks/{_topic_part(scope)}/{break_type}"
+
+
 def break_detected(brk: Break, prefix: str, at: datetime) -> BusEvent:
-    """Topic: <prefix>/breaks/<session or counterparty or account>/<type>."""
-    scope = brk.keys.get("session") or brk.keys.get("counterparty") or brk.keys.get("account") or "engine"
+    """A new (or seen again) break on its topic; id = break id."""
     data = {"break_id": brk.break_id, "type": brk.type.value, "severity": brk.level.value,
             "keys": brk.keys, "summary": brk.summary, "ours": brk.ours, "theirs": brk.theirs,
             "state": "open"}
-    return BusEvent(brk.break_id, f"{prefix}/breaks/{_topic_part(scope)}/{brk.type.value}",
+    return BusEvent(brk.break_id, _break_topic(prefix, brk.keys, brk.type.value),
                     cloud_event(brk.break_id, "com.fxstp.break.detected", brk.break_id, data, at))
 
 
 def break_changed(break_id: str, break_type: str, keys: dict[str, str], state: str, by: str,
                   reason: str | None, prefix: str, at: datetime) -> BusEvent:
     """A lifecycle change, on the break's topic; id = break id + new state."""
-    scope = keys.get("session") or keys.get("counterparty") or keys.get("account") or "engine"
     event_id = f"{break_id}-{state}"
     data = {"break_id": break_id, "type": break_type, "keys": keys, "state": state, "by": by,
             "reason": reason}
-    return BusEvent(event_id, f"{prefix}/breaks/{_topic_part(scope)}/{break_type}",
+    return BusEvent(event_id, _break_topic(prefix, keys, break_type),
                     cloud_event(event_id, f"com.fxstp.break.{state}", break_id, data, at))
 
 
@@ -63,13 +67,12 @@ def break_escalated(break_id: str, break_type: str, severity: str, state: str, k
                     summary: str, cut_off: datetime, prefix: str, at: datetime) -> BusEvent:
     """An unresolved break near (or past) its settlement cut-off, re-published
     on the break's topic; id = break id + "-escalated" (once per break)."""
-    scope = keys.get("session") or keys.get("counterparty") or keys.get("account") or "engine"
     event_id = f"{break_id}-escalated"
     data = {"break_id": break_id, "type": break_type, "severity": severity, "keys": keys,
             "state": state, "summary": summary,
             "cut_off": cut_off.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "minutes_to_cut_off": int((cut_off - at).total_seconds() // 60)}
-    return BusEvent(event_id, f"{prefix}/breaks/{_topic_part(scope)}/{break_type}",
+    return BusEvent(event_id, _break_topic(prefix, keys, break_type),
                     cloud_event(event_id, "com.fxstp.break.escalated", break_id, data, at))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,6 +36,19 @@ ALL_TABLES = ("journal", "fills", "conflicts", "session_state", "bookings", "pos
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def us_to_datetime(us: int) -> datetime:
+    """A stored time (integer microseconds since the epoch, UTC) as a datetime."""
+    return EPOCH + timedelta(microseconds=int(us))
+
+
+def datetime_to_us(at: datetime) -> int:
+    return (at - EPOCH) // _ONE_US
 
 
 JOURNAL_COLUMNS = ("id", "session", "seq_num", "msg_type", "received_us", "committed_us", "poss_dup",
