@@ -245,11 +245,16 @@ class PostTrade:
                 if waiting is not None and not n % self.yield_every and waiting():
                     await asyncio.sleep(0)
                 bookable, found = self.confirm.on_fill(fill_id, fill, now, w, stamp)
+                if fill.settl_date is None:
+                    # spot by SettlType: the engine's value date settles it, and
+                    # its breaks' cut-off (escalations) follows from that date
+                    value_date = self.confirm.validator.value_date_of(fill)
+                    found = [b if b.value_date is not None else replace(b, value_date=value_date)
+                             for b in found]
+                    fill = replace(fill, settl_date=value_date)
                 breaks += found
                 if not bookable:
                     continue
-                if fill.settl_date is None:
-                    fill = replace(fill, settl_date=self.confirm.validator.value_date_of(fill))
                 bookings, booking_breaks = await self.book.book(fill_id, fill, w, stamp)
                 breaks += booking_breaks
                 for booking in bookings:

@@ -313,3 +313,40 @@ async def test_market_data_moves_margin_and_survives_a_restart(db: Database) -> 
     await restarted.load()
     assert restarted.margin.book.prices.price(symbol) == new
     assert restarted.margin.book.snapshot(sorted(moved)[0]) == pipeline.margin.book.snapshot(sorted(moved)[0])
+
+
+async def test_breaks_of_fills_without_settl_date_carry_the_cut_off_of_their_value_date(db: Database) -> None:
+    """A spot fill may give its SettlType alone; its breaks still escalate on
+    the cut-off of the value date the engine computes for it."""
+    from adapters.sim.scenario import FaultRates
+
+    events = [e for e in Scenario(seed=5, count=300, start=START, faults=FaultRates(price=0.05)).events()
+              if e.lp is not None and e.platform is not None and e.lp.settl_type == "0"]
+
+    def without_settl_date(fill: SimFill, seq: int, sender: str) -> str:
+        body = er_body(fill).replace(f"\x0164={fill.settl_date:%Y%m%d}\x01", "\x01")
+        assert "\x0164=" not in body
+        return finish("FIX.4.4", f"35=8\x0134={seq}\x0149={sender}\x0152=20300107-08:00:00.000\x0156=STP\x01"
+                      + body).decode()
+
+    state = await db.load_intake_state()
+    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state, known_symbols=REFERENCE.symbols)
+    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"}, {"PLATFORM": "LP1"})
+    await pipeline.load()
+    intake.on_committed = pipeline.submit
+    now = time.time()
+    await intake.process([Inbound("LP1", without_settl_date(e.lp, i + 2, "LP1"), now, "app")
+                          for i, e in enumerate(events)])
+    await intake.process([Inbound("PLATFORM", without_settl_date(e.platform, i + 2, "PLATFORM"), now, "app")
+                          for i, e in enumerate(events)])
+    while not pipeline.queue.empty():
+        await pipeline.process(pipeline.queue.get_nowait())
+    assert await q(db, "SELECT COUNT(*) FROM fills WHERE settl_date IS NOT NULL") == [(0,)]
+    rows = await q(db, "SELECT keys, cut_off_us FROM breaks WHERE type = 'mismatch'")
+    assert len(rows) >= 3
+    by_exec = {e.lp.exec_id: e.lp.settl_date for e in events}
+    for keys, cut_off_us in rows:
+        value_date = by_exec[json.loads(keys)["exec_id"]]
+        cut_off = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(cut_off_us))
+        # the cut-off falls before the (scenario's own) value date
+        assert value_date - timedelta(days=4) <= cut_off.date() <= value_date
