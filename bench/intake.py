@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import signal
 import subprocess
 import sys
@@ -54,6 +56,23 @@ def raw_parse_rate(n: int = 50_000) -> float:
     for i in range(n):
         normalise(parse_text(texts[i % len(texts)]).index(), "LP1", received)
     return n / (time.perf_counter() - t0)
+
+
+def proc_stat(pid: int) -> tuple[float, int]:
+    """CPU seconds (user+system) and peak RSS in KiB of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    hwm = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1])
+    return ticks / os.sysconf("SC_CLK_TCK"), hwm
+
+
+def children_cpu() -> float:
+    """CPU seconds of the waited-for child processes so far (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def engine_log_summary(stderr: str) -> dict[str, object]:
@@ -96,10 +115,15 @@ def run_once(count: int, rate: float | None, db_url: str | None, tmp: Path) -> d
               "--state-dir", str(tmp / "sim"), "--reset", "--linger", "1", "--no-progress"]
     if rate:
         lp_cmd += ["--rate", str(rate)]
+    time.sleep(2.0)                    # started: its start-up is not counted
+    cpu0, _ = proc_stat(engine.pid)
+    lp_cpu0 = children_cpu()
     lp = subprocess.run(lp_cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    lp_cpu = children_cpu() - lp_cpu0
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and status(cfg)["executions"] < count:
         time.sleep(0.5)
+    cpu1, _ = proc_stat(engine.pid)
     engine.send_signal(signal.SIGTERM)
     engine.wait(timeout=60)
     err = log_path.read_text()
@@ -109,7 +133,9 @@ def run_once(count: int, rate: float | None, db_url: str | None, tmp: Path) -> d
     return {"offered_per_s": rate or "max", "lp_sent_per_s": lp_summary["rate_per_s"],
             "committed": committed, "fills_per_s": round(committed / span, 1) if span > 0 else None,
             "latency_p50_ms": summary.get("latency_p50_ms"), "latency_p99_ms": summary.get("latency_p99_ms"),
-            "batches": summary.get("batches"), "queue_high_water": summary.get("queue_high_water")}
+            "batches": summary.get("batches"), "queue_high_water": summary.get("queue_high_water"),
+            "engine_cpu_us_per_fill": round((cpu1 - cpu0) / max(committed, 1) * 1e6, 1),
+            "lp_sim_cpu_us_per_fill": round(lp_cpu / max(count, 1) * 1e6, 1)}
 
 
 def main() -> int:
@@ -118,7 +144,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=10_000)
     ap.add_argument("--database-url", default=None)
     args = ap.parse_args()
-    result: dict[str, object] = {"count": args.count,
+    result: dict[str, object] = {"count": args.count, "cpu_count": os.cpu_count(),
                                  "database": "postgresql" if args.database_url else "sqlite",
                                  "raw_parse_per_s": round(raw_parse_rate(), 1)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -31,20 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.crash_test import free_port, reset_postgres, write_config  # noqa: E402
-from bench.intake import START, raw_parse_rate  # noqa: E402
-
-
-def proc_stat(pid: int) -> tuple[float, int]:
-    """CPU seconds (user+system) and peak RSS in KiB of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    hwm = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
-    import os
-
-    return ticks / os.sysconf("SC_CLK_TCK"), hwm
+from bench.intake import START, children_cpu, proc_stat, raw_parse_rate  # noqa: E402
 
 
 async def span(db_url: str) -> tuple[int, float]:
@@ -72,12 +60,14 @@ def run(count: int, db_url: str | None, tmp: Path, rate: float | None = None) ->
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(2.0)
     cpu0, _ = proc_stat(engine.pid)
+    lp_cpu0 = children_cpu()
     lp = subprocess.run([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate",
                          "lp", "--port", str(lp_port), "--count", str(count), "--seed", "9",
                          "--start", START.isoformat(), "--state-dir", str(tmp / "sim"), "--reset",
                          "--linger", "1", "--no-progress", *(["--rate", str(rate)] if rate else [])],
                         cwd=ROOT, capture_output=True, text=True,
                         timeout=7200)
+    lp_cpu = children_cpu() - lp_cpu0
     deadline = time.monotonic() + 600
     done = 0
     while time.monotonic() < deadline:
@@ -96,6 +86,9 @@ def run(count: int, db_url: str | None, tmp: Path, rate: float | None = None) ->
     return {"fills": processed, "lp_sent_per_s": lp_summary["rate_per_s"],
             "end_to_end_fills_per_s": round(processed / seconds, 1) if seconds > 0 else None,
             "engine_cpu_us_per_fill": round((cpu1 - cpu0) / max(processed, 1) * 1e6, 1),
+            "lp_sim_cpu_us_per_fill": round(lp_cpu / max(count, 1) * 1e6, 1),
+            # CPU the target rate would take on this machine at these costs (it has os.cpu_count())
+            "cores_for_25000_per_s": round((cpu1 - cpu0 + lp_cpu) / max(processed, 1) * 25_000, 2),
             "engine_peak_rss_mib": round(hwm / 1024, 1)}
 
 
@@ -109,6 +102,7 @@ def main() -> int:
                          "across counts")
     args = ap.parse_args()
     result: dict[str, object] = {"database": "postgresql" if args.database_url else "sqlite",
+                                 "cpu_count": os.cpu_count(),
                                  "raw_parse_per_s": round(raw_parse_rate(), 1), "runs": []}
     for count in args.counts:
         with tempfile.TemporaryDirectory() as tmp:
