@@ -88,6 +88,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the engine until SIGINT/SIGTERM")
     run.add_argument("--config", default=None, help="TOML file (default: config/engine.toml)")
+    pt = sub.add_parser("posttrade", help="the post-trade process (the engine starts it itself; it "
+                        "runs until its stdin closes)")
+    pt.add_argument("--config", default=None)
     st = sub.add_parser("status", help="executions, duplicates, conflicts, rejects, sequence numbers")
     st.add_argument("--config", default=None)
     st.add_argument("--json", action="store_true", help="one JSON object")
@@ -176,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:            # bare `run_engine.py`: the default configuration
         args = parser.parse_args([*(argv or [])[:0], *(["--log-level", args.log_level]
                                                        if args.log_level else []), "run"])
-    if args.command in ("run", "status", "db", "report", "settlement", "cash", "breaks", "recon"):
+    if args.command in ("run", "posttrade", "status", "db", "report", "settlement", "cash", "breaks",
+                        "recon"):
         return _engine_command(args)
     logs.configure(args.log_level)
     if args.command == "simulate":
@@ -218,13 +222,18 @@ def _engine_command(args: argparse.Namespace) -> int:
 
         asyncio.run(upgrade())
         return 0
+    if args.command == "posttrade":
+        from adapters.posttrade_process import run_posttrade
+
+        asyncio.run(run_posttrade(cfg))
+        return 0
     # quickfix resets SIGINT to SIG_DFL on import: import it before the
     # loop installs its signal handlers.
     import quickfix  # noqa: F401
 
     from adapters.engine import run_engine
 
-    return _run_async(run_engine(cfg))
+    return _run_async(run_engine(cfg, log_level=args.log_level))
 
 
 def _simulate(args: argparse.Namespace) -> int:

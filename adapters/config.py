@@ -71,6 +71,7 @@ class EngineConfig:
     match_price_tolerance: str = "0.00001"
     match_qty_tolerance: str = "0"
     escalate_before_minutes: float = 60.0  # [breaks]: re-publish unresolved breaks this near their cut-off
+    posttrade_mode: str = "process"     # [engine] posttrade: "process" (its own) or "inline"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -174,6 +175,9 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     if mqtt.get("embedded", "auto") not in ("auto", True, False):
         raise ConfigError("[mqtt] embedded must be \"auto\", true or false")
     batch_max = _positive_int(engine, "batch_max", 2000)
+    posttrade_mode = env.get("STP_POSTTRADE") or engine.get("posttrade", "process")
+    if posttrade_mode not in ("process", "inline"):
+        raise ConfigError('[engine] posttrade must be "process" or "inline"')
     queue_max = _positive_int(engine, "queue_max", 200_000)
     for spec in lps + platforms:
         if len(spec.name) > 64:
@@ -189,7 +193,7 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
             "password": env.get("STP_MQTT_PASSWORD") or mqtt.get("password")}.items() if v is not None},
         log_level=env.get("STP_LOG_LEVEL") or logging_.get("level", "info"),
         log_format=logging_.get("format", "json"),
-        batch_max=batch_max, queue_max=queue_max,
+        batch_max=batch_max, queue_max=queue_max, posttrade_mode=posttrade_mode,
         lps=lps, platforms=platforms,
         reference_dir=(_resolve(base, engine["reference_dir"]) if "reference_dir" in engine
                        else PROJECT_ROOT / "config" / "reference"),

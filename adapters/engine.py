@@ -1,10 +1,12 @@
 """The engine process: database, quickfix sessions, intake, until signalled.
 
 Start: migrate the schema, load the committed state (next ids, each session's
-last inbound MsgSeqNum), start the intake task, start quickfix (each session
-resumes after its committed sequence number).  Stop (SIGINT/SIGTERM): close
-the hand-off from quickfix, commit what is queued (intake, post-trade,
-outbox), then log every session out and stop quickfix, log a summary.
+last inbound MsgSeqNum), start post-trade (in its own process by default:
+adapters/posttrade_process.py; ``[engine] posttrade = "inline"`` keeps it in
+this event loop), start the intake task, start quickfix (each session resumes
+after its committed sequence number).  Stop (SIGINT/SIGTERM): close the
+hand-off from quickfix, commit what is queued (intake, then post-trade and
+the outbox), then log every session out and stop quickfix, log a summary.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,16 +27,69 @@ from adapters.commands import CommandListener
 from adapters.config import EngineConfig
 from adapters.db.repository import Database
 from adapters.mqtt import MqttSettings, OutboxRelay, settings_from_config
+from adapters.posttrade_process import PostTradeProcess
 from adapters.quickfix_sessions import EngineApplication, InboundQueue, QuickfixSessions
 from adapters.reference import load_reference
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
+from stp.reference import ReferenceData
 
 log = structlog.get_logger("engine")
 
 
+@dataclass
+class PostTradeParts:
+    """Post-trade with what runs beside it: the outbox relay and the MQTT
+    command listener (in the engine's process or in its post-trade process)."""
+
+    posttrade: PostTrade
+    task: asyncio.Task[None]
+    relay: OutboxRelay | None
+    relay_task: asyncio.Task[None] | None
+    embedded: EmbeddedBroker | None
+
+
+async def build_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceData,
+                          catch_up_batch: int | None = None) -> PostTradeParts:
+    """Load post-trade's state, start it (it catches up from its cursor) and the relay."""
+    posttrade = PostTrade(
+        db, reference, lp_sessions=frozenset(s.name for s in cfg.lps),
+        key_by_platform={p.name: p.match_key for p in cfg.platforms},
+        lp_for_platform={p.name: p.confirms for p in cfg.platforms if p.confirms},
+        match_window=timedelta(seconds=cfg.match_window_s),
+        price_tolerance=Decimal(cfg.match_price_tolerance), qty_tolerance=Decimal(cfg.match_qty_tolerance),
+        topic_prefix=cfg.mqtt_topic_prefix, escalate_before=timedelta(minutes=cfg.escalate_before_minutes))
+    if catch_up_batch is not None:
+        posttrade.catch_up_batch = catch_up_batch
+    await posttrade.load()
+    mqtt = settings_from_config(cfg)
+    commands = CommandListener(db, cfg.mqtt_topic_prefix, wake=posttrade.tick_now.set)
+    relay = OutboxRelay(db, mqtt, wakeup=posttrade.committed, commands=commands) if mqtt.enabled else None
+    embedded = await _embedded_broker(mqtt) if relay else None
+    relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
+    task = asyncio.create_task(posttrade.run(), name="posttrade")
+    return PostTradeParts(posttrade, task, relay, relay_task, embedded)
+
+
+async def close_posttrade(parts: PostTradeParts) -> dict[str, Any]:
+    """Process what is committed, let the relay publish it, stop both."""
+    await parts.posttrade.stop()
+    await asyncio.shield(parts.task)
+    if parts.relay is not None and parts.relay_task is not None:
+        await parts.relay.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(parts.relay_task), 5.0)
+        except TimeoutError:
+            parts.relay_task.cancel()     # no broker: the outbox keeps the events for the next start
+    if parts.embedded is not None:
+        await parts.embedded.astop()
+    return {"posttrade_processed": parts.posttrade.processed,
+            "breaks_detected": parts.posttrade.breaks.detected,
+            "events_published": parts.relay.published if parts.relay else 0}
+
+
 async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
-                     stop: asyncio.Event | None = None) -> dict[str, Any]:
+                     stop: asyncio.Event | None = None, log_level: str | None = None) -> dict[str, Any]:
     reference = load_reference(cfg.reference_dir)
     db = Database(cfg.database_url)
     await db.migrate()
@@ -44,26 +100,21 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     sessions = QuickfixSessions(cfg, app)
     intake = Intake(queue, db, state, sessions.send_dont_know, cfg.batch_max,
                     known_symbols=reference.symbols, topic_prefix=cfg.mqtt_topic_prefix)
-    posttrade = PostTrade(
-        db, reference, lp_sessions=frozenset(s.name for s in cfg.lps),
-        key_by_platform={p.name: p.match_key for p in cfg.platforms},
-        lp_for_platform={p.name: p.confirms for p in cfg.platforms if p.confirms},
-        match_window=timedelta(seconds=cfg.match_window_s),
-        price_tolerance=Decimal(cfg.match_price_tolerance), qty_tolerance=Decimal(cfg.match_qty_tolerance),
-        topic_prefix=cfg.mqtt_topic_prefix, escalate_before=timedelta(minutes=cfg.escalate_before_minutes))
-    await posttrade.load()
-    mqtt = settings_from_config(cfg)
-    commands = CommandListener(db, cfg.mqtt_topic_prefix, wake=posttrade.tick_now.set)
-    relay = OutboxRelay(db, mqtt, wakeup=posttrade.committed, commands=commands) if mqtt.enabled else None
-    intake.committed = posttrade.committed      # intake breaks wake the relay too
-    embedded = await _embedded_broker(mqtt) if relay else None
-    relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
-    intake.on_committed = posttrade.submit
-    posttrade.intake_waiting = lambda: len(queue) > 0
-    intake.on_quotes = posttrade.submit_quotes
     intake.quote_sessions = frozenset(s.name for s in cfg.lps)
     intake.send_business_reject = sessions.send_business_reject
-    posttrade_task = asyncio.create_task(posttrade.run(), name="posttrade")
+    parts: PostTradeParts | None = None
+    child: PostTradeProcess | None = None
+    if cfg.posttrade_mode == "process":
+        child = PostTradeProcess(cfg, log_level)
+        await child.start()
+        intake.after_commit = child.notify
+    else:
+        parts = await build_posttrade(cfg, db, reference)
+        posttrade = parts.posttrade
+        intake.committed = posttrade.committed      # intake breaks wake the relay too
+        intake.on_committed = posttrade.submit
+        intake.on_quotes = posttrade.submit_quotes
+        posttrade.intake_waiting = lambda: len(queue) > 0
     intake_task = asyncio.create_task(intake.run(), name="intake")
     # what start-up built lives as long as the process: keep it out of the
     # collector's scans (full collections paused the loop for 75-160 ms)
@@ -73,7 +124,8 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     _keep_sigint(loop)
     log.info("engine_started", config=str(cfg.path), database=_redact(cfg.database_url),
              lps=[s.name for s in cfg.lps], platforms=[s.name for s in cfg.platforms],
-             resume={s.name: state.last_seq.get(s.name) for s in cfg.sessions})
+             resume={s.name: state.last_seq.get(s.name) for s in cfg.sessions},
+             posttrade=cfg.posttrade_mode)
     if started is not None:
         started.set()
     try:
@@ -89,22 +141,15 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         queue.closed = True
         await intake.drain_and_stop()
         await asyncio.shield(intake_task)
-        await posttrade.stop()
-        await asyncio.shield(posttrade_task)
-        if relay is not None and relay_task is not None:
-            await relay.stop()
-            try:
-                await asyncio.wait_for(asyncio.shield(relay_task), 5.0)
-            except TimeoutError:
-                relay_task.cancel()     # no broker: the outbox keeps the events for the next start
+        summary = intake.summary()
+        if parts is not None:
+            summary.update(await close_posttrade(parts))
+        if child is not None:
+            # the child processes what the intake committed, then exits
+            summary["posttrade_process_exit"] = await asyncio.shield(child.stop())
+            summary["posttrade_process_restarts"] = child.restarts
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.to_thread(sessions.stop))     # log the sessions out
-        if embedded is not None:
-            await embedded.astop()
-        summary = intake.summary()
-        summary["posttrade_processed"] = posttrade.processed
-        summary["breaks_detected"] = posttrade.breaks.detected
-        summary["events_published"] = relay.published if relay else 0
         log.info("engine_stopped", **summary)
         await db.close()
     return summary

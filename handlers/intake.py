@@ -116,6 +116,7 @@ class Intake:
         self.send_business_reject: DontKnowSender | None = None
         self.break_sink = BreakSink(topic_prefix)
         self.committed: asyncio.Event | None = None   # set when a commit queued bus events
+        self.after_commit: Callable[[], None] | None = None   # called after every commit
         self._stopping = False
 
     async def run(self) -> None:
@@ -250,6 +251,8 @@ class Intake:
             add(committed - item.received)
         if batch.breaks is not None and self.committed is not None:
             self.committed.set()
+        if self.after_commit is not None:
+            self.after_commit()
         if accepted and self.on_committed is not None:
             self.on_committed(accepted)
         if quotes and self.on_quotes is not None:

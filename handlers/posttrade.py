@@ -92,6 +92,10 @@ class PostTrade:
         # until it is reloaded: the timer's work waits (it would commit it)
         self._reloading = False
         self.yield_every = 100
+        self._quotes_due = False      # poke(): market data may have been committed
+        # fills read back per batch; smaller in a process of its own, where each
+        # batch's transaction holds SQLite's write lock against the intake's
+        self.catch_up_batch = 2000
 
     # -- state ------------------------------------------------------------
     async def load(self) -> None:
@@ -163,11 +167,34 @@ class PostTrade:
         if self.queue.empty():
             self.queue.put_nowait([])          # wake the loop: a batch of no fills, only prices
 
+    def poke(self) -> None:
+        """The intake committed something (another process: the fills, quotes
+        and breaks are in the database): read what is new."""
+        self._behind = True
+        self._quotes_due = True
+        if self.queue.empty():
+            self.queue.put_nowait([])          # wake the loop
+
+    async def _read_quotes(self) -> None:
+        """The latest market-data price per pair, as the intake committed it."""
+        self._quotes_due = False
+        for symbol, price, received_us in await self.store.fetch(
+                "SELECT symbol, price, received_us FROM market_prices"):
+            at = us_to_datetime(int(received_us))
+            marked = self._price_at.get(symbol)
+            current = self._quotes.get(symbol)
+            if (marked is None or at > marked) and (current is None or at > current[0]):
+                self._quotes[symbol] = (at, Decimal(price))
+
     async def catch_up(self) -> None:
         """Process the fills committed by the intake but not yet here."""
+        if self._quotes_due:
+            await self._read_quotes()
         while True:
-            fills = await self.store.fills_after(self.cursor, 2000)
+            fills = await self.store.fills_after(self.cursor, self.catch_up_batch)
             if not fills or (self._stopping and self.cursor >= fills[-1][0]):
+                if self._quotes:
+                    await self._process_safely([])     # prices alone move margin too
                 return
             await self._process_safely(fills)
 
@@ -175,11 +202,13 @@ class PostTrade:
         await self.catch_up()
         timer = asyncio.create_task(self._timer())
         try:
-            while not (self._stopping and self.queue.empty()):
+            while True:
                 if self._behind and self.queue.empty():
                     self._behind = False            # read what was left to the database
                     await self.catch_up()
                     continue
+                if self._stopping and self.queue.empty():
+                    break
                 try:
                     fills = await asyncio.wait_for(self.queue.get(), 0.5)
                 except TimeoutError:

@@ -10,8 +10,13 @@ committed sequence number.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,6 +134,34 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Hold a lock called ``name`` that one process at a time can hold on
+        this database, waiting for it if another holds it; a process that dies
+        loses it.  SQLite: ``flock`` on a file beside the database file;
+        PostgreSQL: a session advisory lock on a connection kept for as long."""
+        if self.is_sqlite:
+            db_file = self.url.split(":///", 1)[1].split("?", 1)[0] if ":///" in self.url else ""
+            if not db_file or db_file.startswith(":memory:"):
+                yield                     # a private in-memory database: nobody else sees it
+                return
+            fd = os.open(f"{db_file}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)              # releases the lock
+            return
+        key = zlib.crc32(name.encode())
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
+            await conn.commit()
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
 
     # -- schema ---------------------------------------------------------
     async def migrate(self) -> None:

@@ -382,14 +382,18 @@ def test_crash_test_short(database: str) -> None:
     assert report["kills"] == 4 and report["missing"] == 0 and report["rows"] == report["expected_executions"]
 
 
-def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_factory: Any) -> None:
-    """Simulators -> engine -> database; `report` output against figures computed here."""
+@pytest.mark.parametrize("posttrade", ["process", "inline"])
+def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_factory: Any,
+                                                      posttrade: str) -> None:
+    """Simulators -> engine -> database; `report` output against figures computed
+    here, with post-trade in its own process (the default) and in the engine's."""
     from tests.integration.test_posttrade import expected_nets, expected_positions
 
     start = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)      # no cut-off passes during the test
     lp_port, pf_port = free_port(), free_port()
     cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}",
                        lp_port, pf_port)
+    cfg.write_text(cfg.read_text().replace("[engine]\n", f'[engine]\nposttrade = "{posttrade}"\n', 1))
     common = ["--count", "800", "--seed", "31", "--start", start.isoformat(), "--reset", "--linger", "3",
               "--no-progress", "--wait-logon", "90"]
     lp = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error", "simulate",
@@ -426,6 +430,7 @@ def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_fac
     status = engine.status()
     assert status["executions"] == 1600 and status["conflicts"] == 0
     engine.stop()
+    assert [e["posttrade"] for e in engine.events() if e.get("event") == "engine_started"] == [posttrade]
     from adapters.db.repository import Database
 
     async def breaks() -> list[Any]:

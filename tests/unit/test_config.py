@@ -285,3 +285,12 @@ def test_bad_batch_max_is_a_config_error(tmp_path: Path) -> None:
     except ValueError as exc:
         pytest.fail(f"plain ValueError, not ConfigError: {exc}")
     pytest.fail("accepted")
+
+
+def test_posttrade_mode(tmp_path: Path) -> None:
+    assert load(env={}).posttrade_mode == "process"                  # its own process by default
+    path = write(tmp_path, '[engine]\nposttrade = "inline"\n')
+    assert load(path, env={}).posttrade_mode == "inline"
+    assert load(path, env={"STP_POSTTRADE": "process"}).posttrade_mode == "process"
+    with pytest.raises(ConfigError, match="posttrade"):
+        load(write(tmp_path, '[engine]\nposttrade = "thread"\n'), env={})
