@@ -42,8 +42,14 @@ class MarginStage:
         return account is not None and account in self.reference.accounts
 
     def on_price(self, symbol: str, price: Decimal) -> list[MarginEvent]:
-        events = self.book.on_price(symbol, price)
-        self._touched.update(self.book.accounts_depending_on(symbol))
+        return self.on_prices({symbol: price})
+
+    def on_prices(self, prices: dict[str, Decimal]) -> list[MarginEvent]:
+        """A batch's latest prices: every account holding one of the pairs is
+        revalued once."""
+        events = self.book.on_prices(prices)
+        for symbol in prices:
+            self._touched.update(self.book.accounts_depending_on(symbol))
         return events
 
     def on_position(self, position: Position) -> list[MarginEvent]:

@@ -298,12 +298,15 @@ class PostTrade:
                 if seen is None or fill.received_at >= seen[0]:
                     latest[fill.symbol] = (fill.received_at, fill.spot_rate or fill.last_px)
             # a price moves every account holding or converting through the pair
+            # (each account revalued once per batch, with all its new prices)
+            changed: dict[str, Decimal] = {}
             for symbol, (received, price) in latest.items():
                 marked = self._price_at.get(symbol)
                 if marked is not None and received < marked:
                     continue                    # older than the price already applied
                 self._price_at[symbol] = received
-                events += self.margin.on_price(symbol, price)
+                changed[symbol] = price
+            events += self.margin.on_prices(changed)
             events += self.margin.on_positions(list(positions.values()))
             for account in {acc for acc, _ in positions}:
                 breaks += self.margin.exposure_breaks(account)

@@ -335,12 +335,22 @@ class MarginBook:
 
     def on_price(self, symbol: str, price: Decimal) -> list[MarginEvent]:
         """Store the latest price; revalue only the dependent positions."""
-        normalised = self._prices.update(symbol, price)
+        return self.on_prices({symbol: price})
+
+    def on_prices(self, prices: Mapping[str, Decimal]) -> list[MarginEvent]:
+        """Several latest prices at once (a batch's last price per pair): each
+        dependent position is revalued once and each account refreshed once,
+        with all the prices applied (not once per pair)."""
+        touched: dict[str, set[str]] = {}
+        for symbol, price in prices.items():
+            normalised = self._prices.update(symbol, price)
+            for account in self._index.get(normalised, ()):
+                touched.setdefault(account, set()).add(normalised)
         events: list[MarginEvent] = []
-        for account in tuple(self._index.get(normalised, ())):
+        for account, symbols in touched.items():
             acc = self._accounts[account]
             for h in self._positions[account].values():
-                if normalised in h.depends_on:
+                if not h.depends_on.isdisjoint(symbols):
                     h.unrealised, h.used, h.priced = self._value(acc, h.pair, h.view)
             events.extend(self._refresh(account))
         return events

@@ -336,7 +336,10 @@ balance_op = st.tuples(
     st.sampled_from([a.account_id for a in ACCOUNTS]),
     st.integers(-5_000, 50_000).map(lambda n: D(n).scaleb(-1) * 10),
 )
-ops = st.lists(st.one_of(position_op, price_op, price_op, balance_op), max_size=60)
+# a batch's latest prices at once (MarginBook.on_prices): each account revalued once
+prices_op = st.lists(price_op, min_size=1, max_size=5).map(
+    lambda ps: ("prices", {p[1]: p[2] for p in ps}))
+ops = st.lists(st.one_of(position_op, price_op, price_op, prices_op, balance_op), max_size=60)
 
 
 def _exact(s: AccountMargin) -> tuple[str, ...]:
@@ -365,6 +368,11 @@ def test_incremental_equals_recompute(sequence: list[tuple[object, ...]]) -> Non
             events = m.on_price(pair, price)
             # an account with no positions never depends on a price
             assert all(m.positions(a) for a in touched)
+        elif op[0] == "prices":
+            prices = op[1]
+            assert isinstance(prices, dict)
+            touched = set().union(*(m.accounts_depending_on(p) for p in prices))
+            events = m.on_prices(prices)
         else:
             _, account, balance = op
             assert isinstance(account, str) and isinstance(balance, Decimal)
