@@ -72,6 +72,7 @@ class EngineConfig:
     match_qty_tolerance: str = "0"
     escalate_before_minutes: float = 60.0  # [breaks]: re-publish unresolved breaks this near their cut-off
     posttrade_mode: str = "process"     # [engine] posttrade: "process" (its own) or "inline"
+    posttrade_batch: int = 500          # [engine] posttrade_batch: fills per post-trade transaction
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -194,6 +195,7 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         log_level=env.get("STP_LOG_LEVEL") or logging_.get("level", "info"),
         log_format=logging_.get("format", "json"),
         batch_max=batch_max, queue_max=queue_max, posttrade_mode=posttrade_mode,
+        posttrade_batch=_positive_int(engine, "posttrade_batch", 500),
         lps=lps, platforms=platforms,
         reference_dir=(_resolve(base, engine["reference_dir"]) if "reference_dir" in engine
                        else PROJECT_ROOT / "config" / "reference"),

@@ -41,7 +41,6 @@ from adapters.config import PROJECT_ROOT, EngineConfig
 log = structlog.get_logger("engine.posttrade_process")
 
 RUN_ENGINE = PROJECT_ROOT / "run_engine.py"
-CATCH_UP_BATCH = 500
 
 
 class PostTradeProcess:
@@ -133,10 +132,11 @@ async def run_posttrade(cfg: EngineConfig, stdin: Any = None) -> dict[str, Any]:
             if time.monotonic() - waited > 1.0:
                 log.warning("posttrade_lock_waited", seconds=round(time.monotonic() - waited, 1))
             # short transactions: SQLite has one writer at a time, and the
-            # intake's commit waits behind this one (measured at 10,000 fills/s
-            # offered, p99 receipt-to-commit: 2000 fills a batch 250-270 ms,
-            # 500 a batch 105-170 ms)
-            parts = await build_posttrade(cfg, db, reference, catch_up_batch=CATCH_UP_BATCH)
+            # intake's commit waits behind this one.  Measured (bench/intake.py
+            # at 10,000 fills/s offered, bench/pipeline.py at full speed):
+            # 2000 fills a batch, p99 receipt-to-commit 250-270 ms and 7,400
+            # fills/s end to end; 500 a batch, 105-170 ms and 5,500-5,700/s
+            parts = await build_posttrade(cfg, db, reference, catch_up_batch=cfg.posttrade_batch)
             posttrade = parts.posttrade
 
             async def pokes() -> None:

@@ -59,14 +59,31 @@ def raw_parse_rate(n: int = 50_000) -> float:
 
 
 def proc_stat(pid: int) -> tuple[float, int]:
-    """CPU seconds (user+system) and peak RSS in KiB of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    hwm = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
-    return ticks / os.sysconf("SC_CLK_TCK"), hwm
+    """CPU seconds (user+system) of a process and of its live descendants (the
+    engine's post-trade process), and the peak RSS in KiB of the largest."""
+    cpu, hwm = 0.0, 0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue                        # gone meanwhile
+        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for line in status:
+            if line.startswith("VmHWM:"):
+                hwm = max(hwm, int(line.split()[1]))
+    return cpu, hwm
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in map(int, children):
+        out += [child, *_descendants(child)]
+    return out
 
 
 def children_cpu() -> float:

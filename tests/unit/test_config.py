@@ -294,3 +294,7 @@ def test_posttrade_mode(tmp_path: Path) -> None:
     assert load(path, env={"STP_POSTTRADE": "process"}).posttrade_mode == "process"
     with pytest.raises(ConfigError, match="posttrade"):
         load(write(tmp_path, '[engine]\nposttrade = "thread"\n'), env={})
+    assert load(env={}).posttrade_batch == 500
+    assert load(write(tmp_path, "[engine]\nposttrade_batch = 2000\n"), env={}).posttrade_batch == 2000
+    with pytest.raises(ConfigError, match="posttrade_batch"):
+        load(write(tmp_path, "[engine]\nposttrade_batch = 0\n"), env={})
