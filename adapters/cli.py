@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -233,7 +234,13 @@ def _engine_command(args: argparse.Namespace) -> int:
 
     from adapters.engine import run_engine
 
-    return _run_async(run_engine(cfg, log_level=args.log_level))
+    code = _run_async(run_engine(cfg, log_level=args.log_level))
+    # Everything is committed and the database closed.  quickfix's acceptor
+    # threads are still running (QuickfixSessions.stop): exit without the
+    # destructors that would stop them and crash.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _simulate(args: argparse.Namespace) -> int:

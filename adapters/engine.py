@@ -134,10 +134,10 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         else:
             await asyncio.Event().wait()
     finally:
-        # Commit everything first, then stop quickfix: its Acceptor.stop has
-        # crashed the process now and then (a segmentation fault inside
-        # quickfix, not understood yet); by then nothing is left uncommitted.
-        # What arrives after the queue closes is resent on the next start.
+        # Commit everything first, then log the sessions out (quickfix's own
+        # stop of an acceptor races its thread and crashes: see
+        # QuickfixSessions.stop).  What arrives after the queue closes is
+        # resent on the next start.
         queue.closed = True
         await intake.drain_and_stop()
         await asyncio.shield(intake_task)

@@ -35,6 +35,7 @@ log = structlog.get_logger("engine.fix")
 
 # ExecutionReport, TradeCaptureReport, MarketDataSnapshotFullRefresh
 SUPPORTED_APP_TYPES = frozenset({"8", "AE", "W"})
+LOGOUT_WAIT_S = 3.0       # LogoutTimeout (2 s) and a heartbeat of quickfix's timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +294,7 @@ class QuickfixSessions:
         self._acceptor: Any = None
         self._qf_app: Any = None
         self._keep: list[Any] = []
+        self.abandoned_threads = False     # quickfix threads left to the process's exit
 
     def start(self) -> None:
         fix = _import_quickfix()
@@ -322,12 +324,35 @@ class QuickfixSessions:
         return fix.SessionSettings(str(path))
 
     def stop(self) -> None:
-        """Log out every session and stop (blocks up to the logout timeout)."""
-        for engine in (self._initiator, self._acceptor):
-            if engine is not None:
-                engine.stop()
-        self._initiator = self._acceptor = None       # destroyed before what they point to
-        self._keep.clear()
+        """Log out every session (blocks up to the logout timeout).
+
+        The initiator is stopped by quickfix.  The acceptor is not: its
+        ``stop()`` closes the socket server while the acceptor's own thread
+        may be closing it too.  A core dump shows the crash
+        (``FIX::SocketServer::close`` from ``Acceptor::stop``, iterating the
+        socket map), in about half of the stops just after a start.  Its
+        sessions are logged out here instead, and its threads end with the
+        process, which exits without running destructors
+        (``abandoned_threads``; adapters/cli.py)."""
+        fix = _import_quickfix()
+        if self._initiator is not None:
+            self._initiator.stop()
+            self._initiator = None
+        if self._acceptor is not None:
+            names = [s.name for s in self.cfg.platforms]
+            for name in names:
+                session_id = self.app.session_ids.get(name)
+                session = fix.Session.lookupSession(session_id) if session_id is not None else None
+                if session is not None and session.isLoggedOn():
+                    session.logout("engine stopping")
+            deadline = time.monotonic() + LOGOUT_WAIT_S
+            while time.monotonic() < deadline and any(n in self.app.logged_on for n in names):
+                time.sleep(0.05)
+            # kept referenced (with the settings and factories it points to)
+            # until the process exits
+            self.abandoned_threads = True
+        else:
+            self._keep.clear()
 
     def send_dont_know(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
         """DontKnowTrade (35=Q) for a report the engine cannot process."""

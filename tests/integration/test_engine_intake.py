@@ -525,3 +525,33 @@ def test_ctrl_c_stops_the_engine_cleanly(tmp_path: Path, engine_factory: Any) ->
         time.sleep(0.2)
     assert engine.stop(signal.SIGINT) == 0
     assert any(e.get("event") == "engine_stopped" for e in engine.events())
+
+
+async def test_stop_logs_a_connected_platform_out(tmp_path: Path, engine_factory: Any) -> None:
+    """SIGTERM: the platform gets a Logout from the engine before it exits (the
+    acceptor's sessions are logged out without quickfix's Acceptor.stop)."""
+    pf_port = free_port()
+    cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}", None, pf_port)
+    engine = engine_factory(cfg)
+    await _wait_port(pf_port)
+    admin: list[str] = []
+
+    class App(RecordingApp):
+        def from_admin(self, msg: Message, session: Session) -> None:
+            admin.append(msg.msg_type)
+
+    app = App()
+    session = Session(SessionConfig("FIX.4.4", "PLATFORM", "STP", initiator=True), app, MemoryStore())
+    initiator = FixInitiator(session, "127.0.0.1", pf_port, reconnect_interval=30)
+    await initiator.start()
+    try:
+        await asyncio.wait_for(app.logged_on.wait(), 10)
+        code = await asyncio.to_thread(engine.stop)
+        deadline = time.monotonic() + 5
+        while "5" not in admin and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        await initiator.stop(logout_wait=0.2)
+    assert code == 0
+    assert "5" in admin                                  # the engine's Logout
+    assert any(e.get("event") == "engine_stopped" for e in engine.events())
