@@ -350,3 +350,37 @@ async def test_breaks_of_fills_without_settl_date_carry_the_cut_off_of_their_val
         cut_off = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(cut_off_us))
         # the cut-off falls before the (scenario's own) value date
         assert value_date - timedelta(days=4) <= cut_off.date() <= value_date
+
+
+async def test_a_poked_pipeline_reads_quotes_and_fills_from_the_database(db: Database) -> None:
+    """Post-trade in its own process is told only that something was committed
+    (``poke``): it reads the new fills by cursor and the new quotes from
+    market_prices, and a quote alone still moves margin."""
+    events = scenario(200)
+    state = await db.load_intake_state()
+    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state, known_symbols=REFERENCE.symbols)
+    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    await pipeline.load()
+    now = time.time()
+    await intake.process([Inbound("LP1", raw(e.lp, i + 2, "LP1"), now, "app") for i, e in enumerate(events)])
+    pipeline.poke()                                # nothing handed over in memory
+    await pipeline.catch_up()
+    assert pipeline.cursor == 200 and pipeline.processed == 200
+    symbol = "EUR/USD"
+    old = pipeline.margin.book.prices.price(symbol)
+    assert old is not None
+    new = (old * Decimal("0.99")).quantize(Decimal("0.00001"))
+    tick = Decimal("0.00001")
+    body = f"55={symbol}\x01268=2\x01269=0\x01270={new - tick}\x01269=1\x01270={new + tick}\x01"
+    header = "35=W\x0134=202\x0149=LP1\x0152=20300107-09:00:00.000\x0156=STP\x01"
+    w = finish("FIX.4.4", header + body).decode()
+    before = {r[0]: r[1] for r in await q(db, "SELECT account, unrealised_pnl FROM margin_accounts")}
+    await intake.process([Inbound("LP1", w, time.time(), "app")])
+    await pipeline.catch_up()                      # not poked: the quote is not read
+    assert pipeline.margin.book.prices.price(symbol) == old
+    pipeline.poke()
+    await pipeline.catch_up()
+    assert pipeline.margin.book.prices.price(symbol) == new
+    after = {r[0]: r[1] for r in await q(db, "SELECT account, unrealised_pnl FROM margin_accounts")}
+    moved = {a for a in after if after[a] != before.get(a)}
+    assert moved and moved <= set(pipeline.margin.book.accounts_depending_on(symbol))
