@@ -22,12 +22,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.db import schema
+
+log = structlog.get_logger("engine.db")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 REJECTED_OUTCOMES = ("dont_know", "business_reject", "session_reject")
@@ -148,14 +151,20 @@ class Database:
                 return
             fd = os.open(f"{db_file}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.warning("db_lock_waiting", lock=name, reason="another process holds it")
+                    await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
                 yield
             finally:
                 os.close(fd)              # releases the lock
             return
         key = zlib.crc32(name.encode())
         async with self.engine.connect() as conn:
-            await conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
+            if not (await conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})")).scalar():
+                log.warning("db_lock_waiting", lock=name, reason="another process holds it")
+                await conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
             await conn.commit()
             try:
                 yield
