@@ -70,7 +70,7 @@ class PostTradeProcess:
         log.info("posttrade_process_started", pid=self._proc.pid)
         self._watch = asyncio.create_task(self._watch_child(self._proc), name="posttrade-process-watch")
 
-    def notify(self, *_: Any) -> None:
+    def notify(self) -> None:
         """Something was committed: one byte down the pipe (never blocks)."""
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None:
@@ -110,7 +110,7 @@ class PostTradeProcess:
         return code
 
 
-async def run_posttrade(cfg: EngineConfig, stdin: Any = None) -> dict[str, Any]:
+async def run_posttrade(cfg: EngineConfig) -> dict[str, Any]:
     """The child: post-trade, outbox relay and command listener until stdin closes."""
     from adapters.db.repository import Database
     from adapters.engine import build_posttrade, close_posttrade
@@ -122,7 +122,7 @@ async def run_posttrade(cfg: EngineConfig, stdin: Any = None) -> dict[str, Any]:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, lambda: None)
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin or sys.stdin)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     reference = load_reference(cfg.reference_dir)
     db = Database(cfg.database_url)
     summary: dict[str, Any] = {}

@@ -294,7 +294,6 @@ class QuickfixSessions:
         self._acceptor: Any = None
         self._qf_app: Any = None
         self._keep: list[Any] = []
-        self.abandoned_threads = False     # quickfix threads left to the process's exit
 
     def start(self) -> None:
         fix = _import_quickfix()
@@ -332,8 +331,7 @@ class QuickfixSessions:
         (``FIX::SocketServer::close`` from ``Acceptor::stop``, iterating the
         socket map), in about half of the stops just after a start.  Its
         sessions are logged out here instead, and its threads end with the
-        process, which exits without running destructors
-        (``abandoned_threads``; adapters/cli.py)."""
+        process, which exits without running destructors (adapters/cli.py)."""
         fix = _import_quickfix()
         if self._initiator is not None:
             self._initiator.stop()
@@ -348,9 +346,8 @@ class QuickfixSessions:
             deadline = time.monotonic() + LOGOUT_WAIT_S
             while time.monotonic() < deadline and any(n in self.app.logged_on for n in names):
                 time.sleep(0.05)
-            # kept referenced (with the settings and factories it points to)
-            # until the process exits
-            self.abandoned_threads = True
+            # the acceptor stays referenced (with the settings and factories it
+            # points to) until the process exits
         else:
             self._keep.clear()
 

@@ -41,9 +41,6 @@ class MarginStage:
     def known(self, account: str | None) -> bool:
         return account is not None and account in self.reference.accounts
 
-    def on_price(self, symbol: str, price: Decimal) -> list[MarginEvent]:
-        return self.on_prices({symbol: price})
-
     def on_prices(self, prices: dict[str, Decimal]) -> list[MarginEvent]:
         """A batch's latest prices: every account holding one of the pairs is
         revalued once."""

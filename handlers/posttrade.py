@@ -132,10 +132,8 @@ class PostTrade:
                 "SELECT symbol, price, received_us FROM market_prices"):
             if symbol not in latest or int(received) > latest[symbol][0]:
                 latest[symbol] = (int(received), Decimal(price))
-        self._price_at = {}
-        for symbol, (received_us, price) in latest.items():
-            self.margin.on_price(symbol, price)
-            self._price_at[symbol] = us_to_datetime(received_us)
+        self.margin.on_prices({symbol: price for symbol, (_, price) in latest.items()})
+        self._price_at = {symbol: us_to_datetime(received_us) for symbol, (received_us, _) in latest.items()}
         for account, ccy, amount in await store.fetch(
                 "SELECT b.account, p.ledger, p.amount FROM postings p JOIN bookings b "
                 "ON b.booking_id = p.booking_id WHERE b.kind = 'cash' AND p.party LIKE 'client:%'"):

@@ -28,6 +28,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from adapters.config import sqlite_path
 from adapters.db import schema
 
 log = structlog.get_logger("engine.db")
@@ -145,8 +146,8 @@ class Database:
         loses it.  SQLite: ``flock`` on a file beside the database file;
         PostgreSQL: a session advisory lock on a connection kept for as long."""
         if self.is_sqlite:
-            db_file = self.url.split(":///", 1)[1].split("?", 1)[0] if ":///" in self.url else ""
-            if not db_file or db_file.startswith(":memory:"):
+            db_file = sqlite_path(self.url)
+            if db_file is None:
                 yield                     # a private in-memory database: nobody else sees it
                 return
             fd = os.open(f"{db_file}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -191,25 +192,10 @@ class Database:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
-        lock = self._sqlite_lock()
-        try:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(upgrade)
-        finally:
-            if lock is not None:
-                lock.close()          # closing releases the flock
-
-    def _sqlite_lock(self) -> Any:
-        if not self.is_sqlite or ":///" not in self.url:
-            return None
-        path = self.url.split(":///", 1)[1].split("?", 1)[0]
-        if not path or path.startswith(":memory:"):
-            return None
-        import fcntl
-
-        handle = open(path + ".migrate.lock", "a")  # noqa: SIM115 - held until the migration ends
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        return handle
+        # PostgreSQL serialises migrations with the advisory lock above
+        lock = self.exclusive("migrate") if self.is_sqlite else contextlib.nullcontext()
+        async with lock, self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
 
     # -- intake ---------------------------------------------------------
     async def load_intake_state(self) -> IntakeState:
