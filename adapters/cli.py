@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -92,6 +91,9 @@ def _build_parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("posttrade", help="the post-trade process (the engine starts it itself; it "
                         "runs until its stdin closes)")
     pt.add_argument("--config", default=None)
+    gw = sub.add_parser("gateway", help="the FIX gateway process: quickfix's sessions (the engine starts "
+                        "it itself and talks to it over its stdin and stdout)")
+    gw.add_argument("--config", default=None)
     st = sub.add_parser("status", help="executions, duplicates, conflicts, rejects, sequence numbers")
     st.add_argument("--config", default=None)
     st.add_argument("--json", action="store_true", help="one JSON object")
@@ -180,8 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:            # bare `run_engine.py`: the default configuration
         args = parser.parse_args([*(argv or [])[:0], *(["--log-level", args.log_level]
                                                        if args.log_level else []), "run"])
-    if args.command in ("run", "posttrade", "status", "db", "report", "settlement", "cash", "breaks",
-                        "recon"):
+    if args.command in ("run", "posttrade", "gateway", "status", "db", "report", "settlement", "cash",
+                        "breaks", "recon"):
         return _engine_command(args)
     logs.configure(args.log_level)
     if args.command == "simulate":
@@ -228,19 +230,19 @@ def _engine_command(args: argparse.Namespace) -> int:
 
         asyncio.run(run_posttrade(cfg))
         return 0
-    # quickfix resets SIGINT to SIG_DFL on import: import it before the
-    # loop installs its signal handlers.
-    import quickfix  # noqa: F401
+    if args.command == "gateway":
+        from adapters.fix_gateway import run_gateway
 
+        return run_gateway(cfg)
     from adapters.engine import run_engine
+    from adapters.fix_gateway import GatewayExited
 
-    code = _run_async(run_engine(cfg, log_level=args.log_level))
-    # Everything is committed and the database closed.  quickfix's acceptor
-    # threads are still running (QuickfixSessions.stop): exit without the
-    # destructors that would stop them and crash.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    try:
+        return _run_async(run_engine(cfg, log_level=args.log_level))
+    except GatewayExited as exc:
+        print(f"error: the FIX sessions could not start: {exc} (see the gateway's log lines)",
+              file=sys.stderr)
+        return 1
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -1,20 +1,19 @@
-"""The engine process: database, quickfix sessions, intake, until signalled.
+"""The engine process: database, FIX gateway, intake, until signalled.
 
 Start: migrate the schema, load the committed state (next ids, each session's
 last inbound MsgSeqNum), start post-trade (in its own process by default:
 adapters/posttrade_process.py; ``[engine] posttrade = "inline"`` keeps it in
-this event loop), start the intake task, start quickfix (each session resumes
-after its committed sequence number).  Stop (SIGINT/SIGTERM): close the
-hand-off from quickfix, commit what is queued (intake, then post-trade and
-the outbox), then log every session out and stop quickfix, log a summary.
+this event loop), start the intake task, start the FIX gateway (quickfix in
+its own process: adapters/fix_gateway.py; each session resumes after its
+committed sequence number).  Stop (SIGINT/SIGTERM): close the hand-off from
+the gateway, commit what is queued (intake, then post-trade and the outbox),
+then have the gateway log every session out, log a summary.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import signal
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -26,9 +25,9 @@ from adapters.broker import EmbeddedBroker, broker_reachable
 from adapters.commands import CommandListener
 from adapters.config import EngineConfig
 from adapters.db.repository import Database
+from adapters.fix_gateway import FixGateway, InboundQueue
 from adapters.mqtt import MqttSettings, OutboxRelay, settings_from_config
 from adapters.posttrade_process import PostTradeProcess
-from adapters.quickfix_sessions import EngineApplication, InboundQueue, QuickfixSessions
 from adapters.reference import load_reference
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
@@ -94,14 +93,16 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     db = Database(cfg.database_url)
     await db.migrate()
     state = await db.load_intake_state()
-    loop = asyncio.get_running_loop()
-    queue = InboundQueue(loop, cfg.queue_max)
-    app = EngineApplication(cfg, queue, state.last_seq)
-    sessions = QuickfixSessions(cfg, app)
-    intake = Intake(queue, db, state, sessions.send_dont_know, cfg.batch_max,
-                    known_symbols=reference.symbols, topic_prefix=cfg.mqtt_topic_prefix)
+    queue = InboundQueue(cfg.queue_max)
+    intake = Intake(queue, db, state, batch_max=cfg.batch_max, known_symbols=reference.symbols,
+                    topic_prefix=cfg.mqtt_topic_prefix)
+    # (re)started with the committed sequence numbers, once the intake has
+    # committed what an earlier gateway delivered
+    gateway = FixGateway(cfg, queue, resume=lambda: dict(intake.last_seq), log_level=log_level,
+                         drained=intake.drained)
+    intake.send_dont_know = gateway.send_dont_know
+    intake.send_business_reject = gateway.send_business_reject
     intake.quote_sessions = frozenset(s.name for s in cfg.lps)
-    intake.send_business_reject = sessions.send_business_reject
     parts: PostTradeParts | None = None
     child: PostTradeProcess | None = None
     if cfg.posttrade_mode == "process":
@@ -120,36 +121,35 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     # collector's scans (full collections paused the loop for 75-160 ms)
     gc.collect()
     gc.freeze()
-    sessions.start()
-    _keep_sigint(loop)
-    log.info("engine_started", config=str(cfg.path), database=_redact(cfg.database_url),
-             lps=[s.name for s in cfg.lps], platforms=[s.name for s in cfg.platforms],
-             resume={s.name: state.last_seq.get(s.name) for s in cfg.sessions},
-             posttrade=cfg.posttrade_mode)
-    if started is not None:
-        started.set()
     try:
+        ready = await gateway.start()
+        log.info("engine_started", config=str(cfg.path), database=_redact(cfg.database_url),
+                 lps=[s.name for s in cfg.lps], platforms=[s.name for s in cfg.platforms],
+                 resume={s.name: state.last_seq.get(s.name) for s in cfg.sessions},
+                 posttrade=cfg.posttrade_mode, gateway_pid=ready.get("pid"))
+        if started is not None:
+            started.set()
         if stop is not None:
             await stop.wait()
         else:
             await asyncio.Event().wait()
     finally:
-        # Commit everything first, then log the sessions out (quickfix's own
-        # stop of an acceptor races its thread and crashes: see
-        # QuickfixSessions.stop).  What arrives after the queue closes is
-        # resent on the next start.
+        # Commit what was received, log the sessions out, then let post-trade
+        # finish.  What arrives after the queue closes is resent on the next
+        # start.
         queue.closed = True
         await intake.drain_and_stop()
         await asyncio.shield(intake_task)
         summary = intake.summary()
+        summary["gateway_exit"] = await asyncio.shield(gateway.stop())   # logs the sessions out
+        summary["gateway_restarts"] = gateway.restarts
+        summary["gateway_send_failures"] = gateway.send_failures
         if parts is not None:
             summary.update(await close_posttrade(parts))
         if child is not None:
             # the child processes what the intake committed, then exits
             summary["posttrade_process_exit"] = await asyncio.shield(child.stop())
             summary["posttrade_process_restarts"] = child.restarts
-        with contextlib.suppress(Exception):
-            await asyncio.shield(asyncio.to_thread(sessions.stop))     # log the sessions out
         log.info("engine_stopped", **summary)
         await db.close()
     return summary
@@ -181,16 +181,6 @@ async def _embedded_broker(mqtt: MqttSettings) -> EmbeddedBroker | None:
     log.info("mqtt_embedded_started", host=mqtt.host, port=mqtt.port, broker="amqtt", pid=broker.pid,
              note="in-memory broker for a first look; use Mosquitto in production")
     return broker
-
-
-def _keep_sigint(loop: asyncio.AbstractEventLoop) -> None:
-    """quickfix puts SIGINT back to the default (kill) at C level when its
-    sessions start, unseen by ``signal.getsignal``: install the handler again
-    so Ctrl-C stops the engine cleanly, like SIGTERM."""
-    task = asyncio.current_task()
-    if task is not None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, task.cancel)
 
 
 def _redact(url: str) -> str:

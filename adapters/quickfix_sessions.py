@@ -1,11 +1,12 @@
-"""The engine's FIX sessions, run by quickfix.
+"""The FIX sessions, run by quickfix inside the gateway process
+(adapters/fix_gateway.py).
 
 quickfix calls back on its own threads.  The callbacks here do the least
 possible and never raise into quickfix (an uncaught Python exception there
 kills the process; only quickfix's own exception types are rethrown, on
 purpose): ``fromApp`` takes the message's string form and the receive time
-and appends them to an ``InboundQueue``; the asyncio side is woken only when
-the queue goes from empty to non-empty, so a burst costs one wake-up.
+and puts one frame on the gateway's ``GatewayOutbox``, whose writer thread
+sends it to the engine.
 
 Exactly once: quickfix moves its inbound sequence number on when ``fromApp``
 returns and its file store never fsyncs, so the engine does not trust it.
@@ -17,19 +18,15 @@ rest.  Duplicates are then recognised by their business key.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from adapters.config import EngineConfig, SessionSpec
 from adapters.fix.dictionary import standard_dictionary_dir
+from adapters.fix_gateway import event_frame, message_frame
 
 log = structlog.get_logger("engine.fix")
 
@@ -38,62 +35,17 @@ SUPPORTED_APP_TYPES = frozenset({"8", "AE", "W"})
 LOGOUT_WAIT_S = 3.0       # LogoutTimeout (2 s) and a heartbeat of quickfix's timer
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One message handed from quickfix to the intake."""
-
-    session: str                  # configured session name
-    raw: str                      # the message as quickfix received it
-    received: float               # time.time() in the callback
-    kind: str                     # "app", "unsupported", "session_reject", "reset"
+class FrameSink(Protocol):
+    def put(self, frame: bytes) -> None: ...
 
 
-class InboundQueue:
-    """Thread-safe hand-off from quickfix threads to the asyncio loop.
-
-    ``put`` never does Python work beyond an append.  When more than
-    ``maximum`` messages wait, ``put`` waits (up to ``block_timeout`` per
-    call) so quickfix stops reading the socket: TCP pushes back on the
-    counterparty instead of the engine growing without bound.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, maximum: int = 200_000,
-                 block_timeout: float = 1.0) -> None:
-        self._loop = loop
-        self._items: deque[Inbound] = deque()
-        self.maximum = maximum
-        self.block_timeout = block_timeout
-        self.wakeup = asyncio.Event()
-        self._space = threading.Condition()
-        self.high_water = 0
-        # set when the engine stops: what quickfix delivers after that is not
-        # committed, so the next start asks the counterparty to resend it
-        self.closed = False
-
-    def put(self, item: Inbound) -> None:
-        if self.closed:
-            return
-        items = self._items
-        if len(items) >= self.maximum:
-            with self._space:
-                self._space.wait_for(lambda: len(items) < self.maximum, self.block_timeout)
-        was_empty = not items
-        items.append(item)
-        if was_empty:
-            self._loop.call_soon_threadsafe(self.wakeup.set)
-
-    def take(self, limit: int) -> list[Inbound]:
-        items = self._items
-        n = min(limit, len(items))
-        self.high_water = max(self.high_water, len(items))
-        batch = [items.popleft() for _ in range(n)]
-        if n and len(items) < self.maximum:
-            with self._space:
-                self._space.notify_all()
-        return batch
-
-    def __len__(self) -> int:
-        return len(self._items)
+def msg_type_of(raw: str) -> str:
+    """MsgType (35) of a message quickfix has parsed: always the third field."""
+    start = raw.find("\x0135=")
+    if start < 0:
+        return ""
+    end = raw.find("\x01", start + 4)
+    return raw[start + 4:end if end >= 0 else len(raw)]
 
 
 def _import_quickfix() -> Any:
@@ -151,35 +103,44 @@ def session_id_key(begin: str, sender: str, target: str) -> str:
 
 class EngineApplication:
     """quickfix.Application for the engine's sessions (built lazily: importing
-    quickfix resets SIGINT, so it is imported only when the engine starts)."""
+    quickfix resets SIGINT, so it is imported only in the gateway)."""
 
-    def __init__(self, cfg: EngineConfig, queue: InboundQueue, resume: dict[str, int]) -> None:
+    def __init__(self, cfg: EngineConfig, sink: FrameSink, resume: dict[str, int]) -> None:
         self.cfg = cfg
-        self.queue = queue
+        self.sink = sink
         self.resume = resume                       # session name -> last committed seq
-        self.by_id: dict[str, SessionSpec] = {
-            session_id_key(s.begin_string, s.sender_comp_id, s.target_comp_id): s
-            for s in cfg.sessions}
+        # a session's index in cfg.sessions names it on the wire
+        self.by_id: dict[str, tuple[SessionSpec, int]] = {
+            session_id_key(s.begin_string, s.sender_comp_id, s.target_comp_id): (s, i)
+            for i, s in enumerate(cfg.sessions)}
         self.session_ids: dict[str, Any] = {}     # name -> quickfix.SessionID
         self.logged_on: set[str] = set()
-        self.on_state_change: Callable[[str, bool], None] | None = None
 
 
 def build_quickfix_application(app: EngineApplication) -> Any:
     fix = _import_quickfix()
-    queue = app.queue
+    put = app.sink.put
     by_id = app.by_id
 
-    by_pointer: dict[int, SessionSpec | None] = {}
+    by_pointer: dict[int, tuple[SessionSpec, int] | None] = {}
 
-    def spec_of(session_id: Any) -> SessionSpec | None:
+    def known(session_id: Any) -> tuple[SessionSpec, int] | None:
         # quickfix hands every callback of a session the same C++ SessionID
-        # object: its address (no call into quickfix, so no GIL hand-off)
-        # finds the spec after the first time.
+        # object: its address (no call into quickfix) finds the spec after
+        # the first time.
         pointer = int(session_id.this)
         if pointer not in by_pointer:
             by_pointer[pointer] = by_id.get(session_id.toString())
         return by_pointer[pointer]
+
+    def spec_of(session_id: Any) -> SessionSpec | None:
+        found = known(session_id)
+        return None if found is None else found[0]
+
+    def frame(kind: str, session_id: Any, message: Any, received: float) -> None:
+        found = known(session_id)
+        if found is not None:
+            put(message_frame(kind, found[1], int(received * 1_000_000), message.toString()))
 
     class _App(fix.Application):  # type: ignore[misc,name-defined]
         def onCreate(self, session_id: Any) -> None:
@@ -205,8 +166,7 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 if spec is not None:
                     app.logged_on.add(spec.name)
                     log.info("fix_logon", session=spec.name)
-                    if app.on_state_change is not None:
-                        app.on_state_change(spec.name, True)
+                    put(event_frame("logon", session=spec.name))
             except Exception:
                 log.exception("fix_callback_error", callback="onLogon")
 
@@ -216,8 +176,7 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 if spec is not None and spec.name in app.logged_on:
                     app.logged_on.discard(spec.name)
                     log.info("fix_logout", session=spec.name)
-                    if app.on_state_change is not None:
-                        app.on_state_change(spec.name, False)
+                    put(event_frame("logout", session=spec.name))
             except Exception:
                 log.exception("fix_callback_error", callback="onLogout")
 
@@ -236,7 +195,7 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 elif msg_type == "3":
                     # a session-level Reject we send: journal it (the message it
                     # answers never reaches the application)
-                    queue.put(Inbound(spec.name, message.toString(), time.time(), "session_reject"))
+                    frame("session_reject", session_id, message, time.time())
             except Exception:
                 log.exception("fix_callback_error", callback="toAdmin")
 
@@ -256,7 +215,7 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                         reject = "invalid username or password"
                         log.warning("fix_logon_rejected", session=spec.name, reason=reject)
                 if reject is None and message.isSetField(141) and message.getField(141) == "Y":
-                    queue.put(Inbound(spec.name, message.toString(), time.time(), "reset"))
+                    frame("reset", session_id, message, time.time())
             except Exception:
                 log.exception("fix_callback_error", callback="fromAdmin")
             if reject is not None:
@@ -269,13 +228,13 @@ def build_quickfix_application(app: EngineApplication) -> Any:
             unsupported = False
             try:
                 received = time.time()
-                spec = spec_of(session_id)
-                if spec is None:
+                found = known(session_id)
+                if found is None:
                     return
-                msg_type = message.getHeader().getField(35)
-                unsupported = msg_type not in SUPPORTED_APP_TYPES
-                queue.put(Inbound(spec.name, message.toString(), received,
-                                  "unsupported" if unsupported else "app"))
+                raw = message.toString()
+                unsupported = msg_type_of(raw) not in SUPPORTED_APP_TYPES
+                put(message_frame("unsupported" if unsupported else "app", found[1],
+                                  int(received * 1_000_000), raw))
             except Exception:
                 log.exception("fix_callback_error", callback="fromApp")
             if unsupported:
@@ -351,19 +310,10 @@ class QuickfixSessions:
         else:
             self._keep.clear()
 
-    def send_dont_know(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
-        """DontKnowTrade (35=Q) for a report the engine cannot process."""
-        body = [(tag, fields.get(tag) or ("NONE" if tag in (37, 17, 55) else "0"))
-                for tag in (37, 17, 55, 54, 38, 32, 31)]
-        return self._send(session, "Q", [*body, (127, reason), (58, text[:120])])
-
-    def send_business_reject(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
-        """BusinessMessageReject (35=j) for an application message the engine
-        cannot use (a quote for an unknown pair, without a price, crossed)."""
-        return self._send(session, "j", [(45, fields.get(34, "0")), (372, fields.get(35, "?")),
-                                         (380, reason), (58, text[:120])])
-
-    def _send(self, session: str, msg_type: str, body: list[tuple[int, str]]) -> bool:
+    def send(self, session: str, msg_type: str, body: list[tuple[int, str]]) -> bool:
+        """An application message to a session's counterparty (a
+        DontKnowTrade, a BusinessMessageReject): quickfix numbers, stores and
+        sends it."""
         fix = _import_quickfix()
         session_id = self.app.session_ids.get(session)
         if session_id is None:

@@ -74,8 +74,10 @@ reconnect_interval = 1
 
 
 def engine(cfg: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "run", "--config", str(cfg)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """The engine, its log (every start's, and its children's) appended to engine.log beside cfg."""
+    with (cfg.parent / "engine.log").open("ab") as log:
+        return subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "run", "--config", str(cfg)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def status(cfg: Path, attempts: int = 3) -> dict[str, object]:
@@ -200,7 +202,13 @@ def main() -> int:
                         time.sleep(1.0)
                     break
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                tail = (tmp / "engine.log").read_text(errors="replace").splitlines()[-30:]
+                print("the engine did not stop within 60 s; its log ends:\n" + "\n".join(tail),
+                      file=sys.stderr)
+                raise
         finally:
             lp.send_signal(signal.SIGTERM)
             lp_out, _ = lp.communicate(timeout=30)

@@ -37,7 +37,7 @@ from adapters import logs  # noqa: E402
 from adapters.config import PROJECT_ROOT  # noqa: E402
 from adapters.db.repository import Database  # noqa: E402
 from adapters.fix.codec import finish  # noqa: E402
-from adapters.quickfix_sessions import Inbound, InboundQueue  # noqa: E402
+from adapters.fix_gateway import Inbound, InboundQueue  # noqa: E402
 from adapters.reference import load_reference  # noqa: E402
 from adapters.sim.fixmsg import er_body  # noqa: E402
 from adapters.sim.scenario import Scenario  # noqa: E402
@@ -60,7 +60,7 @@ async def run(count: int, batch: int, every: int, url: str) -> None:
     await db.migrate()
     try:
         state = await db.load_intake_state()
-        intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state,
+        intake = Intake(InboundQueue(), db, state,
                         known_symbols=reference.symbols)
         pipeline = PostTrade(db, reference, frozenset({"LP1"}), {}, {})
         await pipeline.load()

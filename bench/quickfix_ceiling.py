@@ -11,15 +11,19 @@ process runs quickfix with the engine's session settings
 
 - ``count``: a ``fromApp`` that only counts (the binding's own cost:
   quickfix parses and validates in C++, then SWIG wraps the message and the
-  session id and calls Python);
-- ``handoff``: the engine's own application (``build_quickfix_application``:
-  MsgType, ``toString()``, receive time, onto the ``InboundQueue``), with
-  nobody taking from the queue;
+  session id and calls Python), with quickfix's message log on (the
+  engine's default, a file line per message) and off;
+- ``callback``: the gateway's own application (``build_quickfix_application``:
+  ``toString()``, receive time, one frame), its frames kept in a list;
+- ``gateway``: the whole hand-off as the engine runs it: the gateway process
+  (``run_engine.py gateway``) and, in this process, the engine's side
+  (``FixGateway``) decoding its frames into the ``InboundQueue``, which
+  nobody takes from.  Figures: from the first receipt in the gateway to the
+  last message in the queue, and the CPU of the gateway process.
 
-each with quickfix's message log on (the engine's default, a file line per
-message) and off.  Figures: messages/s from the first to the last
-``fromApp``.  Beside them, the in-process parse rate measured in the same
-run (bench/intake.py's ``raw_parse_per_s``).
+Figures: messages/s from the first to the last ``fromApp`` (``gateway``: to
+the last message in the engine's queue).  Beside them, the in-process parse
+rate measured in the same run (bench/intake.py's ``raw_parse_per_s``).
 
     python bench/quickfix_ceiling.py --count 100000
 """
@@ -44,9 +48,9 @@ sys.path.insert(0, str(ROOT))
 from adapters import logs  # noqa: E402
 from adapters.config import EngineConfig, SessionSpec  # noqa: E402
 from adapters.fix.codec import finish, format_utc_timestamp  # noqa: E402
+from adapters.fix_gateway import FixGateway, InboundQueue  # noqa: E402
 from adapters.quickfix_sessions import (  # noqa: E402
     EngineApplication,
-    InboundQueue,
     build_quickfix_application,
     session_settings_text,
 )
@@ -124,25 +128,22 @@ def receive(count: int, mode: str, message_log: bool) -> dict[str, object]:
         settings = fix.SessionSettings(str(path))
         store = fix.FileStoreFactory(settings)
         logs = fix.FileLogFactory(settings) if message_log else fix.ScreenLogFactory(False, False, False)
-        loop = asyncio.new_event_loop()          # the queue wakes it; nothing runs it here
-        queue = InboundQueue(loop, maximum=count + 1)
-        app = build_quickfix_application(EngineApplication(cfg, queue, {})) if mode == "handoff" \
-            else Counting()
+        frames: list[bytes] = []
+        app = build_quickfix_application(EngineApplication(cfg, _ListSink(frames), {})) \
+            if mode == "callback" else Counting()
         initiator = fix.SocketInitiator(app, store, settings, logs)
         cpu0 = time.process_time()
         initiator.start()
         deadline = time.monotonic() + max(60.0, count / 2000)
-        while time.monotonic() < deadline and not done.is_set() and len(queue) < count:
+        while time.monotonic() < deadline and not done.is_set() and len(frames) < count:
             time.sleep(0.01)
         cpu1 = time.process_time()
         initiator.stop()
         del initiator
-        loop.close()
-        if mode == "handoff":
-            handed = queue.take(count)
-            n = len(handed)
+        if mode == "callback":
+            n = len(frames)
             if n == count:
-                times = [handed[0].received, handed[-1].received]
+                times = [_received(frames[0]), _received(frames[-1])]
     sender.kill()
     sender.wait()
     if n < count or len(times) < 2:
@@ -151,6 +152,69 @@ def receive(count: int, mode: str, message_log: bool) -> dict[str, object]:
     return {"mode": mode, "message_log": message_log, "received": n,
             "per_s": round((count - 1) / seconds, 1),
             "process_cpu_us_per_message": round((cpu1 - cpu0) / count * 1e6, 1)}
+
+
+class _ListSink:
+    """The gateway's outbox without its writer: message frames kept in a list."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+
+    def put(self, frame: bytes) -> None:
+        if frame[:1] == b"M":
+            self.frames.append(frame)
+
+
+def _received(frame: bytes) -> float:
+    from adapters.fix_gateway import FrameReader, decode_message
+
+    [(_, payload)] = FrameReader().feed(frame)
+    return decode_message(payload, ("LP1",)).received
+
+
+def through_gateway(count: int) -> dict[str, object]:
+    """The gateway process and the engine's side of the pipe."""
+    from bench.intake import proc_stat
+
+    port = free_port()
+    sender = subprocess.Popen([sys.executable, __file__, "--blast", str(port), "--count", str(count)],
+                              stdout=subprocess.PIPE, text=True)
+    assert sender.stdout is not None
+    sender.stdout.readline()
+
+    async def run(tmp: Path) -> dict[str, object]:
+        cfg_path = tmp / "engine.toml"
+        cfg_path.write_text(f'[engine]\nstate_dir = "{tmp}"\n[database]\nurl = "sqlite://"\n'
+                            f'[[lp]]\nname = "LP1"\nhost = "127.0.0.1"\nport = {port}\n'
+                            'sender_comp_id = "STP"\ntarget_comp_id = "LP1"\nreconnect_interval = 1\n')
+        from adapters import config
+
+        cfg = config.load(str(cfg_path))
+        queue = InboundQueue(maximum=count + 1)
+        gateway = FixGateway(cfg, queue, resume=dict, log_level="error")
+        await gateway.start()
+        assert gateway.pid is not None
+        cpu0, own0 = proc_stat(gateway.pid)[0], time.process_time()
+        deadline = time.monotonic() + max(60.0, count / 2000)
+        while time.monotonic() < deadline and len(queue) < count:
+            await asyncio.sleep(0.001)
+        last = time.time()
+        cpu1, own1 = proc_stat(gateway.pid)[0], time.process_time()
+        await gateway.stop()
+        items = queue.take(count)
+        if len(items) < count:
+            return {"mode": "gateway", "received": len(items), "error": "timed out"}
+        return {"mode": "gateway", "message_log": True, "received": len(items),
+                "per_s": round((count - 1) / (last - items[0].received), 1),
+                "gateway_cpu_us_per_message": round((cpu1 - cpu0) / count * 1e6, 1),
+                "engine_side_cpu_us_per_message": round((own1 - own0) / count * 1e6, 1)}
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            return asyncio.run(run(Path(tmp_name)))
+    finally:
+        sender.kill()
+        sender.wait()
 
 
 def main() -> int:
@@ -164,11 +228,11 @@ def main() -> int:
     logs.configure("error", stream=sys.stderr)      # the figures alone on stdout
     result: dict[str, object] = {"count": args.count, "raw_parse_per_s": round(raw_parse_rate(), 1),
                                  "runs": []}
-    for mode in ("count", "handoff"):
-        for message_log in (True, False):
-            runs = result["runs"]
-            assert isinstance(runs, list)
-            runs.append(receive(args.count, mode, message_log))
+    runs = result["runs"]
+    assert isinstance(runs, list)
+    for mode, message_log in (("count", True), ("count", False), ("callback", True)):
+        runs.append(receive(args.count, mode, message_log))
+    runs.append(through_gateway(args.count))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -1,4 +1,4 @@
-"""Intake: from quickfix's hand-off to committed journal and fills.
+"""Intake: from the FIX gateway's hand-off to committed journal and fills.
 
 One asyncio task drains the ``InboundQueue`` in batches (whatever arrived
 while the previous batch was committing, up to ``batch_max``), decides each
@@ -25,7 +25,7 @@ import structlog
 from adapters.db.posttrade import PostTradeWrite
 from adapters.db.repository import Database, IntakeBatch, IntakeState
 from adapters.fix.codec import GarbledMessage, fields_of, parse_text
-from adapters.quickfix_sessions import Inbound, InboundQueue
+from adapters.fix_gateway import Inbound, InboundQueue
 from handlers.breaks import BreakSink
 from stp.breaks import Break, BreakType
 from stp.fills import Fill, NotAFill, Rejection, normalise
@@ -34,7 +34,6 @@ from stp.marketdata import OTHER, Quote, QuoteRejection, parse_snapshot
 
 log = structlog.get_logger("engine.intake")
 
-YIELD_EVERY = 32          # messages processed between two GIL hand-offs
 DontKnowSender = Callable[[str, dict[int, str], str, str], bool]
 Parsed = Fill | Rejection | NotAFill | Quote | QuoteRejection | None
 
@@ -118,6 +117,11 @@ class Intake:
         self.committed: asyncio.Event | None = None   # set when a commit queued bus events
         self.after_commit: Callable[[], None] | None = None   # called after every commit
         self._stopping = False
+        self._busy = False
+
+    def drained(self) -> bool:
+        """Everything handed over so far is committed."""
+        return not self._busy and not len(self.queue)
 
     async def run(self) -> None:
         queue = self.queue
@@ -130,12 +134,16 @@ class Intake:
                     await queue.wakeup.wait()
             batch = queue.take(self.batch_max)
             if batch:
-                await self._process_until_committed(batch)
+                self._busy = True
+                try:
+                    await self._process_until_committed(batch)
+                finally:
+                    self._busy = False
 
     async def _process_until_committed(self, items: list[Inbound]) -> None:
         """A batch that fails to commit is kept and tried again (database down,
         network cut): nothing is lost and nothing behind it overtakes it;
-        quickfix is slowed down by the full queue meanwhile."""
+        the gateway is slowed down by the full queue meanwhile."""
         delay = 0.5
         while True:
             try:
@@ -159,11 +167,7 @@ class Intake:
         bmr: list[tuple[str, dict[int, str], str, str]] = []
         quotes: list[Quote] = []
         parsed: list[tuple[Inbound, int, dict[int, str] | None, Parsed]] = []
-        for n, item in enumerate(items, 1):
-            if not n % YIELD_EVERY:
-                # let quickfix's threads take the GIL: a callback waiting for it
-                # would otherwise wait a whole switch interval per call
-                await asyncio.sleep(0)
+        for item in items:
             fields: dict[int, str] | None
             try:
                 fields = fields_of(item.raw)

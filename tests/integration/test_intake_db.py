@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 from adapters.db import schema
 from adapters.db.repository import Database, IntakeState
 from adapters.fix.codec import fields_of, finish
-from adapters.quickfix_sessions import Inbound, InboundQueue
+from adapters.fix_gateway import Inbound, InboundQueue
 from adapters.sim.fixmsg import er_body
 from adapters.sim.scenario import Scenario, SimFill
 from handlers.intake import Intake
@@ -69,7 +69,7 @@ def make_intake(db: Database, state: IntakeState, dk: list[tuple[Any, ...]] | No
             dk.append((session, fields, reason, text))
         return True
 
-    return Intake(InboundQueue(asyncio.get_running_loop()), db, state, send_dont_know)
+    return Intake(InboundQueue(), db, state, send_dont_know)
 
 
 async def new_intake(db: Database, dk: list[tuple[Any, ...]] | None = None) -> Intake:

@@ -24,7 +24,7 @@ from adapters import reports
 from adapters.config import PROJECT_ROOT
 from adapters.db.repository import Database
 from adapters.fix.codec import finish
-from adapters.quickfix_sessions import Inbound, InboundQueue
+from adapters.fix_gateway import Inbound, InboundQueue
 from adapters.reference import load_reference
 from adapters.sim.fixmsg import er_body
 from adapters.sim.scenario import Scenario, SimFill
@@ -63,7 +63,7 @@ def raw(fill: SimFill, seq: int, sender: str) -> str:
 async def intake_and_pipeline(db: Database, lp: list[SimFill], platform: list[SimFill]
                               ) -> tuple[Intake, PostTrade]:
     state = await db.load_intake_state()
-    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state,
+    intake = Intake(InboundQueue(), db, state,
                     known_symbols=REFERENCE.symbols)
     pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"}, {"PLATFORM": "LP1"})
     await pipeline.load()
@@ -201,7 +201,7 @@ async def test_missing_ssi_and_fill_after_cut_off_are_breaks(db: Database) -> No
     await pipeline.tick(now=late)
     # fills for an instructed value date arriving after the cut-off
     state = await db.load_intake_state()
-    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state, known_symbols=REFERENCE.symbols)
+    intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
     intake.on_committed = pipeline.submit
     await intake.process([Inbound("LP1", raw(f, i + 300, "LP1"), time.time(), "app")
                           for i, f in enumerate(lp[200:])])
@@ -216,7 +216,7 @@ async def test_restart_and_catch_up_from_the_cursor(db: Database) -> None:
     lp = [e.lp for e in events]
     # the intake commits 600 fills but the pipeline only sees the first 300
     state = await db.load_intake_state()
-    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state, known_symbols=REFERENCE.symbols)
+    intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
     first = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
     await first.load()
     seen: list[Any] = []
@@ -330,7 +330,7 @@ async def test_breaks_of_fills_without_settl_date_carry_the_cut_off_of_their_val
                       + body).decode()
 
     state = await db.load_intake_state()
-    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state, known_symbols=REFERENCE.symbols)
+    intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
     pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"}, {"PLATFORM": "LP1"})
     await pipeline.load()
     intake.on_committed = pipeline.submit
@@ -358,7 +358,7 @@ async def test_a_poked_pipeline_reads_quotes_and_fills_from_the_database(db: Dat
     market_prices, and a quote alone still moves margin."""
     events = scenario(200)
     state = await db.load_intake_state()
-    intake = Intake(InboundQueue(asyncio.get_running_loop()), db, state, known_symbols=REFERENCE.symbols)
+    intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
     pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
     await pipeline.load()
     now = time.time()

@@ -1,0 +1,554 @@
+"""quickfix in a process of its own: the FIX gateway.
+
+quickfix calls the application back on its own threads, and each callback
+needs the GIL.  In the engine's process the callbacks competed with the
+intake's event loop for it: a callback waiting for the GIL waited a switch
+interval (5 ms) behind the busy loop, and quickfix delivered a few thousand
+messages a second instead of tens of thousands (bench/quickfix_ceiling.py).
+In a process of its own nothing else holds the GIL for long: the callbacks
+append the message to a list and return, a writer thread sends the batch
+down a pipe, and the main thread blocks on the engine's commands.
+
+The engine starts ``run_engine.py gateway --config FILE`` as its child.
+
+- engine -> gateway (the child's stdin): ``start`` (each session's last
+  committed inbound MsgSeqNum: quickfix expects the one after it, so the
+  counterparty resends what was not committed), ``send`` (a DontKnowTrade or
+  BusinessMessageReject), ``stop`` (log every session out and exit).
+- gateway -> engine (the child's stdout): every application message as
+  quickfix received it (raw text, session, receive time, kind), and events:
+  ``ready``, ``logon``, ``logout``, ``send_failed``, ``stopped``.
+
+Exactly once does not depend on the pipe: the engine commits a message's
+fill and the session's sequence number in one transaction, and a gateway
+(re)started by the engine resumes after the committed sequence number.  A
+message lost with a dying gateway, or read after the engine closed its
+hand-off, is resent by the counterparty.
+
+The gateway exits when its stdin closes (the engine stopped or died: Linux
+also kills it with its parent, ``PR_SET_PDEATHSIG``), and ignores SIGINT
+(Ctrl-C reaches the whole process group; the engine decides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from adapters.config import PROJECT_ROOT, EngineConfig
+
+log = structlog.get_logger("engine.gateway")
+
+RUN_ENGINE = PROJECT_ROOT / "run_engine.py"
+
+# -- the wire between the two processes -------------------------------------
+# A frame: type (1 byte), payload length (4 bytes, little-endian), payload.
+# "M": one inbound message: kind (1 byte), session index (2), receive time in
+#      microseconds since the epoch (8), then the raw message (UTF-8).
+# "E": an event or a command, as JSON: {"event": ..., ...}.
+HEADER = struct.Struct("<cI")
+MESSAGE_META = struct.Struct("<BHq")
+MESSAGE = b"M"
+EVENT = b"E"
+KINDS = ("app", "unsupported", "session_reject", "reset")
+KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+MAX_FRAME = 16 * 1024 * 1024          # far above any FIX message; a larger length is corruption
+
+
+class WireError(ValueError):
+    pass
+
+
+def message_frame(kind: str, session_index: int, received_us: int, raw: str) -> bytes:
+    payload = raw.encode()
+    return HEADER.pack(MESSAGE, MESSAGE_META.size + len(payload)) + \
+        MESSAGE_META.pack(KIND_CODE[kind], session_index, received_us) + payload
+
+
+def event_frame(event: str, **data: Any) -> bytes:
+    payload = json.dumps({"event": event, **data}, separators=(",", ":")).encode()
+    return HEADER.pack(EVENT, len(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message handed from the gateway to the intake."""
+
+    session: str                  # configured session name
+    raw: str                      # the message as quickfix received it
+    received: float               # time.time() in the callback
+    kind: str                     # "app", "unsupported", "session_reject", "reset"
+
+
+class FrameReader:
+    """Splits a byte stream into frames (pure: feed bytes, get frames)."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        buf = self._rest + data if self._rest else data
+        frames: list[tuple[bytes, bytes]] = []
+        pos, n = 0, len(buf)
+        unpack = HEADER.unpack_from
+        size = HEADER.size
+        while n - pos >= size:
+            kind, length = unpack(buf, pos)
+            if length > MAX_FRAME or kind not in (MESSAGE, EVENT):
+                raise WireError(f"corrupt frame header {bytes(buf[pos:pos + size])!r}")
+            end = pos + size + length
+            if end > n:
+                break
+            frames.append((kind, buf[pos + size:end]))
+            pos = end
+        self._rest = buf[pos:]
+        return frames
+
+
+def decode_message(payload: bytes, sessions: tuple[str, ...]) -> Inbound:
+    kind, index, received_us = MESSAGE_META.unpack_from(payload)
+    if kind >= len(KINDS) or index >= len(sessions):
+        raise WireError(f"message frame with kind {kind} for session {index}")
+    return Inbound(sessions[index], payload[MESSAGE_META.size:].decode(), received_us / 1e6, KINDS[kind])
+
+
+def decode_event(payload: bytes) -> dict[str, Any]:
+    value = json.loads(payload)
+    if not isinstance(value, dict) or "event" not in value:
+        raise WireError(f"event frame without an event: {payload[:80]!r}")
+    return value
+
+
+# -- the engine's side ----------------------------------------------------------
+class InboundQueue:
+    """The gateway's messages waiting for the intake (the engine's event loop
+    only).  When ``maximum`` wait, the engine stops reading the gateway's pipe
+    (``on_full``) until the intake has taken half of them (``on_space``): the
+    pipe fills, the gateway's callbacks wait, quickfix stops reading the
+    socket, and TCP pushes back on the counterparty."""
+
+    def __init__(self, maximum: int = 200_000) -> None:
+        self._items: deque[Inbound] = deque()
+        self.maximum = maximum
+        self.wakeup = asyncio.Event()
+        self.high_water = 0
+        # set when the engine stops: what arrives after that is not committed,
+        # so the next start asks the counterparty to resend it
+        self.closed = False
+        self.on_full: Callable[[], None] | None = None
+        self.on_space: Callable[[], None] | None = None
+        self._full = False
+
+    def put(self, item: Inbound) -> None:
+        if self.closed:
+            return
+        items = self._items
+        if not items:
+            self.wakeup.set()
+        items.append(item)
+        if len(items) >= self.maximum and not self._full:
+            self._full = True
+            if self.on_full is not None:
+                self.on_full()
+
+    def take(self, limit: int) -> list[Inbound]:
+        items = self._items
+        n = min(limit, len(items))
+        self.high_water = max(self.high_water, len(items))
+        batch = [items.popleft() for _ in range(n)]
+        if self._full and len(items) <= self.maximum // 2:
+            self._full = False
+            if self.on_space is not None:
+                self.on_space()
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class GatewayExited(RuntimeError):
+    pass
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    def __init__(self, gateway: FixGateway) -> None:
+        self.gateway = gateway
+        self.reader = FrameReader()
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except WireError as exc:
+            log.error("fix_gateway_wire_error", error=str(exc)[:300])
+            if self.transport is not None:
+                self.transport.kill()
+            return
+        self.gateway._frames(frames)
+
+    def process_exited(self) -> None:
+        if not self.exited.done() and self.transport is not None:
+            self.exited.set_result(self.transport.get_returncode() or 0)
+
+
+class FixGateway:
+    """The engine's side: start the gateway, take its messages into the
+    ``InboundQueue``, send it DontKnowTrades and BusinessMessageRejects,
+    restart it if it dies, stop it.
+
+    ``resume`` gives each session's last committed inbound MsgSeqNum; on a
+    restart it is asked again, after the intake has committed everything the
+    dead gateway delivered."""
+
+    def __init__(self, cfg: EngineConfig, queue: InboundQueue, resume: Callable[[], dict[str, int]],
+                 log_level: str | None = None, drained: Callable[[], bool] | None = None) -> None:
+        self.cfg = cfg
+        self.queue = queue
+        self.resume = resume
+        self.drained = drained or (lambda: not len(queue))
+        self.log_level = log_level
+        self.sessions: tuple[str, ...] = tuple(s.name for s in cfg.sessions)
+        self.logged_on: set[str] = set()
+        self.restarts = 0
+        self.send_failures = 0
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._protocol: _Protocol | None = None
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._stopped: asyncio.Event = asyncio.Event()
+        self._stopping = False
+        self._watch: asyncio.Task[None] | None = None
+        queue.on_full = self._pause
+        queue.on_space = self._resume
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, str(RUN_ENGINE)]
+        if self.log_level:
+            cmd += ["--log-level", self.log_level]
+        cmd.append("gateway")
+        if self.cfg.path is not None:
+            cmd += ["--config", str(self.cfg.path)]
+        return cmd
+
+    @property
+    def pid(self) -> int | None:
+        return self._transport.get_pid() if self._transport is not None else None
+
+    async def start(self, attempts: int = 5) -> dict[str, Any]:
+        """Start the gateway and wait until its sessions exist (the acceptor
+        listens); tried a few times (a gateway of a killed engine may still
+        hold the acceptor's port for a moment)."""
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                ready = await self._start_once()
+            except GatewayExited as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("fix_gateway_start_failed", attempt=attempt, error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._watch = asyncio.create_task(self._watch_exit(), name="fix-gateway-watch")
+            return ready
+        raise AssertionError("unreachable")
+
+    async def _start_once(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._stopped.clear()
+        self.logged_on.clear()
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(self), *self.command(), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=None,
+            env={**os.environ, "STP_GATEWAY_PARENT": str(os.getpid())})
+        self._transport, self._protocol = transport, protocol
+        resume = self.resume()
+        self._write(event_frame("start", resume={k: v for k, v in resume.items() if k in self.sessions}))
+        waiting = asyncio.ensure_future(asyncio.shield(self._ready))
+        done, _ = await asyncio.wait({waiting, protocol.exited}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting not in done:
+            waiting.cancel()
+            raise GatewayExited(f"the gateway exited with status {protocol.exited.result()} before its "
+                                "sessions were created")
+        ready: dict[str, Any] = waiting.result()
+        if tuple(ready.get("sessions", ())) != self.sessions:
+            transport.kill()
+            raise RuntimeError(f"the gateway runs sessions {ready.get('sessions')}, the engine expects "
+                               f"{list(self.sessions)}")
+        log.info("fix_gateway_started", pid=transport.get_pid(), resume=resume)
+        return ready
+
+    async def _watch_exit(self) -> None:
+        """A gateway that dies is started again once the intake has committed
+        what it delivered, resuming after the committed sequence numbers."""
+        while True:
+            assert self._protocol is not None
+            # shielded: cancelling the watcher must not cancel the future stop() waits on
+            code = await asyncio.shield(self._protocol.exited)
+            if self._stopping:
+                return
+            self.restarts += 1
+            self.logged_on.clear()
+            log.error("fix_gateway_died", returncode=code, restarts=self.restarts)
+            while not self.drained() and not self._stopping:
+                await asyncio.sleep(0.05)
+            delay = 1.0
+            while not self._stopping:
+                try:
+                    await self._start_once()
+                    break
+                except (GatewayExited, OSError) as exc:
+                    log.error("fix_gateway_restart_failed", error=str(exc)[:300], retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+    def _frames(self, frames: list[tuple[bytes, bytes]]) -> None:
+        put = self.queue.put
+        sessions = self.sessions
+        for kind, payload in frames:
+            if kind == MESSAGE:
+                try:
+                    put(decode_message(payload, sessions))
+                except (WireError, UnicodeDecodeError) as exc:
+                    # never silently: the counterparty resends it after the next restart
+                    log.error("fix_gateway_bad_message_frame", error=str(exc)[:300])
+            else:
+                self._event(decode_event(payload))
+
+    def _event(self, event: dict[str, Any]) -> None:
+        name = event["event"]
+        if name == "ready":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(event)
+        elif name == "logon":
+            self.logged_on.add(event["session"])
+        elif name == "logout":
+            self.logged_on.discard(event["session"])
+        elif name == "send_failed":
+            self.send_failures += 1
+        elif name == "stopped":
+            self._stopped.set()
+
+    def _write(self, frame: bytes) -> bool:
+        transport = self._transport
+        if transport is None or transport.get_returncode() is not None:
+            return False
+        stdin = transport.get_pipe_transport(0)
+        if stdin is None or stdin.is_closing():
+            return False
+        stdin.write(frame)  # type: ignore[attr-defined]
+        return True
+
+    def _pause(self) -> None:
+        if self._transport is not None:
+            stdout = self._transport.get_pipe_transport(1)
+            if stdout is not None:
+                stdout.pause_reading()  # type: ignore[attr-defined]
+
+    def _resume(self) -> None:
+        if self._transport is not None:
+            stdout = self._transport.get_pipe_transport(1)
+            if stdout is not None:
+                stdout.resume_reading()  # type: ignore[attr-defined]
+
+    def send_dont_know(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
+        """DontKnowTrade (35=Q) for a report the engine cannot process."""
+        body = [(tag, fields.get(tag) or ("NONE" if tag in (37, 17, 55) else "0"))
+                for tag in (37, 17, 55, 54, 38, 32, 31)]
+        return self.send(session, "Q", [*body, (127, reason), (58, text[:120])])
+
+    def send_business_reject(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
+        """BusinessMessageReject (35=j) for an application message the engine
+        cannot use (a quote for an unknown pair, without a price, crossed)."""
+        return self.send(session, "j", [(45, fields.get(34, "0")), (372, fields.get(35, "?")),
+                                        (380, reason), (58, text[:120])])
+
+    def send(self, session: str, msg_type: str, body: list[tuple[int, str]]) -> bool:
+        """Hand a message to the gateway (quickfix numbers, stores and sends
+        it; a failure there is logged by the gateway and counted here)."""
+        if session not in self.sessions:
+            return False
+        return self._write(event_frame("send", session=session, msg_type=msg_type,
+                                       body=[[tag, value] for tag, value in body]))
+
+    async def stop(self, timeout: float = 15.0) -> int | None:
+        """Log every session out and wait for the gateway to exit."""
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+        protocol, transport = self._protocol, self._transport
+        if protocol is None or transport is None:
+            return None
+        if self._write(event_frame("stop")):
+            stdin = transport.get_pipe_transport(0)
+            if stdin is not None:
+                stdin.close()
+        try:
+            code = await asyncio.wait_for(asyncio.shield(protocol.exited), timeout)
+        except TimeoutError:
+            log.error("fix_gateway_stop_timeout", pid=transport.get_pid(), timeout_s=timeout)
+            transport.kill()
+            code = await protocol.exited
+        transport.close()
+        return code
+
+
+# -- the gateway process ----------------------------------------------------------
+class GatewayOutbox:
+    """From quickfix's callback threads to the engine's pipe.
+
+    ``put`` appends a frame and returns; a writer thread sends whatever has
+    gathered in one write (the pipe write releases the GIL).  The writer
+    lets frames gather for ``gather_s`` after the first: one wake-up, one
+    write and one read on the engine's side per batch instead of per
+    message (each wake-up also takes the GIL from quickfix's thread).  Past
+    ``maximum`` frames waiting (the engine has stopped reading), ``put``
+    waits, so quickfix stops reading its sockets."""
+
+    def __init__(self, fd: int, maximum: int = 50_000, gather_s: float = 0.0005) -> None:
+        self.fd = fd
+        self.maximum = maximum
+        self.gather_s = gather_s
+        self._frames: list[bytes] = []
+        self._cond = threading.Condition(threading.Lock())
+        self.broken = False
+
+    def put(self, frame: bytes) -> None:
+        cond = self._cond
+        with cond:
+            frames = self._frames
+            while len(frames) >= self.maximum and not self.broken:
+                cond.wait(1.0)
+                frames = self._frames
+            frames.append(frame)
+            if len(frames) == 1:
+                cond.notify_all()
+
+    def run(self) -> None:
+        """The writer thread."""
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._frames:
+                    cond.wait()
+            time.sleep(self.gather_s)
+            with cond:
+                frames, self._frames = self._frames, []
+                cond.notify_all()
+            data = memoryview(b"".join(frames))
+            try:
+                while data:
+                    data = data[os.write(self.fd, data):]
+            except OSError:
+                # the engine is gone: nothing more can be delivered
+                self.broken = True
+                os._exit(0)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cond:
+                if not self._frames:
+                    break
+            time.sleep(0.005)
+
+
+Frame = tuple[bytes, bytes]
+
+
+def read_frame(fd: int, reader: FrameReader, pending: deque[Frame]) -> Frame | None:
+    """The next frame from a blocking descriptor (None at end of file)."""
+    while not pending:
+        data = os.read(fd, 65536)
+        if not data:
+            return None
+        pending.extend(reader.feed(data))
+    return pending.popleft()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL when the engine dies, even if this process is busy."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)          # PR_SET_PDEATHSIG
+    parent = os.environ.get("STP_GATEWAY_PARENT")
+    if parent is not None and os.getppid() != int(parent):
+        os._exit(0)                                      # it died before prctl took effect
+
+
+def run_gateway(cfg: EngineConfig) -> int:
+    """The child's main: quickfix sessions until ``stop`` or end of stdin."""
+    from adapters.quickfix_sessions import EngineApplication, QuickfixSessions
+
+    _die_with_parent()
+    out_fd = os.dup(1)          # the engine's pipe; anything printed goes to stderr instead
+    os.dup2(2, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reader, pending = FrameReader(), deque[Frame]()
+    first = read_frame(0, reader, pending)
+    if first is None:
+        return 0
+    start = decode_event(first[1])
+    if start.get("event") != "start":
+        log.error("fix_gateway_protocol_error", expected="start", got=start.get("event"))
+        return 2
+    outbox = GatewayOutbox(out_fd)
+    threading.Thread(target=outbox.run, name="gateway-writer", daemon=True).start()
+    app = EngineApplication(cfg, outbox, {k: int(v) for k, v in start.get("resume", {}).items()})
+    sessions = QuickfixSessions(cfg, app)
+    try:
+        sessions.start()
+    except Exception as exc:       # quickfix's own errors (a port in use, a bad setting)
+        log.error("fix_gateway_start_error", error=str(exc)[:300])
+        return 3
+    # quickfix puts SIGINT back to the default when its sessions start
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    outbox.put(event_frame("ready", sessions=[s.name for s in cfg.sessions], pid=os.getpid()))
+    while True:
+        frame = read_frame(0, reader, pending)
+        if frame is None:
+            # the engine is gone: it resumes from its committed sequence numbers
+            log.warning("fix_gateway_orphaned")
+            return _exit(0)
+        command = decode_event(frame[1])
+        name = command.get("event")
+        if name == "send":
+            ok = sessions.send(command["session"], command["msg_type"],
+                               [(int(t), str(v)) for t, v in command["body"]])
+            if not ok:
+                log.warning("fix_send_failed", session=command["session"], msg_type=command["msg_type"])
+                outbox.put(event_frame("send_failed", session=command["session"]))
+        elif name == "stop":
+            sessions.stop()
+            outbox.put(event_frame("stopped"))
+            outbox.flush()
+            return _exit(0)
+        else:
+            log.error("fix_gateway_protocol_error", got=name)
+
+
+def _exit(code: int) -> int:
+    """quickfix's threads are still running: leave without the destructors
+    that would stop them (an acceptor's stop races its own thread and
+    crashes: see QuickfixSessions.stop)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,94 @@
+"""The wire between the FIX gateway process and the engine (no processes here)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from adapters.fix_gateway import (
+    EVENT,
+    HEADER,
+    MESSAGE,
+    FrameReader,
+    Inbound,
+    InboundQueue,
+    WireError,
+    decode_event,
+    decode_message,
+    event_frame,
+    message_frame,
+)
+from adapters.quickfix_sessions import msg_type_of
+
+SESSIONS = ("LP1", "LP2", "PLATFORM")
+RAW = ("8=FIX.4.4\x019=71\x0135=8\x0134=7\x0149=LP1\x0152=20300107-09:00:00.000\x0156=STP\x01"
+       "17=E-1\x0155=EUR/USD\x0110=123\x01")
+
+
+def test_a_message_frame_round_trips() -> None:
+    frame = message_frame("session_reject", 2, 1_893_920_400_123_456, RAW + "é")
+    [(kind, payload)] = FrameReader().feed(frame)
+    assert kind == MESSAGE
+    item = decode_message(payload, SESSIONS)
+    assert item == Inbound("PLATFORM", RAW + "é", 1_893_920_400.123456, "session_reject")
+
+
+def test_frames_split_anywhere_come_out_whole_and_in_order() -> None:
+    frames = [message_frame("app", i % 3, 1_000_000 * i, RAW.replace("E-1", f"E-{i}")) for i in range(200)]
+    frames.insert(50, event_frame("logon", session="LP2"))
+    stream = b"".join(frames)
+    rng = random.Random(7)
+    reader, out = FrameReader(), []
+    pos = 0
+    while pos < len(stream):
+        step = rng.choice([1, 2, 7, 40, 333, 5000])
+        out += reader.feed(stream[pos:pos + step])
+        pos += step
+    assert len(out) == 201
+    assert out[50] == (EVENT, event_frame("logon", session="LP2")[HEADER.size:])
+    assert decode_event(out[50][1]) == {"event": "logon", "session": "LP2"}
+    messages = [decode_message(p, SESSIONS) for k, p in out if k == MESSAGE]
+    assert [m.raw.split("\x0117=")[1].split("\x01")[0] for m in messages] == [f"E-{i}" for i in range(200)]
+    assert [m.session for m in messages] == [SESSIONS[i % 3] for i in range(200)]
+
+
+def test_a_corrupt_header_is_an_error_not_a_wait() -> None:
+    with pytest.raises(WireError):
+        FrameReader().feed(b"Z\x05\x00\x00\x00hello")
+    with pytest.raises(WireError):                                # a length no FIX message has
+        FrameReader().feed(HEADER.pack(MESSAGE, 1 << 30))
+
+
+def test_a_message_frame_for_an_unknown_session_is_refused() -> None:
+    [(_, payload)] = FrameReader().feed(message_frame("app", 3, 0, RAW))
+    with pytest.raises(WireError):
+        decode_message(payload, SESSIONS)
+
+
+def test_msg_type_is_read_from_the_raw_text() -> None:
+    assert msg_type_of(RAW) == "8"
+    assert msg_type_of(RAW.replace("35=8", "35=AE")) == "AE"
+    assert msg_type_of("8=FIX.4.4\x019=5\x0135=W") == "W"
+    assert msg_type_of("garbage") == ""
+
+
+async def test_the_queue_pauses_the_pipe_when_full_and_resumes_at_half() -> None:
+    calls: list[str] = []
+    queue = InboundQueue(maximum=10)
+    queue.on_full = lambda: calls.append("full")
+    queue.on_space = lambda: calls.append("space")
+    item = Inbound("LP1", RAW, 0.0, "app")
+    for _ in range(9):
+        queue.put(item)
+    assert calls == [] and queue.wakeup.is_set()
+    queue.put(item)
+    queue.put(item)                      # still full: told once
+    assert calls == ["full"]
+    assert len(queue.take(3)) == 3 and calls == ["full"]       # 8 left: above half
+    assert len(queue.take(3)) == 3 and calls == ["full", "space"]
+    queue.closed = True
+    queue.put(item)                      # after the engine closed the hand-off: not taken
+    assert len(queue) == 5
+    await asyncio.sleep(0)
