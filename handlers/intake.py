@@ -118,6 +118,7 @@ class Intake:
         self.after_commit: Callable[[], None] | None = None   # called after every commit
         self._stopping = False
         self._busy = False
+        self.stop_commit_s = 30.0     # how long a stopping engine keeps trying to commit
 
     def drained(self) -> bool:
         """Everything handed over so far is committed."""
@@ -143,17 +144,30 @@ class Intake:
     async def _process_until_committed(self, items: list[Inbound]) -> None:
         """A batch that fails to commit is kept and tried again (database down,
         network cut): nothing is lost and nothing behind it overtakes it;
-        the gateway is slowed down by the full queue meanwhile."""
+        the gateway is slowed down by the full queue meanwhile.
+
+        When the engine is stopping, it tries for ``stop_commit_s`` at most,
+        then leaves what it could not commit: none of it counts as received
+        (the sessions' committed sequence numbers stay behind it), so the
+        counterparties resend it at the next start."""
         delay = 0.5
+        stopping_since: float | None = None
         while True:
             try:
                 await self.process(items)
                 return
             except Exception as exc:
+                if self._stopping:
+                    stopping_since = stopping_since or time.monotonic()
+                    if time.monotonic() - stopping_since >= self.stop_commit_s:
+                        left = len(items) + len(self.queue.take(len(self.queue)))
+                        log.error("intake_left_uncommitted", messages=left, error=repr(exc)[:300],
+                                  note="not counted as received: resent at the next start")
+                        return
                 log.error("intake_commit_failed", error=repr(exc)[:300], messages=len(items),
                           retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 30.0 if not self._stopping else 2.0)
 
     async def drain_and_stop(self) -> None:
         """Commit whatever is queued, then end ``run``."""

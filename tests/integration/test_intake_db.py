@@ -494,6 +494,32 @@ async def test_a_batch_whose_commit_failed_can_be_processed_again(
     assert (await db.load_intake_state()).last_seq == {"LP1": 1}
 
 
+async def test_a_stopping_intake_that_cannot_commit_ends_and_leaves_it_to_a_resend(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopping with the database gone: the intake tries for stop_commit_s, then
+    ends without counting the messages as received (no sequence number moves),
+    so the engine's stop finishes and the counterparty resends them."""
+    fills = sim_fills(3)
+    intake = await new_intake(db)
+    intake.stop_commit_s = 0.3
+
+    async def down(batch: Any) -> None:
+        raise OSError("database unreachable")
+
+    await intake.process([app("LP1", raw(er_body(fills[0]), 1))])
+    monkeypatch.setattr(db, "write_intake", down)
+    for i, f in enumerate(fills[1:], 2):
+        intake.queue.put(app("LP1", raw(er_body(f), i)))
+    task = asyncio.create_task(intake.run())
+    await asyncio.sleep(0.2)
+    await intake.drain_and_stop()
+    await asyncio.wait_for(task, 10)
+    assert intake.drained() and intake.last_seq == {"LP1": 1}
+    monkeypatch.undo()
+    assert (await db.load_intake_state()).last_seq == {"LP1": 1}
+    assert [r["exec_id"] for r in await db.fills_rows()] == [fills[0].exec_id]
+
+
 async def test_market_data_is_journaled_priced_and_bad_quotes_get_a_bmr(db: Database) -> None:
     quotes: list[Any] = []
     bmr: list[tuple[Any, ...]] = []
