@@ -140,6 +140,10 @@ class PostTrade:
             self.margin.on_cash(account, ccy, Decimal(amount))
         self.margin.on_positions(list(positions.values()))
         self.margin.flush([], PostTradeWrite(), now_us())
+        # the margin state has hysteresis: an account stays in margin call until
+        # its level is above the band, so the state is restored, not re-derived
+        self.margin.restore({account: state for account, state in await store.fetch(
+            "SELECT account, state FROM margin_accounts")})
         log.info("posttrade_loaded", cursor=self.cursor, positions=len(positions), nets=len(nets))
 
     # -- feeding ------------------------------------------------------------
