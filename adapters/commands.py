@@ -13,6 +13,15 @@ The broker's message is acknowledged (PUBACK, paho's manual acks) only once
 the command is in the inbox or has been answered: a command the engine had
 not stored when it crashed or lost its connection is delivered again (the
 engine's session is persistent).
+
+So a command can arrive twice (QoS 1 is at-least-once, and a desk may send
+it again when its reply is late).  A command with a ``request_id`` is stored
+once (the inbox's unique index on request_id): the same request id with the
+same command again changes nothing and is answered with the reply the first
+got (the same event, once the first is applied; while it waits in the inbox,
+its own reply answers both); the same request id with another command is
+refused (``request_id_reused``).  Commands without a request id are queued
+every time they arrive (a repeat is then an illegal transition).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import structlog
 
 from adapters import reports
 from adapters.db.repository import Database
-from stp.commands import CommandError, parse_break_command
+from stp.commands import BreakCommand, CommandError, parse_break_command
 from stp.events import command_reply
 
 log = structlog.get_logger("engine.commands")
@@ -64,6 +73,7 @@ class CommandListener:
         self.wake = wake
         self.received = 0
         self.refused = 0
+        self.repeated = 0
 
     def _reply_ok(self, reply_to: str | None) -> bool:
         """A reply goes under <prefix>/replies/: a desk client cannot make the
@@ -103,8 +113,43 @@ class CommandListener:
             await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
             return
         kind = "break_acknowledge" if command.action == "acknowledge" else "break_resolve"
-        inbox_id = await reports.enqueue(self.db, kind, command.inbox_payload())
+        stored = command.inbox_payload()
+        if command.request_id is None:
+            inbox_id = await reports.enqueue(self.db, kind, stored)
+        else:
+            queued = await reports.enqueue_once(self.db, kind, stored, command.request_id)
+            inbox_id = queued.inbox_id
+            if not queued.new:
+                await self._repeated(client, command, kind, stored, queued)
+                return
         log.info("command_received", action=command.action, break_id=command.break_id, by=command.by,
                  request_id=command.request_id, inbox=inbox_id)
         if self.wake is not None:
             self.wake()
+
+    async def _repeated(self, client: aiomqtt.Client, command: BreakCommand, kind: str,
+                        payload: dict[str, Any], first: reports.Queued) -> None:
+        """A request id the inbox holds already: the same command again gets
+        the first one's reply (nothing is applied twice); another command
+        under that id is refused."""
+        topic = reply_topic(self.prefix, command.reply_to)
+        if (first.kind, first.payload) != (kind, payload):
+            self.refused += 1
+            message = (f"request_id {command.request_id!r} was already used for another command "
+                       f"(inbox {first.inbox_id}); use a new request_id for a new command")
+            log.warning("command_refused", code="request_id_reused", error=message,
+                        request_id=command.request_id, inbox=first.inbox_id)
+            reply = command_reply(command.request_id, topic, False, datetime.now(UTC),
+                                  reply_id=uuid.uuid4().hex, error="request_id_reused", message=message)
+            await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
+            return
+        self.repeated += 1
+        log.info("command_repeated", action=command.action, break_id=command.break_id,
+                 request_id=command.request_id, inbox=first.inbox_id, applied=first.applied)
+        if first.reply is not None:
+            await client.publish(topic, first.reply, qos=1, timeout=10)
+        elif first.applied:
+            log.warning("command_repeated_without_reply", request_id=command.request_id,
+                        inbox=first.inbox_id)
+        elif self.wake is not None:
+            self.wake()         # not applied yet: its reply answers this one too

@@ -68,13 +68,18 @@ def load_reference(directory: Path) -> ReferenceData:
     groups: dict[str, LeverageGroup] = {}
     for i, g in enumerate(accounts_doc.get("leverage_group", [])):
         where = f"accounts.toml leverage_group #{i + 1}"
+        band = _decimal(g.get("recovery_band", "5"), where)
+        if not band.is_finite() or band < 0:
+            raise ReferenceError(f"{where}: recovery_band must be a number of percentage points >= 0, "
+                                 f"got {g['recovery_band']!r}")
         groups[g["name"]] = LeverageGroup(
             name=g["name"],
             major_leverage=_decimal(g.get("major_leverage", "30"), where),
             other_leverage=_decimal(g.get("other_leverage", "20"), where),
             margin_call_level=_decimal(g.get("margin_call_level", "100"), where),
             stop_out_level=_decimal(g.get("stop_out_level", "50"), where),
-            negative_balance_protection=bool(g.get("negative_balance_protection", True)))
+            negative_balance_protection=bool(g.get("negative_balance_protection", True)),
+            recovery_band=band)
     groups.setdefault("retail", LeverageGroup("retail"))
     accounts: dict[str, Account] = {}
 

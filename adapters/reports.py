@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -67,6 +68,40 @@ async def enqueue(db: Database, kind: str, payload: dict[str, Any]) -> int:
     async with db.engine.begin() as conn:
         result = await conn.exec_driver_sql(sql, (kind, json.dumps(payload, sort_keys=True), now_us()))
         return int(result.scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """What ``enqueue_once`` found: a new inbox row, or the one that already
+    holds the request id (its kind, payload, whether it was applied and the
+    reply it got)."""
+
+    inbox_id: int
+    new: bool
+    kind: str
+    payload: dict[str, Any]
+    applied: bool = False
+    reply: str | None = None
+
+
+async def enqueue_once(db: Database, kind: str, payload: dict[str, Any], request_id: str) -> Queued:
+    """Queue a command unless its request id is in the inbox already.
+
+    The inbox's unique index on ``request_id`` decides, so two deliveries of
+    one command never make two rows, whatever the timing and across restarts
+    (``INSERT .. ON CONFLICT DO NOTHING``, then the existing row is read in
+    the same transaction)."""
+    store = PostTradeStore(db)
+    insert = store.query("INSERT INTO inbox (kind, payload, created_us, request_id) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (request_id) DO NOTHING RETURNING id")
+    existing = store.query("SELECT id, kind, payload, applied_us, reply FROM inbox WHERE request_id = ?")
+    async with db.engine.begin() as conn:
+        row = (await conn.exec_driver_sql(insert, (kind, json.dumps(payload, sort_keys=True), now_us(),
+                                                   request_id))).first()
+        if row is not None:
+            return Queued(int(row[0]), True, kind, payload)
+        first: tuple[Any, ...] = tuple((await conn.exec_driver_sql(existing, (request_id,))).one())
+    return Queued(int(first[0]), False, str(first[1]), json.loads(first[2]), first[3] is not None, first[4])
 
 
 def settlement_status_payload(counterparty: str, currency: str, value_date: date, status: str,

@@ -7,7 +7,9 @@ realised P&L, converted to the account currency at the latest rates when the
 account is updated.  Threshold crossings (margin call, stop-out, recovered)
 are stored as events, logged and published (``<prefix>/margin/<account>/events``);
 the current margin per account is stored and published on the retained topic
-``<prefix>/margin/<account>``.
+``<prefix>/margin/<account>``.  The state has hysteresis (the group's
+``recovery_band``), so it depends on the account's previous state: a restart
+restores the stored one (``restore``).
 Exposure-limit breaches are breaks.
 """
 
@@ -21,7 +23,7 @@ from adapters.db.posttrade import PostTradeWrite, text
 from adapters.db.repository import us_to_datetime
 from stp.breaks import Break
 from stp.events import margin_event, margin_state
-from stp.margin import MarginBook, MarginEvent, PositionView
+from stp.margin import MarginBook, MarginEvent, MarginState, PositionView
 from stp.positions import Position
 from stp.reference import ReferenceData
 
@@ -37,6 +39,17 @@ class MarginStage:
         self.realised: dict[str, dict[str, Decimal]] = {}       # account -> pair -> realised (quote ccy)
         self.next_event_id = next_event_id
         self._touched: set[str] = set()
+        self._pending: list[MarginEvent] = []       # from ``restore``, for the next flush
+
+    def restore(self, states: dict[str, MarginState]) -> list[MarginEvent]:
+        """The states stored at the last commit (``margin_accounts.state``),
+        once positions, cash and prices are loaded.  Crossings from them
+        (only if the figures or the reference data changed in between) are
+        stored and published with the next commit."""
+        events = self.book.restore_states(states)
+        self._pending += events
+        self._touched.update(e.account for e in events)
+        return events
 
     def known(self, account: str | None) -> bool:
         return account is not None and account in self.reference.accounts
@@ -105,6 +118,8 @@ class MarginStage:
                 "equity": str(m.equity), "used_margin": str(m.used_margin), "free_margin": str(m.free_margin),
                 "margin_level": text(m.margin_level), "state": m.state}, self.prefix, at, now_us), now_us)
         self._touched.clear()
+        if self._pending:
+            events, self._pending = self._pending + events, []
         for e in events:
             w.put("margin_events", self.next_event_id, (self.next_event_id, e.account, str(e.kind),
                                                         text(e.margin_level), str(e.equity),

@@ -140,6 +140,10 @@ class PostTrade:
             self.margin.on_cash(account, ccy, Decimal(amount))
         self.margin.on_positions(list(positions.values()))
         self.margin.flush([], PostTradeWrite(), now_us())
+        # the margin state has hysteresis: an account stays in margin call until
+        # its level is above the band, so the state is restored, not re-derived
+        self.margin.restore({account: state for account, state in await store.fetch(
+            "SELECT account, state FROM margin_accounts")})
         log.info("posttrade_loaded", cursor=self.cursor, positions=len(positions), nets=len(nets))
 
     # -- feeding ------------------------------------------------------------
@@ -366,10 +370,7 @@ class PostTrade:
                 if payload.get("via") == "mqtt":
                     code = ("unknown_break" if isinstance(exc, UnknownBreak) else "illegal_transition"
                             if isinstance(exc, IllegalBreakTransition) else "invalid_command")
-                    w.publish(command_reply(payload.get("request_id"),
-                                            reply_topic(self.topic_prefix, payload.get("reply_to")),
-                                            False, now, reply_id=f"inbox-{inbox_id}", error=code,
-                                            message=str(exc)), stamp)
+                    self._reply(payload, False, now, w, stamp, error=code, message=str(exc))
             w.inbox_done.append((inbox_id, result))
         for brk in breaks:
             self.breaks.add(brk, w, stamp)
@@ -419,11 +420,21 @@ class PostTrade:
                                 self.topic_prefix, at), stamp)
         log.info("break_changed", break_id=break_id, state=new.value, by=by, reason=reason)
         if payload.get("via") == "mqtt":
-            w.publish(command_reply(payload.get("request_id"),
-                                    reply_topic(self.topic_prefix, payload.get("reply_to")), True, at,
-                                    reply_id=f"inbox-{payload['_inbox_id']}",
-                                    result={"break_id": break_id, "state": new.value, "by": by}), stamp)
+            self._reply(payload, True, at, w, stamp,
+                        result={"break_id": break_id, "state": new.value, "by": by})
         return f"{new.value} by {by}"
+
+    def _reply(self, payload: dict[str, Any], ok: bool, at: datetime, w: PostTradeWrite, stamp: int,
+               **answer: Any) -> None:
+        """Answer a command from the bus, in the transaction that applies it;
+        the inbox row keeps the reply, so a repeat of the command (same
+        request_id) gets the same one (``adapters.commands``)."""
+        inbox_id = payload["_inbox_id"]
+        topic = reply_topic(self.topic_prefix, payload.get("reply_to"))
+        reply = command_reply(payload.get("request_id"), topic, ok, at, reply_id=f"inbox-{inbox_id}",
+                              **answer)
+        w.publish(reply, stamp)
+        w.inbox_replies[inbox_id] = reply.payload
 
 
 def _date(value: Any) -> date:

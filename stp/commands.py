@@ -12,7 +12,9 @@ are optional.  What cannot be parsed raises ``CommandError`` with a code the
 reply carries: ``malformed_json`` (not JSON, or not an object) or
 ``invalid_command`` (a field missing, of the wrong type, or unknown).  Whether
 the break exists and the transition is legal is decided where the break's
-state is (``unknown_break``, ``illegal_transition``).
+state is (``unknown_break``, ``illegal_transition``); whether a request_id
+was already used for another command where the inbox is
+(``request_id_reused``; the same command again gets the first reply).
 """
 
 from __future__ import annotations

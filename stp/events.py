@@ -81,9 +81,11 @@ def command_reply(request_id: str | None, topic: str, ok: bool, at: datetime, *,
                   message: str | None = None) -> BusEvent:
     """The answer to a command received on the command topic: ``ok`` with the
     result, or the error code (malformed_json, invalid_command, unknown_break,
-    illegal_transition) and a message; the request's id is echoed.  The
-    event id is ``reply-<reply_id>``, unique per command received (the inbox
-    row, or a random id for a command refused on arrival)."""
+    illegal_transition, request_id_reused) and a message; the request's id
+    is echoed.  The event id is ``reply-<reply_id>``, unique per command
+    applied (the inbox row: a repeat of a command with the same request id
+    gets that same event again) or a random id for a command refused on
+    arrival."""
     event_id = f"reply-{reply_id}"
     data: dict[str, Any] = {"request_id": request_id, "ok": ok}
     if ok:

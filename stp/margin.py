@@ -16,9 +16,21 @@ Per account: equity = balance + unrealised, free = equity - used, margin level
 = equity / used x 100 (None without used margin).  Every reported amount is
 rounded half-even to the account currency's minor units, the margin level to
 0.01 percent; equity and free margin are computed from the rounded figures, so
-a statement adds up.  The state compares the *reported* margin level with the
-group thresholds: ``stop_out`` when <= stop_out_level, ``margin_call`` when <=
-margin_call_level, else ``ok``; an auditor can check it from the snapshot.
+a statement adds up.
+
+Margin state, with hysteresis (``margin_state_after``).  The state compares
+the *reported* margin level with the group thresholds and the account's state
+before: the level at or below stop_out_level is ``stop_out``, at or below
+margin_call_level ``margin_call``, at once (a fall is never delayed); a
+rise leaves a state only once it is above the threshold plus the group's
+``recovery_band`` (5 percentage points by default): out of stop-out above
+stop_out_level + band, out of margin call (``recovered``) above
+margin_call_level + band.  No used margin (no level) is ``ok``.  A level
+that hovers around 100% therefore makes one margin call, and one recovery
+once it has really recovered, instead of an event per revaluation.  The state
+is the one piece of history the book keeps per account; an auditor checks a
+snapshot from its level and the account's previous state, and a restart
+restores the persisted state (``restore_states``).
 
 Incremental recomputation.  ``MarginBook`` keeps each position's contribution
 (unrealised and used margin, full precision, account currency) and an index
@@ -77,6 +89,7 @@ __all__ = [
     "MarginState",
     "PositionView",
     "PriceBook",
+    "margin_state_after",
     "rate_dependencies",
 ]
 
@@ -111,6 +124,24 @@ def _pair(symbol: str) -> CurrencyPair:
 
 def _symbol(symbol: str) -> str:
     return _pair(symbol).symbol
+
+
+def margin_state_after(previous: MarginState, level: Decimal | None, group: LeverageGroup) -> MarginState:
+    """The state of an account whose reported margin level is now ``level``
+    and whose state was ``previous``: thresholds crossed downwards at once,
+    left upwards only above threshold + ``group.recovery_band``."""
+    if level is None:
+        return "ok"                   # no used margin: nothing at risk
+    if level <= group.stop_out_level:
+        return "stop_out"
+    band = group.recovery_band
+    if previous == "stop_out" and level <= group.stop_out_level + band:
+        return "stop_out"
+    if level <= group.margin_call_level:
+        return "margin_call"
+    if previous != "ok" and level <= group.margin_call_level + band:
+        return "margin_call"
+    return "ok"
 
 
 def rate_dependencies(from_ccy: str, to_ccy: str) -> frozenset[str]:
@@ -215,7 +246,9 @@ class AccountMargin:
 
 @dataclass(frozen=True, slots=True)
 class MarginEvent:
-    """The margin level crossed a group threshold (``at_threshold``)."""
+    """The margin level crossed a group threshold (``at_threshold``): the
+    margin call or stop-out level on the way down, the margin call level +
+    recovery band for ``recovered``."""
 
     account: str
     kind: MarginEventKind
@@ -270,7 +303,7 @@ class MarginBook:
         }
         self._positions: dict[str, dict[str, _Held]] = {a: {} for a in self._accounts}
         self._index: dict[str, dict[str, int]] = {}  # symbol -> account -> positions depending
-        self._snapshots: dict[str, AccountMargin] = {a: self.recompute(a) for a in self._accounts}
+        self._snapshots: dict[str, AccountMargin] = {a: self.recompute(a, "ok") for a in self._accounts}
         self.recomputed_accounts = 0
 
     @classmethod
@@ -293,16 +326,37 @@ class MarginBook:
     def accounts_depending_on(self, symbol: str) -> frozenset[str]:
         return frozenset(self._index.get(_symbol(symbol), ()))
 
-    def recompute(self, account: str) -> AccountMargin:
-        """The account's figures from scratch: positions, balance and prices.
+    def recompute(self, account: str, previous: MarginState | None = None) -> AccountMargin:
+        """The account's figures from scratch: positions, balance and prices;
+        the state from that level and ``previous`` (default: the account's
+        current state, the one piece of history the state depends on).
 
         Changes nothing (no event, no counter): for tests and audits.
         """
         acc = self._accounts[account]
         values = [(s, *self._value(acc, h.pair, h.view)) for s, h in self._positions[account].items()]
-        return self._build(acc, values)
+        return self._build(acc, values, self._snapshots[account].state if previous is None else previous)
 
     # -- updates -------------------------------------------------------------
+
+    def restore_states(self, states: Mapping[str, MarginState]) -> list[MarginEvent]:
+        """After a restart: the states the accounts were in when last stored.
+
+        Call once the positions, balances and prices are loaded.  Each listed
+        account's state becomes ``margin_state_after(stored state, level)``:
+        the stored one whenever the level is what it was then (an account in
+        margin call at 102% stays in margin call).  Returns the crossings from
+        the stored states (none unless the figures or the reference data
+        changed while the engine was down).  Unknown accounts are ignored.
+        """
+        events: list[MarginEvent] = []
+        for account, state in states.items():
+            if account not in self._accounts:
+                continue
+            if state not in _RANK:
+                raise ValueError(f"account {account}: unknown margin state {state!r}")
+            events.extend(self._refresh(account, state))
+        return events
 
     def set_balance(self, account: str, balance: Decimal) -> list[MarginEvent]:
         """Set the balance (opening + cash + realised P&L, account currency)."""
@@ -428,7 +482,8 @@ class MarginBook:
         used_quote = self._rate.divide(notional, self._groups[acc.account_id].leverage(pair))
         return a.multiply(pnl_quote, rate), a.multiply(used_quote, rate), True
 
-    def _build(self, acc: Account, values: Iterable[tuple[str, Decimal, Decimal, bool]]) -> AccountMargin:
+    def _build(self, acc: Account, values: Iterable[tuple[str, Decimal, Decimal, bool]],
+               previous: MarginState) -> AccountMargin:
         a = self._amount
         ccy = acc.currency
         unrealised = used = _ZERO
@@ -444,17 +499,12 @@ class MarginBook:
         equity = a.add(balance, unrealised)
         free = a.subtract(equity, used)
         level: Decimal | None = None
-        state: MarginState = "ok"
         if not used.is_zero():
             ratio = self._rate.divide(a.multiply(equity, _HUNDRED), used)
             level = ratio.quantize(_LEVEL_EXPONENT, rounding=ROUND_HALF_EVEN, context=a)
             if level.is_zero() and level.is_signed():
                 level = level.copy_abs()
-            group = self._groups[acc.account_id]
-            if level <= group.stop_out_level:
-                state = "stop_out"
-            elif level <= group.margin_call_level:
-                state = "margin_call"
+        state = margin_state_after(previous, level, self._groups[acc.account_id])
         return AccountMargin(
             account=acc.account_id,
             currency=ccy,
@@ -468,14 +518,14 @@ class MarginBook:
             unpriced=tuple(sorted(unpriced)),
         )
 
-    def _refresh(self, account: str) -> list[MarginEvent]:
+    def _refresh(self, account: str, previous: MarginState | None = None) -> list[MarginEvent]:
         acc = self._accounts[account]
         values = [(s, h.unrealised, h.used, h.priced) for s, h in self._positions[account].items()]
-        new = self._build(acc, values)
-        old = self._snapshots[account]
+        before = self._snapshots[account].state if previous is None else previous
+        new = self._build(acc, values, before)
         self._snapshots[account] = new
         self.recomputed_accounts += 1
-        return self._crossings(self._groups[account], old.state, new)
+        return self._crossings(self._groups[account], before, new)
 
     @staticmethod
     def _crossings(group: LeverageGroup, before: MarginState, now: AccountMargin) -> list[MarginEvent]:
@@ -486,7 +536,7 @@ class MarginBook:
         if was < 2 <= is_:
             crossed.append(("stop_out", group.stop_out_level))
         if is_ == 0 < was:
-            crossed.append(("recovered", group.margin_call_level))
+            crossed.append(("recovered", group.margin_call_level + group.recovery_band))
         return [
             MarginEvent(now.account, kind, now.margin_level, now.equity, now.used_margin, threshold)
             for kind, threshold in crossed

@@ -22,6 +22,14 @@ class LeverageGroup:
 
     Defaults are the EU retail (ESMA) limits: 30:1 for majors, 20:1 for the
     rest; margin close-out (stop-out) at 50% margin level; margin call at 100%.
+
+    ``recovery_band`` (percentage points, default 5) is the hysteresis of both
+    thresholds: an account enters margin call as soon as its level is at or
+    below ``margin_call_level`` but leaves it only once the level is above
+    ``margin_call_level + recovery_band``; likewise it leaves stop-out for
+    margin call only above ``stop_out_level + recovery_band``.  A level that
+    hovers around a threshold then makes one event, not one per revaluation.
+    0 turns the hysteresis off.
     """
 
     name: str
@@ -30,6 +38,12 @@ class LeverageGroup:
     margin_call_level: Decimal = Decimal(100)     # percent
     stop_out_level: Decimal = Decimal(50)         # percent
     negative_balance_protection: bool = True
+    recovery_band: Decimal = Decimal(5)           # percentage points above a threshold to leave it
+
+    def __post_init__(self) -> None:
+        if not self.recovery_band.is_finite() or self.recovery_band < 0:
+            raise ValueError(f"leverage group {self.name}: recovery_band must be >= 0, "
+                             f"not {self.recovery_band}")
 
     def leverage(self, pair: CurrencyPair) -> Decimal:
         major = pair.base in ESMA_MAJOR_CURRENCIES and pair.quote in ESMA_MAJOR_CURRENCIES

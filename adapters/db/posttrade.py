@@ -90,6 +90,7 @@ class PostTradeWrite:
     rows: dict[str, dict[Any, tuple[Any, ...]]] = field(
         default_factory=lambda: {t: {} for t in _TABLES})
     inbox_done: list[tuple[int, str]] = field(default_factory=list)    # (id, result)
+    inbox_replies: dict[int, str] = field(default_factory=dict)        # id -> the reply published
     break_states: list[tuple[Any, ...]] = field(default_factory=list)  # lifecycle changes
     escalated: list[tuple[int, str]] = field(default_factory=list)     # (stamp, break_id)
     cursor: int | None = None
@@ -128,9 +129,10 @@ class PostTradeStore:
         stamp = now_us()
         async with self.db.engine.begin() as conn:
             await self.write_rows(conn, w)
-            mark_done = self.query("UPDATE inbox SET applied_us = ?, result = ? WHERE id = ?")
+            mark_done = self.query("UPDATE inbox SET applied_us = ?, result = ?, reply = ? WHERE id = ?")
+            replies = w.inbox_replies
             for inbox_id, result in w.inbox_done:
-                await conn.exec_driver_sql(mark_done, (stamp, result, inbox_id))
+                await conn.exec_driver_sql(mark_done, (stamp, result, replies.get(inbox_id), inbox_id))
             if w.cursor is not None:
                 await self._set_cursor(conn, w.cursor, stamp)
 

@@ -17,12 +17,13 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from adapters import desk, recon
+from adapters import desk, recon, reports
 from adapters.commands import CommandListener
 from adapters.db.repository import Database
 from adapters.mqtt import MqttSettings, OutboxRelay
 from adapters.sim.scenario import FaultRates, Scenario
 from adapters.sim.statement import write_statement
+from handlers.posttrade import PostTrade
 from stp.netting import NetKey
 from tests.integration.test_outbox import MOSQUITTO, Broker
 from tests.integration.test_posttrade import (
@@ -157,8 +158,6 @@ async def test_unresolved_breaks_are_escalated_once_near_their_cut_off(db: Datab
     # a mismatch on a 2030 trade: its cut-off is the business day before the value date
     assert first_cut.date() < max(e.lp.settl_date for e in events if e.lp is not None)
     resolved = rows[0][0]
-    from adapters import reports
-
     await reports.enqueue(db, "break_resolve", {"break_id": resolved, "by": "ops", "reason": "fixed"})
     await pipeline.tick(now=first_cut - timedelta(hours=3))          # too early: nothing
     assert await q(db, "SELECT COUNT(*) FROM outbox WHERE event_id LIKE '%-escalated'") == [(0,)]
@@ -309,3 +308,229 @@ async def test_a_statement_nothing_can_be_read_from_stores_nothing(db: Database,
         await recon.reconcile_positions_file(db, REFERENCE, "fxstp", "LP1", empty)
     assert await q(db, "SELECT COUNT(*) FROM breaks") == [(0,)]
     assert await q(db, "SELECT COUNT(*) FROM recon_runs") == [(1,)]
+
+
+# -- commands delivered more than once (QoS 1) ----------------------------------
+
+
+class FakeClient:
+    """What CommandListener.handle needs of an MQTT client: publish (the
+    replies it sends itself)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    async def publish(self, topic: str, payload: str, qos: int = 0, timeout: float | None = None) -> None:
+        self.published.append((topic, json.loads(payload)))
+
+
+def command(request_id: str | None, action: str, bid: str, by: str, **more: str) -> bytes:
+    body = {"action": action, "break_id": bid, "by": by, **more}
+    return json.dumps(body if request_id is None else {"request_id": request_id, **body}).encode()
+
+
+async def replies_of(db: Database, request_id: str | None) -> list[dict[str, Any]]:
+    """The replies in the outbox (published by the pipeline), in order."""
+    out = []
+    sql = "SELECT payload FROM outbox WHERE topic LIKE 'fxstp/replies/%' ORDER BY id"
+    for (payload,) in await q(db, sql):
+        event = json.loads(payload)
+        if event["data"]["request_id"] == request_id:
+            out.append(event)
+    return out
+
+
+async def test_a_command_with_a_request_id_is_applied_once_and_a_repeat_gets_the_same_reply(
+        db: Database) -> None:
+    pipeline, bid = await _ssi_break(db)
+    listener = CommandListener(db, "fxstp")
+    client = FakeClient()
+    ack = command("desk-1", "acknowledge", bid, "ops1", reply_to="fxstp/replies/ops1")
+    await listener.handle(client, ack)                       # type: ignore[arg-type]
+    await pipeline.tick()
+    (first,) = await replies_of(db, "desk-1")
+    assert first["data"] == {"request_id": "desk-1", "ok": True,
+                             "result": {"break_id": bid, "state": "acknowledged", "by": "ops1"}}
+    assert client.published == []                            # the pipeline answered, through the outbox
+    outbox = await q(db, "SELECT COUNT(*) FROM outbox")
+
+    # delivered again (the broker redelivers what the engine had not acknowledged):
+    # nothing is queued or changed, and the reply is the first one, the same event
+    await listener.handle(client, ack)                       # type: ignore[arg-type]
+    assert client.published == [("fxstp/replies/ops1", first)]
+    await pipeline.tick()
+    assert await q(db, "SELECT COUNT(*) FROM outbox") == outbox
+    assert await q(db, "SELECT COUNT(*) FROM inbox") == [(1,)]
+    assert (listener.repeated, listener.refused) == (1, 0)
+
+    # ... after a restart too: the dedupe is in the database
+    restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    await restarted.load()
+    again = FakeClient()
+    await CommandListener(db, "fxstp").handle(again, ack)    # type: ignore[arg-type]
+    await restarted.tick()
+    assert again.published == [("fxstp/replies/ops1", first)]
+    assert await q(db, "SELECT COUNT(*) FROM outbox") == outbox
+    stored = [r[0] for r in await q(db, f"SELECT event_id FROM outbox WHERE event_id LIKE '{bid}-%'")]
+    assert stored == [f"{bid}-acknowledged"]
+    shown = await desk.show_break(db, bid)
+    assert shown is not None and (shown["state"], shown["acknowledged_by"]) == ("acknowledged", "ops1")
+
+    # the same request id with another command: refused, nothing changes
+    for other, answered_on in (
+            (command("desk-1", "resolve", bid, "ops1", reason="done"), "fxstp/replies/breaks"),
+            (command("desk-1", "acknowledge", bid, "ops2", reply_to="fxstp/replies/ops1"),
+             "fxstp/replies/ops1"),
+            (command("desk-1", "acknowledge", bid, "ops1"), "fxstp/replies/breaks")):   # another reply_to
+        refused = FakeClient()
+        await listener.handle(refused, other)                 # type: ignore[arg-type]
+        ((topic, reply),) = refused.published
+        assert topic == answered_on
+        assert reply["data"]["ok"] is False and reply["data"]["request_id"] == "desk-1"
+        assert reply["data"]["error"]["code"] == "request_id_reused"
+        assert "desk-1" in reply["data"]["error"]["message"] and str(first["id"]) != reply["id"]
+    await restarted.tick()
+    assert await q(db, "SELECT COUNT(*) FROM outbox") == outbox
+    assert await q(db, "SELECT COUNT(*) FROM inbox") == [(1,)]
+    assert (await desk.show_break(db, bid) or {})["state"] == "acknowledged"
+
+    # "ack" is "acknowledge": the same command
+    same = FakeClient()
+    await listener.handle(same, command("desk-1", "ack", bid, "ops1",                # type: ignore[arg-type]
+                                        reply_to="fxstp/replies/ops1"))
+    assert same.published == [("fxstp/replies/ops1", first)]
+
+
+async def test_a_repeat_while_the_first_waits_and_a_refused_command_repeated(db: Database) -> None:
+    pipeline, bid = await _ssi_break(db)
+    listener = CommandListener(db, "fxstp")
+    client = FakeClient()
+    resolve = command("desk-2", "resolve", bid, "ops1", reason="SSI added")
+    await listener.handle(client, resolve)                   # type: ignore[arg-type]
+    await listener.handle(client, resolve)                   # before the pipeline applied the first
+    assert client.published == []                            # the first one's reply will answer both
+    await pipeline.tick()
+    (reply,) = await replies_of(db, "desk-2")
+    assert reply["data"]["ok"] is True and reply["data"]["result"]["state"] == "resolved"
+    assert [r[0] for r in await q(db, f"SELECT event_id FROM outbox WHERE event_id LIKE '{bid}-%'")] == \
+        [f"{bid}-resolved"]
+    # a refused command repeated gets the same refusal, not another error
+    unknown = command("desk-3", "acknowledge", "0" * 24, "ops1")
+    await listener.handle(client, unknown)                   # type: ignore[arg-type]
+    await pipeline.tick()
+    (refusal,) = await replies_of(db, "desk-3")
+    assert refusal["data"]["error"]["code"] == "unknown_break"
+    await listener.handle(client, unknown)                   # type: ignore[arg-type]
+    assert client.published == [("fxstp/replies/breaks", refusal)]
+    # without a request id nothing is deduplicated: a repeat is an illegal transition, as before
+    for _ in range(2):
+        await listener.handle(client, command(None, "resolve", bid, "ops2", reason="again"))  # type: ignore[arg-type]
+    await pipeline.tick()
+    codes = [r["data"]["error"]["code"] for r in await replies_of(db, None)]
+    assert codes == ["illegal_transition", "illegal_transition"]
+    assert await q(db, "SELECT COUNT(*) FROM inbox") == [(4,)]
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
+async def test_a_command_redelivered_after_a_restart_is_answered_as_the_first_was(
+        db: Database, tmp_path: Path) -> None:
+    """On the bus: a command applied, the engine restarted, the same command
+    again (as the broker redelivers one the engine had not acknowledged): the
+    desk gets the first reply again, the break changes once."""
+    broker = Broker(tmp_path)
+    broker.start()
+    pipeline, bid = await _ssi_break(db)
+    ack = command("desk-9", "ack", bid, "ops1")
+    replies: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+
+    async def engine_once(p: PostTrade, client: aiomqtt.Client, body: bytes) -> dict[str, Any]:
+        listener = CommandListener(db, "fxstp", wake=p.tick_now.set)
+        relay = OutboxRelay(db, MqttSettings(port=broker.port, client_id="engine-redelivery"),
+                            wakeup=p.committed, commands=listener)
+        p.timer_seconds = 30.0
+        tasks = [asyncio.create_task(relay.run()), asyncio.create_task(p.run())]
+        try:
+            await asyncio.wait_for(relay.connected.wait(), 10)
+            await client.publish("fxstp/commands/breaks", body, qos=1)
+            async with asyncio.timeout(15):
+                async for message in client.messages:
+                    event = json.loads(bytes(message.payload))   # type: ignore[arg-type]
+                    if str(message.topic).startswith("fxstp/replies/"):
+                        replies.append(event)
+                        if event["data"]["request_id"] == "desk-9":
+                            return event
+                    elif event["type"] != "com.fxstp.break.detected":
+                        changes.append(event)
+            raise AssertionError("no reply")
+        finally:
+            await relay.stop()
+            await p.stop()
+            for t in tasks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(t, 10)
+
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.subscribe("fxstp/replies/#", qos=1)
+            await client.subscribe("fxstp/breaks/#", qos=1)
+            first = await engine_once(pipeline, client, ack)
+            restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+            await restarted.load()
+            second = await engine_once(restarted, client, ack)
+            reused = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+            await reused.load()
+            third = await engine_once(reused, client, command("desk-9", "resolve", bid, "ops1", reason="x"))
+    finally:
+        broker.stop()
+    assert first["data"] == {"request_id": "desk-9", "ok": True,
+                             "result": {"break_id": bid, "state": "acknowledged", "by": "ops1"}}
+    assert second == first
+    assert third["data"]["ok"] is False and third["data"]["error"]["code"] == "request_id_reused"
+    assert {c["id"] for c in changes} == {f"{bid}-acknowledged"}
+    shown = await desk.show_break(db, bid)
+    assert shown is not None and shown["state"] == "acknowledged"
+    assert await q(db, "SELECT COUNT(*) FROM inbox") == [(1,)]
+
+
+async def test_migration_gives_earlier_commands_their_request_id_and_reply(db: Database) -> None:
+    """0007 on a database that already holds commands: the first MQTT command
+    per request id gets its request id and reply; a later row with the same
+    request id (a redelivery applied before the upgrade) keeps none."""
+    from alembic import command as alembic
+    from alembic.config import Config
+
+    from adapters.db.repository import MIGRATIONS
+
+    await db.drop_all()
+
+    def upgrade(to: str) -> Any:
+        def run(conn: Any) -> None:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            alembic.upgrade(cfg, to)
+        return run
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(upgrade("0006_market_prices"))
+        mqtt = {"break_id": "b1", "by": "ops1", "reason": None, "reply_to": None, "via": "mqtt"}
+        rows = [(1, "break_acknowledge", {**mqtt, "request_id": "r-1"}),
+                (2, "cash", {"account": "ACC001", "request_id": "not-a-command"}),
+                (3, "break_acknowledge", {**mqtt, "request_id": "r-1"}),     # redelivered, applied again
+                (4, "break_resolve", {**mqtt, "request_id": None, "reason": "x"}),
+                (5, "break_acknowledge", {"break_id": "b2", "by": "cli"})]
+        for inbox_id, kind, payload in rows:
+            await conn.exec_driver_sql(
+                f"INSERT INTO inbox (id, kind, payload, created_us, applied_us, result) VALUES "
+                f"({inbox_id}, '{kind}', '{json.dumps(payload)}', 1, 2, 'done')")
+        for inbox_id in (1, 3):
+            await conn.exec_driver_sql(
+                "INSERT INTO outbox (event_id, topic, payload, retain, created_us) VALUES "
+                f"('reply-inbox-{inbox_id}', 'fxstp/replies/breaks', '{{\"reply\": {inbox_id}}}', false, 2)")
+    await db.migrate()
+    assert await q(db, "SELECT id, request_id, reply FROM inbox ORDER BY id") == [
+        (1, "r-1", '{"reply": 1}'), (2, None, None), (3, None, None), (4, None, None), (5, None, None)]
+    # and from now on the request id is taken
+    queued = await reports.enqueue_once(db, "break_acknowledge", {**mqtt, "request_id": "r-1"}, "r-1")
+    assert (queued.new, queued.inbox_id, queued.applied, queued.reply) == (False, 1, True, '{"reply": 1}')

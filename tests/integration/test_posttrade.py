@@ -13,6 +13,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -313,6 +314,58 @@ async def test_market_data_moves_margin_and_survives_a_restart(db: Database) -> 
     await restarted.load()
     assert restarted.margin.book.prices.price(symbol) == new
     assert restarted.margin.book.snapshot(sorted(moved)[0]) == pipeline.margin.book.snapshot(sorted(moved)[0])
+
+
+async def test_margin_call_inside_the_recovery_band_survives_a_restart(db: Database) -> None:
+    """An account in margin call stays in it until its level is above 105%
+    (retail: 100% + a band of 5), across a restart too: the state is restored
+    from margin_accounts, not re-derived from the level (102% alone is "ok")."""
+    events = scenario(300)
+    _, pipeline = await intake_and_pipeline(db, [e.lp for e in events], [])
+    account = next(a for a in sorted(REFERENCE.accounts) if REFERENCE.accounts[a].currency == "USD"
+                   and REFERENCE.accounts[a].leverage_group == "retail"
+                   and pipeline.margin.book.snapshot(a).used_margin > 0)
+
+    async def move_to(p: PostTrade, level: str) -> Any:
+        """Cash in or out so that the account's margin level is ``level``."""
+        now = p.margin.book.snapshot(account)
+        amount = quantize(now.used_margin * Decimal(level) / 100 - now.equity, "USD")
+        await reports.enqueue(db, "cash", reports.cash_payload(account, "USD", amount, None, None))
+        await p.tick()
+        return p.margin.book.snapshot(account)
+
+    async def stored() -> tuple[str, int]:
+        ((state,),) = await q(db, f"SELECT state FROM margin_accounts WHERE account = '{account}'")
+        ((n,),) = await q(db, f"SELECT COUNT(*) FROM margin_events WHERE account = '{account}'")
+        return state, n
+
+    assert (await move_to(pipeline, "99")).state == "margin_call"
+    assert await stored() == ("margin_call", 1)
+    inside = await move_to(pipeline, "102")
+    assert inside.state == "margin_call" and Decimal(101) < inside.margin_level < Decimal(103)
+    assert await stored() == ("margin_call", 1)                      # no "recovered" at 102
+    restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    await restarted.load()
+    assert restarted.margin.book.snapshot(account) == inside         # still in margin call
+    await restarted.tick()
+    assert await stored() == ("margin_call", 1)                      # the restart published nothing
+    assert (await move_to(restarted, "104")).state == "margin_call"
+    assert await stored() == ("margin_call", 1)
+    assert (await move_to(restarted, "106")).state == "ok"
+    assert await stored() == ("ok", 2)
+    ((kind, threshold),) = [(json.loads(p)["data"]["kind"], json.loads(p)["data"]["threshold"])
+                            for (p,) in await q(db, "SELECT payload FROM outbox WHERE topic = "
+                                                    f"'fxstp/margin/{account}/events' ORDER BY id")][1:]
+    assert (kind, threshold) == ("recovered", "105")
+    # the reference data changed while the engine was down (margin call at 110%):
+    # the restart's crossing from the stored state is published with its next commit
+    groups = {n: replace(g, margin_call_level=Decimal(110)) for n, g in REFERENCE.leverage_groups.items()}
+    stricter = PostTrade(db, replace(REFERENCE, leverage_groups=groups), frozenset({"LP1"}), {}, {})
+    await stricter.load()
+    assert stricter.margin.book.snapshot(account).state == "margin_call"
+    assert await stored() == ("ok", 2)
+    await stricter.tick()
+    assert await stored() == ("margin_call", 3)
 
 
 async def test_breaks_of_fills_without_settl_date_carry_the_cut_off_of_their_value_date(db: Database) -> None:

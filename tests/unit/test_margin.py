@@ -15,12 +15,16 @@ from stp.margin import (
     MarginEvent,
     PositionView,
     PriceBook,
+    margin_state_after,
     rate_dependencies,
 )
 from stp.reference import Account, LeverageGroup
 
 D = Decimal
-GROUPS = {"retail": LeverageGroup("retail")}
+# No recovery band: the known answers below are the bare threshold crossings
+# (the hysteresis of the default band has its own tests further down).
+GROUPS = {"retail": LeverageGroup("retail", recovery_band=D(0))}
+BANDED = {"retail": LeverageGroup("retail")}           # the default band: 5 percentage points
 
 
 def book(*accounts: Account) -> MarginBook:
@@ -230,6 +234,155 @@ def test_balance_change_crosses() -> None:
     assert kinds(m.set_balance("A", D("3667.00"))) == ["recovered"]
 
 
+# -- hysteresis: the recovery band --------------------------------------------
+
+
+def test_default_recovery_band_is_five_points() -> None:
+    retail = LeverageGroup("retail")
+    assert (retail.margin_call_level, retail.stop_out_level, retail.recovery_band) == (100, 50, 5)
+    with pytest.raises(ValueError, match="recovery_band"):
+        LeverageGroup("bad", recovery_band=D(-1))
+
+
+def banded(balance: str = "20000") -> MarginBook:
+    """A USD account whose used margin is exactly 10,000.00: level = balance / 100."""
+    m = MarginBook({"A": usd(balance=balance)}, BANDED)
+    m.on_price("EUR/USD", D("1.0000"))
+    m.on_position(pos("A", "EUR/USD", 300_000, "1.0000"))
+    assert m.snapshot("A").used_margin == D("10000.00")
+    return m
+
+
+def level_and_state(m: MarginBook) -> tuple[Decimal | None, str]:
+    s = m.snapshot("A")
+    return s.margin_level, s.state
+
+
+def test_a_level_oscillating_around_the_call_level_makes_one_margin_call() -> None:
+    m = banded()
+    assert level_and_state(m) == (D("200.00"), "ok")
+    calls = [kinds(m.set_balance("A", D(balance))) for balance in ("9900", "10100") * 4]
+    # 99 / 101 / 99 / 101 ...: one margin call, no recovery inside the band
+    assert calls == [["margin_call"]] + [[]] * 7
+    assert level_and_state(m) == (D("101.00"), "margin_call")
+    assert m.set_balance("A", D("10499")) == []                 # 104.99
+    assert m.set_balance("A", D("10500")) == []                 # 105.00: at the band's edge, not above
+    assert level_and_state(m) == (D("105.00"), "margin_call")
+    events = m.set_balance("A", D("10501"))                     # 105.01: recovered
+    assert events == [MarginEvent("A", "recovered", D("105.01"), D("10501.00"), D("10000.00"), D(105))]
+    assert level_and_state(m) == (D("105.01"), "ok")
+    # down again: the fall is never delayed, the band only holds the way up
+    assert m.set_balance("A", D("10200")) == []                 # 102: still ok (it never fell)
+    assert kinds(m.set_balance("A", D("10000"))) == ["margin_call"]    # exactly 100.00: at once
+    assert m.set_balance("A", D("10400")) == []
+    assert kinds(m.set_balance("A", D("10600"))) == ["recovered"]
+
+
+def test_price_ticks_around_the_call_level_make_one_margin_call() -> None:
+    """The benchmark's flapping: a price hovering where the level is ~100%."""
+    m = MarginBook({"A": usd(balance="5000")}, BANDED)
+    m.on_position(pos("A", "EUR/USD", 100_000, "1.1000"))
+    seen = []
+    for price in ("1.0860", "1.0866", "1.0860", "1.0866", "1.0880", "1.0860", "1.0880"):
+        seen += [(price, m.snapshot("A").margin_level, e.kind) for e in m.on_price("EUR/USD", D(price))]
+    assert seen == [("1.0860", D("99.45"), "margin_call")]     # 99.45, 101.05, 99.45, 101.05, 104.78...
+    assert level_and_state(m) == (D("104.78"), "margin_call")
+    assert kinds(m.on_price("EUR/USD", D("1.0882"))) == ["recovered"]  # 105.31
+    # without the band the same ticks flap: an event on almost every one
+    flat = MarginBook({"A": usd(balance="5000")}, GROUPS)
+    flat.on_position(pos("A", "EUR/USD", 100_000, "1.1000"))
+    ticks = ("1.0860", "1.0866", "1.0860", "1.0866")
+    flapping = [e.kind for p in ticks for e in flat.on_price("EUR/USD", D(p))]
+    assert flapping == ["margin_call", "recovered", "margin_call", "recovered"]
+
+
+def test_straight_through_to_stop_out_then_recovery_in_steps() -> None:
+    m = banded()
+    assert kinds(m.set_balance("A", D("4000"))) == ["margin_call", "stop_out"]     # 200 -> 40: both, in order
+    events = m.set_balance("A", D("4000"))
+    assert events == [] and level_and_state(m) == (D("40.00"), "stop_out")
+    # out of stop-out only above 55 (stop-out level 50 + band 5)
+    for balance, level in (("5200", "52.00"), ("4900", "49.00"), ("5300", "53.00"), ("5500", "55.00")):
+        assert m.set_balance("A", D(balance)) == [] and level_and_state(m) == (D(level), "stop_out")
+    assert m.set_balance("A", D("5501")) == []                  # 55.01: margin call (no event: still at risk)
+    assert level_and_state(m) == (D("55.01"), "margin_call")
+    # a new fall to the stop-out level is a new stop-out, at once
+    assert kinds(m.set_balance("A", D("5000"))) == ["stop_out"]
+    assert m.set_balance("A", D("6000")) == [] and level_and_state(m) == (D("60.00"), "margin_call")
+    # then out of margin call only above 105
+    for balance in ("9000", "10000", "10300", "10500"):
+        assert m.set_balance("A", D(balance)) == []
+        assert m.snapshot("A").state == "margin_call"
+    events = m.set_balance("A", D("10600"))
+    assert kinds(events) == ["recovered"] and events[0].at_threshold == D(105)
+    assert level_and_state(m) == (D("106.00"), "ok")
+
+
+def test_out_of_stop_out_in_one_jump_is_one_recovery() -> None:
+    m = banded()
+    assert kinds(m.set_balance("A", D("3000"))) == ["margin_call", "stop_out"]
+    assert kinds(m.set_balance("A", D("12000"))) == ["recovered"]
+    # and closing every position (no used margin, no level) recovers at once
+    assert kinds(m.set_balance("A", D("9000"))) == ["margin_call"]
+    events = m.on_position(pos("A", "EUR/USD", 0, "1.0000"))
+    assert kinds(events) == ["recovered"] and level_and_state(m) == (None, "ok")
+
+
+def test_the_band_is_per_group() -> None:
+    groups = {"retail": LeverageGroup("retail"), "wide": LeverageGroup("wide", recovery_band=D(20)),
+              "none": LeverageGroup("none", recovery_band=D(0))}
+    m = MarginBook({a: Account(a, "USD", a.lower(), D(20_000)) for a in ("RETAIL", "WIDE", "NONE")}, groups)
+    m.on_price("EUR/USD", D("1.0000"))
+    for a in ("RETAIL", "WIDE", "NONE"):
+        m.on_position(pos(a, "EUR/USD", 300_000, "1.0000"))
+        m.set_balance(a, D(9_000))
+        assert m.snapshot(a).state == "margin_call"
+        m.set_balance(a, D(11_000))                              # 110%
+    assert {a: m.snapshot(a).state for a in ("RETAIL", "WIDE", "NONE")} == \
+        {"RETAIL": "ok", "WIDE": "margin_call", "NONE": "ok"}
+    assert kinds(m.set_balance("WIDE", D(12_001))) == ["recovered"]   # above 100 + 20
+
+
+def test_state_after_a_restart_is_the_stored_one() -> None:
+    # before the restart: fell to 99, back to 102, so still in margin call
+    m = banded()
+    m.set_balance("A", D("9900"))
+    m.set_balance("A", D("10200"))
+    assert level_and_state(m) == (D("102.00"), "margin_call")
+    # a restarted book reloads the same figures: the level alone says "ok"
+    restarted = banded("10200")
+    assert level_and_state(restarted) == (D("102.00"), "ok")
+    assert restarted.restore_states({"A": "margin_call", "gone": "ok"}) == []   # unknown accounts ignored
+    assert restarted.snapshot("A") == m.snapshot("A") == restarted.recompute("A")
+    assert restarted.set_balance("A", D("10300")) == []        # no recovery inside the band
+    assert kinds(restarted.set_balance("A", D("10501"))) == ["recovered"]
+    # stop-out is restored too; a stored state the figures no longer support is left, with its event
+    stopped = banded("5300")
+    assert stopped.restore_states({"A": "stop_out"}) == []
+    assert level_and_state(stopped) == (D("53.00"), "stop_out")
+    assert kinds(banded("11000").restore_states({"A": "margin_call"})) == ["recovered"]
+    assert kinds(banded("9000").restore_states({"A": "ok"})) == ["margin_call"]
+    with pytest.raises(ValueError, match="unknown margin state"):
+        banded().restore_states({"A": "panic"})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    ("previous", "level", "expected"),
+    [
+        ("ok", None, "ok"), ("stop_out", None, "ok"),
+        ("ok", "100.01", "ok"), ("ok", "100.00", "margin_call"), ("ok", "50.00", "stop_out"),
+        ("margin_call", "105.00", "margin_call"), ("margin_call", "105.01", "ok"),
+        ("margin_call", "50.01", "margin_call"), ("margin_call", "50.00", "stop_out"),
+        ("stop_out", "55.00", "stop_out"), ("stop_out", "55.01", "margin_call"),
+        ("stop_out", "105.00", "margin_call"), ("stop_out", "105.01", "ok"),
+        ("stop_out", "-3.00", "stop_out"),
+    ],
+)
+def test_margin_state_after(previous: str, level: str | None, expected: str) -> None:
+    group = LeverageGroup("retail")
+    assert margin_state_after(previous, None if level is None else D(level), group) == expected  # type: ignore[arg-type]
+
+
 # -- incremental scope -------------------------------------------------------
 
 
@@ -298,11 +451,26 @@ ACCOUNTS = [
     Account("j", "JPY", "retail", D(2_000_000)),
     Account("g", "GBP", "tight", D(8_000)),
     Account("s", "SEK", "retail", D(100_000)),
+    Account("c", "CHF", "noband", D(9_000)),
 ]
 PROPERTY_GROUPS = {
-    "retail": LeverageGroup("retail"),
-    "tight": LeverageGroup("tight", D(10), D(5), D(150), D(80)),
+    "retail": LeverageGroup("retail"),                                   # band 5
+    "tight": LeverageGroup("tight", D(10), D(5), D(150), D(80), recovery_band=D(10)),
+    "noband": LeverageGroup("noband", recovery_band=D(0)),
 }
+
+
+def expected_state(previous: str, level: Decimal | None, group: LeverageGroup) -> str:
+    """The state path, written again here (not stp.margin's): down at the
+    threshold at once, up only above threshold + band."""
+    if level is None:
+        return "ok"
+    call, stop, band = group.margin_call_level, group.stop_out_level, group.recovery_band
+    if previous == "stop_out":
+        return "stop_out" if level <= stop + band else "margin_call" if level <= call + band else "ok"
+    if previous == "margin_call":
+        return "stop_out" if level <= stop else "margin_call" if level <= call + band else "ok"
+    return "stop_out" if level <= stop else "margin_call" if level <= call else "ok"
 BASE_PRICE = {
     "EUR/USD": 11000,
     "USD/JPY": 1500000,
@@ -339,7 +507,30 @@ balance_op = st.tuples(
 # a batch's latest prices at once (MarginBook.on_prices): each account revalued once
 prices_op = st.lists(price_op, min_size=1, max_size=5).map(
     lambda ps: ("prices", {p[1]: p[2] for p in ps}))
-ops = st.lists(st.one_of(position_op, price_op, price_op, prices_op, balance_op), max_size=60)
+# a balance that puts the account's level near a target: anywhere from 30% to
+# 170%, or from 3 points below one of its group's thresholds to 3 points above
+# its band; levels that hover around the thresholds, in and out of the bands
+level_op = st.tuples(
+    st.just("level"),
+    st.sampled_from([a.account_id for a in ACCOUNTS]),
+    st.sampled_from(["anywhere", "margin_call_level", "stop_out_level"]),
+    st.integers(0, 10_000).map(lambda n: D(n).scaleb(-4)),      # where in the range, 0 to 1
+)
+
+
+def level_target(account: str, where: str, fraction: Decimal) -> Decimal:
+    if where == "anywhere":
+        return 30 + 140 * fraction
+    group = PROPERTY_GROUPS[next(a.leverage_group for a in ACCOUNTS if a.account_id == account)]
+    threshold: Decimal = getattr(group, where)
+    return threshold - 3 + (group.recovery_band + 6) * fraction
+ops = st.lists(st.one_of(position_op, price_op, price_op, prices_op, balance_op, level_op, level_op),
+               max_size=60)
+# a price within 0.2% of its base level: at 30:1 that moves a level by up to
+# about 6 points, as a quiet market does around a threshold
+nudge_op = st.tuples(st.just("price"), st.sampled_from(PAIRS), st.integers(-20, 20)).map(
+    lambda t: (t[0], t[1], (D(BASE_PRICE[t[1]]) * (1 + D(t[2]).scaleb(-4))).scaleb(-4)))
+hovering_ops = st.lists(st.one_of(*[level_op] * 4, *[nudge_op] * 4, position_op), max_size=60)
 
 
 def _exact(s: AccountMargin) -> tuple[str, ...]:
@@ -349,8 +540,30 @@ def _exact(s: AccountMargin) -> tuple[str, ...]:
 @settings(max_examples=200, deadline=None)
 @given(ops)
 def test_incremental_equals_recompute(sequence: list[tuple[object, ...]]) -> None:
+    check_against_recompute(MarginBook({a.account_id: a for a in ACCOUNTS}, PROPERTY_GROUPS), sequence)
+
+
+# one open position per account to start with: every account has a margin
+# level from the first operation, so the paths cross the thresholds and
+# bands often (from flat accounts they seldom do)
+OPENING = {"u": ("EUR/USD", 300_000), "e": ("EUR/GBP", -200_000), "j": ("USD/JPY", 150_000),
+           "g": ("GBP/USD", 100_000), "s": ("EUR/SEK", 100_000), "c": ("USD/CHF", -250_000)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(hovering_ops)
+def test_incremental_equals_recompute_from_open_positions(sequence: list[tuple[object, ...]]) -> None:
     m = MarginBook({a.account_id: a for a in ACCOUNTS}, PROPERTY_GROUPS)
+    m.on_prices({pair: D(base).scaleb(-4) for pair, base in BASE_PRICE.items()})
+    for account, (pair, quantity) in OPENING.items():
+        m.on_position(PositionView(account, pair, D(quantity), D(BASE_PRICE[pair]).scaleb(-4)))
+    check_against_recompute(m, sequence)
+
+
+def check_against_recompute(m: MarginBook, sequence: list[tuple[object, ...]]) -> None:
     rank = {"ok": 0, "margin_call": 1, "stop_out": 2}
+    # the state depends on the path: replay it, level by level, beside the book
+    path = {a.account_id: m.snapshot(a.account_id).state for a in ACCOUNTS}
     for op in sequence:
         before = {a.account_id: m.snapshot(a.account_id) for a in ACCOUNTS}
         counter = m.recomputed_accounts
@@ -373,6 +586,14 @@ def test_incremental_equals_recompute(sequence: list[tuple[object, ...]]) -> Non
             assert isinstance(prices, dict)
             touched = set().union(*(m.accounts_depending_on(p) for p in prices))
             events = m.on_prices(prices)
+        elif op[0] == "level":
+            _, account, where, fraction = op
+            assert isinstance(account, str) and isinstance(where, str) and isinstance(fraction, Decimal)
+            target = level_target(account, where, fraction)
+            now = m.snapshot(account)
+            balance = now.used_margin * target / 100 - now.unrealised_pnl if now.used_margin else target
+            events = m.set_balance(account, balance)
+            touched = {account}
         else:
             _, account, balance = op
             assert isinstance(account, str) and isinstance(balance, Decimal)
@@ -382,6 +603,10 @@ def test_incremental_equals_recompute(sequence: list[tuple[object, ...]]) -> Non
         for a in ACCOUNTS:
             now = m.snapshot(a.account_id)
             assert _exact(now) == _exact(m.recompute(a.account_id))
+            group = PROPERTY_GROUPS[a.leverage_group]
+            level = m.recompute(a.account_id).margin_level
+            path[a.account_id] = expected_state(path[a.account_id], level, group)
+            assert now.state == path[a.account_id]
             if a.account_id not in touched:
                 assert now is before[a.account_id]
             # events are exactly the threshold crossings
@@ -393,4 +618,8 @@ def test_incremental_equals_recompute(sequence: list[tuple[object, ...]]) -> Non
                 expected.append("stop_out")
             if is_ == 0 < was:
                 expected.append("recovered")
-            assert [e.kind for e in events if e.account == a.account_id] == expected
+            mine = [e for e in events if e.account == a.account_id]
+            assert [e.kind for e in mine] == expected
+            thresholds = {"margin_call": group.margin_call_level, "stop_out": group.stop_out_level,
+                          "recovered": group.margin_call_level + group.recovery_band}
+            assert [e.at_threshold for e in mine] == [thresholds[e.kind] for e in mine]

@@ -93,3 +93,27 @@ def test_break_transitions() -> None:
                                       ("open", "delete", "ops", None)]:
         with pytest.raises(IllegalBreakTransition):
             transition(state, action, by, reason)
+
+
+def test_recovery_band_per_leverage_group(tmp_path: Path) -> None:
+    """The margin hysteresis: shipped 5 points, 5 when a group leaves it out,
+    a decimal string >= 0 otherwise."""
+    ref = load_reference(REF)
+    assert {g.name: g.recovery_band for g in ref.leverage_groups.values()} == \
+        {"retail": Decimal(5), "professional": Decimal(5)}
+    for name in ("counterparties.toml", "pairs.toml", "settlement.toml"):
+        (tmp_path / name).write_text((REF / name).read_text())
+    group = '[[leverage_group]]\nname = "vip"\nmargin_call_level = "120"\n'
+    account = '[[account]]\naccount_id = "A"\ncurrency = "USD"\nleverage_group = "vip"\n'
+    (tmp_path / "accounts.toml").write_text(group + account)
+    loaded = load_reference(tmp_path).leverage_groups
+    assert (loaded["vip"].margin_call_level, loaded["vip"].recovery_band) == (Decimal(120), Decimal(5))
+    assert loaded["retail"].recovery_band == Decimal(5)           # the implicit retail group
+    (tmp_path / "accounts.toml").write_text(group + 'recovery_band = "2.5"\n' + account)
+    assert load_reference(tmp_path).leverage_groups["vip"].recovery_band == Decimal("2.5")
+    (tmp_path / "accounts.toml").write_text(group + 'recovery_band = "0"\n' + account)
+    assert load_reference(tmp_path).leverage_groups["vip"].recovery_band == 0
+    for bad, match in (('"-1"', "recovery_band"), ('"NaN"', "recovery_band"), ("5.0", "as strings")):
+        (tmp_path / "accounts.toml").write_text(group + f"recovery_band = {bad}\n" + account)
+        with pytest.raises(ReferenceError, match=match):
+            load_reference(tmp_path)
