@@ -39,7 +39,8 @@ def test_a_killed_gateway_is_restarted_and_nothing_is_lost_or_doubled(tmp_path: 
     lp_port = free_port()
     cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}", lp_port, None)
     count = 3000
-    lp = simulator("lp", lp_port, count, tmp_path, rate=1000, linger=5)
+    # linger below the heartbeat interval (5 s): each heartbeat restarts the simulator's idle timer
+    lp = simulator("lp", lp_port, count, tmp_path, rate=1000, linger=3)
     engine = engine_factory(cfg)
     engine.wait_for(lambda s: s["executions"] >= 600)
     [first] = _gateway_pids(engine)
