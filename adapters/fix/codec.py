@@ -136,16 +136,15 @@ def fields_of(text: str) -> dict[int, str]:
     ``parse_text``.  Raw data fields (which may hold SOH) take the careful path."""
     if _DATA_LENGTH_RE.search(text) is not None:
         return parse_text(text).index()
-    out: dict[int, str] = {}
-    setdefault = out.setdefault
+    parts = text.split(SOH)
+    if not parts[-1]:
+        parts.pop()                    # the SOH that ends the last field
+    pairs = [part.split("=", 1) for part in parts]
+    pairs.reverse()                    # a repeated tag keeps its first value
     try:
-        for part in text.split(SOH):
-            tag, _, value = part.partition("=")
-            if tag:
-                setdefault(int(tag), value)
-    except ValueError:
-        raise GarbledMessage(f"tag is not a number in {text[:60]!r}") from None
-    return out
+        return {int(tag): value for tag, value in pairs}
+    except ValueError:                 # a tag that is not a number, a field without '='
+        raise GarbledMessage(f"not tag=value fields: {text[:60]!r}") from None
 
 
 def _parse_slow(text: str) -> list[tuple[int, str]]:

@@ -22,9 +22,11 @@ from adapters.fix.codec import (
     SendingTimeClock,
     checksum,
     encode,
+    fields_of,
     finish,
     format_utc_timestamp,
     parse_frame,
+    parse_text,
     parse_utc_timestamp,
 )
 
@@ -931,3 +933,22 @@ def test_millis_round_trip_parse_then_format() -> None:
         if clock.format(now) != text or format_utc_timestamp(now) != text:
             wrong.append(text)
     assert wrong == []
+
+
+_values = st.text(alphabet=st.characters(max_codepoint=0xFF, blacklist_characters="\x01"), max_size=12)
+
+
+@given(body=st.lists(st.tuples(st.integers(min_value=1, max_value=9999), _values), max_size=30))
+def test_fields_of_is_parse_text_s_index(body: list[tuple[int, str]]) -> None:
+    """The fast split the intake uses agrees with the full parser, repeated tags
+    included (the first value wins), for any tag=value body without data fields."""
+    body = [(t, v) for t, v in body if t not in DATA_LENGTH_TAGS and t not in (8, 9, 10, 35)]
+    text = finish("FIX.4.4", "35=8\x01" + "".join(f"{t}={v}\x01" for t, v in body)).decode("latin-1")
+    assert fields_of(text) == parse_text(text).index()
+
+
+def test_fields_of_refuses_what_is_not_tag_value() -> None:
+    with pytest.raises(GarbledMessage):
+        fields_of("8=FIX.4.4\x019=5\x0135=8\x01x=1\x0110=000\x01")
+    with pytest.raises(GarbledMessage):
+        fields_of("8=FIX.4.4\x019=5\x0135=8\x01novalue\x0110=000\x01")
