@@ -60,7 +60,9 @@ _SEQ = re.compile(rb"\x0134=(\d+)\x01")
 class CountingPeer(asyncio.Protocol):
     """Logs on with the session layer, then only frames and counts."""
 
-    def __init__(self, expect: int) -> None:
+    def __init__(self, expect: int, sender_pid: int | None = None) -> None:
+        self.sender_pid = sender_pid
+        self.cpu_first = self.cpu_last = 0.0     # the sender's CPU seconds at the first and last report
         self.session = Session(SessionConfig("FIX.4.4", "STP", "LP1", initiator=True,
                                              heartbeat_interval=30))
         self.framer = Framer()
@@ -97,9 +99,11 @@ class CountingPeer(asyncio.Protocol):
             if frame.find(b"\x0135=8\x01", 0, 30) > 0:
                 if not self.count:
                     self.first = time.perf_counter()
+                    self.cpu_first = _cpu_of(self.sender_pid)
                 self.count += 1
                 if self.count >= self.expect:
                     self.last = time.perf_counter()
+                    self.cpu_last = _cpu_of(self.sender_pid)
                     if not self.done.done():
                         self.done.set_result(None)
 
@@ -108,11 +112,20 @@ class CountingPeer(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def lean_run(port: int, count: int) -> dict[str, float | int]:
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) of a live process."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def lean_run(port: int, count: int, sender_pid: int | None = None) -> dict[str, float | int]:
     loop = asyncio.get_running_loop()
     for _ in range(100):
         try:
-            _, peer = await loop.create_connection(lambda: CountingPeer(count), "127.0.0.1", port)
+            _, peer = await loop.create_connection(lambda: CountingPeer(count, sender_pid), "127.0.0.1",
+                                                   port)
             break
         except OSError:
             await asyncio.sleep(0.1)
@@ -122,8 +135,13 @@ async def lean_run(port: int, count: int) -> dict[str, float | int]:
     assert peer.transport is not None
     peer.transport.close()
     elapsed = peer.last - peer.first if peer.last else float("nan")
-    return {"received": peer.count, "gaps": peer.gaps, "garbled": peer.garbled,
-            "elapsed_s": round(elapsed, 3), "rate_per_s": round(peer.count / elapsed, 1)}
+    out: dict[str, float | int] = {"received": peer.count, "gaps": peer.gaps, "garbled": peer.garbled,
+                                   "elapsed_s": round(elapsed, 3),
+                                   "rate_per_s": round(peer.count / elapsed, 1)}
+    if sender_pid is not None and peer.count > 1:
+        # the simulator's CPU while it streamed (its start-up and linger left out)
+        out["sender_cpu_us_per_er"] = round((peer.cpu_last - peer.cpu_first) / (peer.count - 1) * 1e6, 1)
+    return out
 
 
 def start_lp(port: int, count: int, state: str) -> subprocess.Popen[str]:
@@ -155,7 +173,7 @@ def main() -> int:
         port = free_port()
         lp = start_lp(port, args.count, state)
         try:
-            result["lean_peer"] = asyncio.run(lean_run(port, args.count))
+            result["lean_peer"] = asyncio.run(lean_run(port, args.count, lp.pid))
         finally:
             out, _ = lp.communicate(timeout=60)
         lp_summary = json.loads(out.strip().splitlines()[-1])
