@@ -188,7 +188,10 @@ class _Protocol(asyncio.SubprocessProtocol):
     def __init__(self, gateway: FixGateway) -> None:
         self.gateway = gateway
         self.reader = FrameReader()
-        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        # the process has exited and everything it wrote has been read
+        self.finished: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.SubprocessTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -207,6 +210,10 @@ class _Protocol(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         if not self.exited.done() and self.transport is not None:
             self.exited.set_result(self.transport.get_returncode() or 0)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
 
 
 class FixGateway:
@@ -251,14 +258,14 @@ class FixGateway:
     def pid(self) -> int | None:
         return self._transport.get_pid() if self._transport is not None else None
 
-    async def start(self, attempts: int = 5) -> dict[str, Any]:
+    async def start(self, attempts: int = 5, ready_timeout: float = 60.0) -> dict[str, Any]:
         """Start the gateway and wait until its sessions exist (the acceptor
         listens); tried a few times (a gateway of a killed engine may still
         hold the acceptor's port for a moment)."""
         delay = 0.5
         for attempt in range(1, attempts + 1):
             try:
-                ready = await self._start_once()
+                ready = await self._start_once(ready_timeout)
             except GatewayExited as exc:
                 if attempt == attempts:
                     raise
@@ -270,7 +277,7 @@ class FixGateway:
             return ready
         raise AssertionError("unreachable")
 
-    async def _start_once(self) -> dict[str, Any]:
+    async def _start_once(self, ready_timeout: float = 60.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         self._stopped.clear()
@@ -283,9 +290,13 @@ class FixGateway:
         resume = self.resume()
         self._write(event_frame("start", resume={k: v for k, v in resume.items() if k in self.sessions}))
         waiting = asyncio.ensure_future(asyncio.shield(self._ready))
-        done, _ = await asyncio.wait({waiting, protocol.exited}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({waiting, protocol.exited}, timeout=ready_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
         if waiting not in done:
             waiting.cancel()
+            if not protocol.exited.done():
+                transport.kill()
+                raise GatewayExited(f"the gateway did not create its sessions within {ready_timeout} s")
             raise GatewayExited(f"the gateway exited with status {protocol.exited.result()} before its "
                                 "sessions were created")
         ready: dict[str, Any] = waiting.result()
@@ -300,9 +311,12 @@ class FixGateway:
         """A gateway that dies is started again once the intake has committed
         what it delivered, resuming after the committed sequence numbers."""
         while True:
-            assert self._protocol is not None
-            # shielded: cancelling the watcher must not cancel the future stop() waits on
-            code = await asyncio.shield(self._protocol.exited)
+            protocol = self._protocol
+            assert protocol is not None
+            # shielded: cancelling the watcher must not cancel the futures stop() waits on;
+            # finished: what the gateway wrote before it died has been read too
+            await asyncio.shield(protocol.finished)
+            code = protocol.exited.result() if protocol.exited.done() else None
             if self._stopping:
                 return
             self.restarts += 1
