@@ -14,6 +14,7 @@ same report hashes the same and any change of content does not.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -175,30 +176,45 @@ def _required(fields: Mapping[int, str], tag: int, name: str) -> str:
 _FIX_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
+@functools.lru_cache(maxsize=16_384)
+def _parse_decimal(text: str) -> Decimal | None:
+    """The Decimal of a FIX number, None if the text is not one.  Cached
+    (bounded): quantities and prices repeat, and a Decimal is immutable."""
+    return Decimal(text) if _FIX_DECIMAL.fullmatch(text) is not None else None
+
+
 def _decimal(fields: Mapping[int, str], tag: int, name: str, required: bool = True) -> Decimal | None:
     text = fields.get(tag)
     if text is None or text == "":
         if required:
             raise _Invalid(DK_OTHER, f"{name} ({tag}) missing")
         return None
-    if _FIX_DECIMAL.fullmatch(text) is None:
+    value = _parse_decimal(text)
+    if value is None:
         raise _Invalid(DK_OTHER, f"{name} ({tag}) is not a number: {text!r}")
-    return Decimal(text)
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_date(text: str) -> date | None:
+    """A FIX LocalMktDate (YYYYMMDD), None if the text is not one.  Cached
+    (bounded): a day's reports share a handful of trade and value dates."""
+    if len(text) != 8 or not (text.isascii() and text.isdigit()):
+        return None
+    try:
+        return date(int(text[0:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return None
 
 
 def _date(fields: Mapping[int, str], tag: int, name: str) -> date | None:
     text = fields.get(tag)
     if not text:
         return None
-    try:
-        return date(int(text[0:4]), int(text[4:6]), int(text[6:8])) if len(text) == 8 \
-            and text.isdigit() else _bad_date(name, tag, text)
-    except ValueError:
-        return _bad_date(name, tag, text)
-
-
-def _bad_date(name: str, tag: int, text: str) -> date:
-    raise _Invalid(DK_OTHER, f"{name} ({tag}) is not a date: {text!r}")
+    value = _parse_date(text)
+    if value is None:
+        raise _Invalid(DK_OTHER, f"{name} ({tag}) is not a date: {text!r}")
+    return value
 
 
 def _timestamp(fields: Mapping[int, str], tag: int) -> datetime | None:
