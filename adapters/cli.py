@@ -88,9 +88,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the engine until SIGINT/SIGTERM")
     run.add_argument("--config", default=None, help="TOML file (default: config/engine.toml)")
-    pt = sub.add_parser("posttrade", help="the post-trade process (the engine starts it itself; it "
-                        "runs until its stdin closes)")
+    pt = sub.add_parser("posttrade", help="the post-trade process (the engine starts it itself and it "
+                        "runs until its stdin closes; with --standalone, for [engine] posttrade = "
+                        "\"external\", until SIGINT/SIGTERM)")
     pt.add_argument("--config", default=None)
+    pt.add_argument("--standalone", action="store_true",
+                    help="run on its own: poll the database for what the intake committed")
     gw = sub.add_parser("gateway", help="the FIX gateway process: quickfix's sessions (the engine starts "
                         "it itself and talks to it over its stdin and stdout)")
     gw.add_argument("--config", default=None)
@@ -228,7 +231,7 @@ def _engine_command(args: argparse.Namespace) -> int:
     if args.command == "posttrade":
         from adapters.posttrade_process import run_posttrade
 
-        asyncio.run(run_posttrade(cfg))
+        asyncio.run(run_posttrade(cfg, standalone=args.standalone))
         return 0
     if args.command == "gateway":
         from adapters.fix_gateway import run_gateway

@@ -25,6 +25,11 @@ class ConfigError(ValueError):
     pass
 
 
+# [engine] posttrade: in a child process of the engine's, in the engine's event
+# loop, or in a process run separately (`run_engine.py posttrade --standalone`)
+POSTTRADE_MODES = ("process", "inline", "external")
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSpec:
     """One FIX session the engine runs with quickfix."""
@@ -71,8 +76,9 @@ class EngineConfig:
     match_price_tolerance: str = "0.00001"
     match_qty_tolerance: str = "0"
     escalate_before_minutes: float = 60.0  # [breaks]: re-publish unresolved breaks this near their cut-off
-    posttrade_mode: str = "process"     # [engine] posttrade: "process" (its own) or "inline"
+    posttrade_mode: str = "process"     # [engine] posttrade: "process" (its own), "inline" or "external"
     posttrade_batch: int = 500          # [engine] posttrade_batch: fills per post-trade transaction
+    posttrade_poll_ms: int = 200        # [engine] posttrade_poll_ms: a standalone post-trade's database poll
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -177,8 +183,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         raise ConfigError("[mqtt] embedded must be \"auto\", true or false")
     batch_max = _positive_int(engine, "batch_max", 2000)
     posttrade_mode = env.get("STP_POSTTRADE") or engine.get("posttrade", "process")
-    if posttrade_mode not in ("process", "inline"):
-        raise ConfigError('[engine] posttrade must be "process" or "inline"')
+    if posttrade_mode not in POSTTRADE_MODES:
+        raise ConfigError('[engine] posttrade must be "process", "inline" or "external"')
     queue_max = _positive_int(engine, "queue_max", 200_000)
     for spec in lps + platforms:
         if len(spec.name) > 64:
@@ -196,6 +202,7 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         log_format=logging_.get("format", "json"),
         batch_max=batch_max, queue_max=queue_max, posttrade_mode=posttrade_mode,
         posttrade_batch=_positive_int(engine, "posttrade_batch", 500),
+        posttrade_poll_ms=_positive_int(engine, "posttrade_poll_ms", 200),
         lps=lps, platforms=platforms,
         reference_dir=(_resolve(base, engine["reference_dir"]) if "reference_dir" in engine
                        else PROJECT_ROOT / "config" / "reference"),

@@ -109,6 +109,9 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         child = PostTradeProcess(cfg, log_level)
         await child.start()
         intake.after_commit = child.notify
+    elif cfg.posttrade_mode == "external":
+        log.info("posttrade_external", note="post-trade is not started here: run "
+                 "`run_engine.py posttrade --standalone` with this configuration")
     else:
         parts = await build_posttrade(cfg, db, reference)
         posttrade = parts.posttrade

@@ -23,6 +23,11 @@ The child stops when its stdin closes (the engine stopping, or dying): it
 processes what is committed, lets the relay publish, and exits.  It ignores
 SIGINT (Ctrl-C reaches the whole process group; the engine decides) and
 treats SIGTERM as a stop.
+
+With ``[engine] posttrade = "external"`` the engine starts no post-trade:
+``run_engine.py posttrade --standalone`` runs separately (on another host,
+against PostgreSQL), reads what is new every ``posttrade_poll_ms`` instead
+of being poked, and stops on SIGINT or SIGTERM.  The lock is the same.
 """
 
 from __future__ import annotations
@@ -110,8 +115,9 @@ class PostTradeProcess:
         return code
 
 
-async def run_posttrade(cfg: EngineConfig) -> dict[str, Any]:
-    """The child: post-trade, outbox relay and command listener until stdin closes."""
+async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str, Any]:
+    """The child: post-trade, outbox relay and command listener until stdin
+    closes; standalone: polling the database, until SIGINT or SIGTERM."""
     from adapters.db.repository import Database
     from adapters.engine import build_posttrade, close_posttrade
     from adapters.reference import load_reference
@@ -120,13 +126,15 @@ async def run_posttrade(cfg: EngineConfig) -> dict[str, Any]:
     stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, lambda: None)
+        loop.add_signal_handler(signal.SIGINT, stop.set if standalone else lambda: None)
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    if not standalone:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     reference = load_reference(cfg.reference_dir)
     db = Database(cfg.database_url)
     summary: dict[str, Any] = {}
     try:
+        await db.migrate()        # a standalone post-trade may start before any engine
         waited = time.monotonic()
         async with db.exclusive("posttrade"):
             if time.monotonic() - waited > 1.0:
@@ -148,8 +156,14 @@ async def run_posttrade(cfg: EngineConfig) -> dict[str, Any]:
                     posttrade.poke()
                     posttrade.committed.set()     # intake breaks for the relay
 
-            reading = asyncio.create_task(pokes(), name="posttrade-pokes")
-            log.info("posttrade_process_ready", cursor=posttrade.cursor)
+            async def polls() -> None:
+                while True:
+                    await asyncio.sleep(cfg.posttrade_poll_ms / 1000)
+                    posttrade.poke()
+                    posttrade.committed.set()
+
+            reading = asyncio.create_task(polls() if standalone else pokes(), name="posttrade-pokes")
+            log.info("posttrade_process_ready", cursor=posttrade.cursor, standalone=standalone)
             try:
                 await stop.wait()
             finally:

@@ -382,11 +382,12 @@ def test_crash_test_short(database: str) -> None:
     assert report["kills"] == 4 and report["missing"] == 0 and report["rows"] == report["expected_executions"]
 
 
-@pytest.mark.parametrize("posttrade", ["process", "inline"])
+@pytest.mark.parametrize("posttrade", ["process", "inline", "external"])
 def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_factory: Any,
                                                       posttrade: str) -> None:
     """Simulators -> engine -> database; `report` output against figures computed
-    here, with post-trade in its own process (the default) and in the engine's."""
+    here, with post-trade in its own process (the default), in the engine's,
+    and in a standalone process the engine does not start."""
     from tests.integration.test_posttrade import expected_nets, expected_positions
 
     start = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)      # no cut-off passes during the test
@@ -400,6 +401,10 @@ def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_fac
                            "lp", "--port", str(lp_port), "--state-dir", str(tmp_path / "sl"), *common,
                            "--quotes-every", "20"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     engine = engine_factory(cfg)
+    standalone = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "posttrade", "--standalone",
+                                   "--config", str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=(tmp_path / "posttrade.log").open("wb")) \
+        if posttrade == "external" else None
     platform = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "error",
                                  "simulate", "platform", "--port", str(pf_port), "--state-dir",
                                  str(tmp_path / "sp"), *common], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -431,6 +436,15 @@ def test_end_to_end_reports_match_independent_figures(tmp_path: Path, engine_fac
     assert status["executions"] == 1600 and status["conflicts"] == 0
     engine.stop()
     assert [e["posttrade"] for e in engine.events() if e.get("event") == "engine_started"] == [posttrade]
+    child_ran = any(e.get("event") == "posttrade_process_ready" for e in engine.events())
+    assert child_ran == (posttrade == "process")
+    if standalone is not None:
+        standalone.send_signal(signal.SIGTERM)
+        assert standalone.wait(timeout=60) == 0
+        events = [json.loads(line) for line in (tmp_path / "posttrade.log").read_text().splitlines()
+                  if line.startswith("{")]
+        stopped = [e for e in events if e.get("event") == "posttrade_process_stopped"]
+        assert stopped and stopped[0]["posttrade_processed"] == 1600
     from adapters.db.repository import Database
 
     async def breaks() -> list[Any]:
