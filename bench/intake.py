@@ -14,7 +14,13 @@ Three figures from one run on this machine:
    receipt-to-commit latency (p50/p99 of every message, measured after the
    commit returned).
 
+``--posttrade external`` measures the intake alone: the engine starts no
+post-trade (``[engine] posttrade = "external"``) and none runs meanwhile, as
+when post-trade has a host of its own; the default runs it beside the intake
+in the engine's child process, on the same cores.
+
     python bench/intake.py --count 100000 --rate 10000
+    python bench/intake.py --count 100000 --rate 10000 --posttrade external
     python bench/intake.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
 """
 
@@ -115,7 +121,8 @@ async def journal_span(db_url: str) -> tuple[int, float]:
     return int(row[0]), (row[2] - row[1]) / 1e6
 
 
-def run_once(count: int, rate: float | None, db_url: str | None, tmp: Path) -> dict[str, object]:
+def run_once(count: int, rate: float | None, db_url: str | None, tmp: Path,
+             posttrade: str = "process") -> dict[str, object]:
     tmp.mkdir(parents=True, exist_ok=True)
     url = db_url or f"sqlite+aiosqlite:///{tmp / 'stp.db'}"
     if db_url:
@@ -123,6 +130,7 @@ def run_once(count: int, rate: float | None, db_url: str | None, tmp: Path) -> d
     lp_port = free_port()
     cfg = tmp / "engine.toml"
     write_config(cfg, url, lp_port, free_port())
+    cfg.write_text(cfg.read_text().replace("[engine]\n", f'[engine]\nposttrade = "{posttrade}"\n', 1))
     log_path = tmp / "engine.log"       # a file: a pipe nobody reads would block the engine's logging
     engine = subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "--log-level", "info", "run",
                                "--config", str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -160,14 +168,18 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=100_000)
     ap.add_argument("--rate", type=float, default=10_000)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument("--posttrade", choices=["process", "external"], default="process",
+                    help="external: no post-trade runs (the intake alone)")
     args = ap.parse_args()
     result: dict[str, object] = {"count": args.count, "cpu_count": os.cpu_count(),
+                                 "posttrade": args.posttrade,
                                  "database": "postgresql" if args.database_url else "sqlite",
                                  "raw_parse_per_s": round(raw_parse_rate(), 1)}
     with tempfile.TemporaryDirectory() as tmp:
-        result["max"] = run_once(args.count, None, args.database_url, Path(tmp) / "max")
+        result["max"] = run_once(args.count, None, args.database_url, Path(tmp) / "max", args.posttrade)
     with tempfile.TemporaryDirectory() as tmp:
-        result["offered"] = run_once(args.count, args.rate, args.database_url, Path(tmp) / "offered")
+        result["offered"] = run_once(args.count, args.rate, args.database_url, Path(tmp) / "offered",
+                                     args.posttrade)
     print(json.dumps(result, indent=2))
     return 0
 
