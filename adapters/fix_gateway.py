@@ -236,6 +236,11 @@ class FixGateway:
         self.logged_on: set[str] = set()
         self.restarts = 0
         self.send_failures = 0
+        # messages to send that found no gateway (it was being restarted): sent
+        # by the next one, in order (their reports are committed: nothing
+        # would make the counterparty ask again)
+        self._unsent: list[bytes] = []
+        self.max_unsent = 10_000
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _Protocol | None = None
         self._ready: asyncio.Future[dict[str, Any]] | None = None
@@ -305,6 +310,11 @@ class FixGateway:
             raise RuntimeError(f"the gateway runs sessions {ready.get('sessions')}, the engine expects "
                                f"{list(self.sessions)}")
         log.info("fix_gateway_started", pid=transport.get_pid(), resume=resume)
+        unsent, self._unsent = self._unsent, []
+        for frame in unsent:
+            self._write(frame)
+        if unsent:
+            log.info("fix_gateway_sent_held", messages=len(unsent))
         return ready
 
     async def _watch_exit(self) -> None:
@@ -400,8 +410,16 @@ class FixGateway:
         it; a failure there is logged by the gateway and counted here)."""
         if session not in self.sessions:
             return False
-        return self._write(event_frame("send", session=session, msg_type=msg_type,
-                                       body=[[tag, value] for tag, value in body]))
+        frame = event_frame("send", session=session, msg_type=msg_type,
+                            body=[[tag, value] for tag, value in body])
+        if self._write(frame):
+            return True
+        if self._stopping or len(self._unsent) >= self.max_unsent:
+            log.error("fix_gateway_send_dropped", session=session, msg_type=msg_type,
+                      reason="stopping" if self._stopping else "too many held")
+            return False
+        self._unsent.append(frame)       # the gateway is being restarted
+        return True
 
     async def stop(self, timeout: float = 15.0) -> int | None:
         """Log every session out and wait for the gateway to exit."""

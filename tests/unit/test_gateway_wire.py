@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,27 @@ async def test_the_queue_pauses_the_pipe_when_full_and_resumes_at_half() -> None
     queue.put(item)                      # after the engine closed the hand-off: not taken
     assert len(queue) == 5
     await asyncio.sleep(0)
+
+
+async def test_sends_without_a_gateway_are_held_for_the_next_one() -> None:
+    """A DontKnowTrade decided while the gateway is being restarted is held
+    (its report is committed: the LP would never ask again), within a bound;
+    once stopping, nothing is held."""
+    from adapters.config import EngineConfig, SessionSpec
+    from adapters.fix_gateway import FixGateway
+
+    cfg = EngineConfig(path=None, database_url="sqlite://", state_dir=Path("/tmp"),
+                       lps=(SessionSpec("lp", "LP1", 1, "STP", "LP1"),))
+    gateway = FixGateway(cfg, InboundQueue(), resume=dict)
+    gateway.max_unsent = 2
+    fields = {17: "E-1", 55: "EUR/USD", 37: "O-1"}
+    assert gateway.send_dont_know("LP1", fields, "A", "unknown symbol")
+    assert gateway.send_business_reject("LP1", {34: "9", 35: "W"}, "2", "unknown pair")
+    assert not gateway.send_dont_know("LP1", fields, "A", "unknown symbol")      # over the bound
+    assert not gateway.send_dont_know("NOBODY", fields, "A", "no such session")
+    held = [decode_event(p) for f in gateway._unsent for _, p in FrameReader().feed(f)]
+    assert [(h["session"], h["msg_type"]) for h in held] == [("LP1", "Q"), ("LP1", "j")]
+    assert [127, "A"] in held[0]["body"] and [17, "E-1"] in held[0]["body"]
+    await gateway.stop()
+    gateway.max_unsent = 10
+    assert not gateway.send_dont_know("LP1", fields, "A", "unknown symbol")      # stopping
