@@ -4,7 +4,9 @@
 The LP simulator and the engine run as separate processes. The simulator
 streams ``--count`` fills at ``--rate`` per second; the engine is SIGKILLed
 at random moments (``--kills`` times, 0.3 to ``--max-interval`` seconds apart)
-and restarted each time. At the end the engine runs until the simulator has
+and restarted each time.  With ``--target gateway`` the engine's FIX gateway
+process is killed instead (the engine restarts it itself), with ``both``
+either, at random. At the end the engine runs until the simulator has
 nothing more to send, and the database must hold every ExecID of the
 scenario exactly once (compared against the scenario computed here, from the
 same seed), and the post-trade pipeline must have processed every committed
@@ -12,6 +14,7 @@ fill once: its cursor at the last fill, no fill with two trade bookings, no
 booking reversed twice, every currency's postings summing to zero.
 
     python bench/crash_test.py --count 12000 --rate 1500 --kills 12
+    python bench/crash_test.py --count 12000 --rate 1500 --kills 12 --target both
     python bench/crash_test.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
 Prints one JSON object; exits 0 when the check holds.
@@ -78,6 +81,21 @@ def engine(cfg: Path) -> subprocess.Popen[bytes]:
     with (cfg.parent / "engine.log").open("ab") as log:
         return subprocess.Popen([sys.executable, str(ROOT / "run_engine.py"), "run", "--config", str(cfg)],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def gateway_of(engine_pid: int) -> int | None:
+    """The pid of an engine's FIX gateway process (None while it has none)."""
+    try:
+        children = Path(f"/proc/{engine_pid}/task/{engine_pid}/children").read_text().split()
+    except OSError:
+        return None
+    for child in children:
+        try:
+            if b"gateway" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                return int(child)
+        except OSError:
+            continue
+    return None
 
 
 def status(cfg: Path, attempts: int = 3) -> dict[str, object]:
@@ -156,6 +174,8 @@ def main() -> int:
     ap.add_argument("--faults", default="", help="LP simulator faults, e.g. duplicate=0.01,seq_gap=0.005")
     ap.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--target", choices=["engine", "gateway", "both"], default="engine",
+                    help="what each kill hits: the engine, its FIX gateway process, or either")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -173,15 +193,26 @@ def main() -> int:
              "--state-dir", str(tmp / "sim"), "--reset", "--linger", "-1", "--no-progress"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
-        kills = 0
+        kills = gateway_kills = 0
         try:
             proc = engine(cfg)
             for _ in range(args.kills):
                 time.sleep(rng.uniform(0.3, args.max_interval))
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+                target = args.target if args.target != "both" else rng.choice(["engine", "gateway"])
+                gateway = None
+                waited = time.monotonic()
+                while target == "gateway" and gateway is None and time.monotonic() - waited < 10:
+                    gateway = gateway_of(proc.pid)       # a just restarted engine starts it soon
+                    if gateway is None:
+                        time.sleep(0.05)
+                if gateway is not None:
+                    os.kill(gateway, signal.SIGKILL)      # the engine starts another
+                    gateway_kills += 1
+                else:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    proc = engine(cfg)
                 kills += 1
-                proc = engine(cfg)
             expected = {ev.lp.exec_id for ev in Scenario(seed=args.seed, count=args.count, start=START,
                                                           faults=FaultRates.parse(args.faults)).events()
                         if ev.lp is not None}
@@ -216,7 +247,7 @@ def main() -> int:
         final = status(cfg)
         lp_summary = json.loads(lp_out.decode().strip().splitlines()[-1]) if lp_out.strip() else {}
         result = {
-            "count": args.count, "rate": args.rate, "kills": kills,
+            "count": args.count, "rate": args.rate, "kills": kills, "gateway_kills": gateway_kills,
             "elapsed_s": round(time.monotonic() - t0, 1),
             "database": "postgresql" if args.database_url else "sqlite",
             "expected_executions": len(expected), "executions": final["executions"],

@@ -366,13 +366,16 @@ def test_clean_restart_resumes_without_loss_or_double(tmp_path: Path, engine_fac
     engine.stop()
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_crash_test_short(database: str) -> None:
-    """bench/crash_test.py with a few SIGKILLs (the long run is in the README)."""
+@pytest.mark.parametrize(("database", "target"), [("sqlite", "engine"), ("postgresql", "engine"),
+                                                  ("sqlite", "both")])
+def test_crash_test_short(database: str, target: str) -> None:
+    """bench/crash_test.py with a few SIGKILLs of the engine, or of the engine
+    or its FIX gateway at random (the long runs are in the README)."""
     if database == "postgresql" and not pg_available():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     cmd = [sys.executable, str(ROOT / "bench" / "crash_test.py"), "--count", "2500", "--rate", "1000",
-           "--kills", "4", "--max-interval", "1.2", "--faults", "duplicate=0.01,seq_gap=0.005"]
+           "--kills", "4", "--max-interval", "1.2", "--faults", "duplicate=0.01,seq_gap=0.005",
+           "--target", target, "--seed", "4242" if target == "engine" else "4243"]
     if database == "postgresql":
         cmd += ["--database-url", PG_URL]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
@@ -380,6 +383,7 @@ def test_crash_test_short(database: str) -> None:
     report = json.loads(result.stdout)
     assert report["ok"], report
     assert report["kills"] == 4 and report["missing"] == 0 and report["rows"] == report["expected_executions"]
+    assert (report["gateway_kills"] > 0) == (target == "both")
 
 
 @pytest.mark.parametrize("posttrade", ["process", "inline", "external"])
