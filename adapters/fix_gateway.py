@@ -17,7 +17,7 @@ The engine starts ``run_engine.py gateway --config FILE`` as its child.
   BusinessMessageReject), ``stop`` (log every session out and exit).
 - gateway -> engine (the child's stdout): every application message as
   quickfix received it (raw text, session, receive time, kind), and events:
-  ``ready``, ``logon``, ``logout``, ``send_failed``, ``stopped``.
+  ``ready`` (the sessions exist; the acceptor listens) and ``send_failed``.
 
 Exactly once does not depend on the pipe: the engine commits a message's
 fill and the session's sequence number in one transaction, and a gateway
@@ -233,7 +233,6 @@ class FixGateway:
         self.drained = drained or (lambda: not len(queue))
         self.log_level = log_level
         self.sessions: tuple[str, ...] = tuple(s.name for s in cfg.sessions)
-        self.logged_on: set[str] = set()
         self.restarts = 0
         self.send_failures = 0
         # messages to send that found no gateway (it was being restarted): sent
@@ -244,7 +243,6 @@ class FixGateway:
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _Protocol | None = None
         self._ready: asyncio.Future[dict[str, Any]] | None = None
-        self._stopped: asyncio.Event = asyncio.Event()
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
         queue.on_full = self._pause
@@ -285,8 +283,6 @@ class FixGateway:
     async def _start_once(self, ready_timeout: float = 60.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        self._stopped.clear()
-        self.logged_on.clear()
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(self), *self.command(), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=None,
@@ -330,7 +326,6 @@ class FixGateway:
             if self._stopping:
                 return
             self.restarts += 1
-            self.logged_on.clear()
             log.error("fix_gateway_died", returncode=code, restarts=self.restarts)
             while not self.drained() and not self._stopping:
                 await asyncio.sleep(0.05)
@@ -339,7 +334,7 @@ class FixGateway:
                 try:
                     await self._start_once()
                     break
-                except (GatewayExited, OSError) as exc:
+                except Exception as exc:
                     log.error("fix_gateway_restart_failed", error=str(exc)[:300], retry_in_s=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
@@ -362,14 +357,8 @@ class FixGateway:
         if name == "ready":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(event)
-        elif name == "logon":
-            self.logged_on.add(event["session"])
-        elif name == "logout":
-            self.logged_on.discard(event["session"])
         elif name == "send_failed":
             self.send_failures += 1
-        elif name == "stopped":
-            self._stopped.set()
 
     def _write(self, frame: bytes) -> bool:
         transport = self._transport
@@ -570,7 +559,6 @@ def run_gateway(cfg: EngineConfig) -> int:
                 outbox.put(event_frame("send_failed", session=command["session"]))
         elif name == "stop":
             sessions.stop()
-            outbox.put(event_frame("stopped"))
             outbox.flush()
             return _exit(0)
         else:

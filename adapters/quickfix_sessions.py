@@ -26,7 +26,7 @@ import structlog
 
 from adapters.config import EngineConfig, SessionSpec
 from adapters.fix.dictionary import standard_dictionary_dir
-from adapters.fix_gateway import event_frame, message_frame
+from adapters.fix_gateway import message_frame
 
 log = structlog.get_logger("engine.fix")
 
@@ -166,7 +166,6 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 if spec is not None:
                     app.logged_on.add(spec.name)
                     log.info("fix_logon", session=spec.name)
-                    put(event_frame("logon", session=spec.name))
             except Exception:
                 log.exception("fix_callback_error", callback="onLogon")
 
@@ -176,7 +175,6 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 if spec is not None and spec.name in app.logged_on:
                     app.logged_on.discard(spec.name)
                     log.info("fix_logout", session=spec.name)
-                    put(event_frame("logout", session=spec.name))
             except Exception:
                 log.exception("fix_callback_error", callback="onLogout")
 
