@@ -11,6 +11,7 @@ every booking costs the same however long the history.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite, text
@@ -31,13 +32,23 @@ class BookStage:
         self.next_posting_id = next_posting_id
         self._batch_trades: dict[tuple[str, str], Booking] = {}   # fill key -> this batch's trade
         self._batch_reversed: set[str] = set()
+        # fill key -> its active trade booking in the database (read once per batch)
+        self._stored: dict[tuple[str, str], Booking] = {}
+
+    async def begin_batch(self, fills: Iterable[Fill]) -> None:
+        """Read at once the active bookings the batch's cancels and corrections
+        refer to (the database does not change until the batch commits)."""
+        keys = {(f.session, f.exec_ref_id) for f in fills
+                if f.kind is not ExecKind.TRADE and f.exec_ref_id}
+        self._stored = await self.store.active_trade_bookings(keys) if keys else {}
 
     def end_batch(self) -> None:
         self._batch_trades.clear()
         self._batch_reversed.clear()
+        self._stored = {}
 
-    async def book(self, fill_id: int, fill: Fill, w: PostTradeWrite,
-                   now_us: int) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
+    def book(self, fill_id: int, fill: Fill, w: PostTradeWrite,
+             now_us: int) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
         original: Booking | None = None
         if fill.kind is not ExecKind.TRADE and fill.exec_ref_id:
             key = (fill.session, fill.exec_ref_id)
@@ -45,7 +56,7 @@ class BookStage:
             if original is not None and original.booking_id in self._batch_reversed:
                 original = None
             elif original is None:
-                original = await self.store.active_trade_booking(*key)
+                original = self._stored.get(key)
                 if original is not None and original.booking_id in self._batch_reversed:
                     original = None
         result = book_fill(fill, original, self.accounts)

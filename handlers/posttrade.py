@@ -267,6 +267,7 @@ class PostTrade:
         positions: dict[tuple[str, str], Position] = {}
         net_changes: dict[NetKey, NetChange] = {}
         try:
+            await self.book.begin_batch(f for _, f in fills)
             waiting = self.intake_waiting
             for n, (fill_id, fill) in enumerate(fills, 1):
                 if waiting is not None and not n % self.yield_every and waiting():
@@ -282,7 +283,7 @@ class PostTrade:
                 breaks += found
                 if not bookable:
                     continue
-                bookings, booking_breaks = await self.book.book(fill_id, fill, w, stamp)
+                bookings, booking_breaks = self.book.book(fill_id, fill, w, stamp)
                 breaks += booking_breaks
                 for booking in bookings:
                     position = self.positions.apply(booking, w, stamp)

@@ -10,6 +10,7 @@ Amounts are exact decimal text.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -71,6 +72,12 @@ _BREAK_STATE = ("UPDATE breaks SET state = ?, acknowledged_by = COALESCE(?, ackn
 _ACTIVE_TRADES = ("SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
                   "b.quote_amount, b.price, b.value_date FROM bookings b WHERE b.kind = 'trade' "
                   "AND NOT EXISTS (SELECT 1 FROM bookings r WHERE r.reverses = b.booking_id) ")
+# the same with the postings of each (one row per posting, in posting id order)
+_ACTIVE_TRADES_WITH_POSTINGS = (
+    "SELECT b.booking_id, b.fill_session, b.fill_exec_id, b.account, b.counterparty, b.pair, b.side, "
+    "b.base_amount, b.quote_amount, b.price, b.value_date, p.ledger, p.party, p.amount, p.value_date "
+    "FROM bookings b LEFT JOIN postings p ON p.booking_id = b.booking_id WHERE b.kind = 'trade' "
+    "AND NOT EXISTS (SELECT 1 FROM bookings r WHERE r.reverses = b.booking_id) ")
 # the order a batch is written in
 _TABLES = tuple(_UPSERTS)
 
@@ -178,6 +185,39 @@ class PostTradeStore:
             "settl_date, transact_us, received_us, spot_rate, forward_points, content_hash "
             "FROM fills WHERE id > ? ORDER BY id LIMIT ?", (fill_id, limit))
         return [(int(r[0]), fill_from_row(r[1:])) for r in rows]
+
+    async def active_trade_bookings(self, keys: Iterable[tuple[str, str]]
+                                    ) -> dict[tuple[str, str], Booking]:
+        """``active_trade_booking`` of many fill keys (session, exec_id) at once:
+        one query per session and 500 keys (a batch's cancels and corrections)."""
+        by_session: dict[str, list[str]] = {}
+        for session, exec_id in keys:
+            by_session.setdefault(session, []).append(exec_id)
+        heads: dict[str, tuple[Any, ...]] = {}
+        postings: dict[str, list[Posting]] = {}
+        for session, exec_ids in by_session.items():
+            for i in range(0, len(exec_ids), 500):
+                chunk = exec_ids[i:i + 500]
+                rows = await self.fetch(
+                    _ACTIVE_TRADES_WITH_POSTINGS + "AND b.fill_session = ? AND b.fill_exec_id IN ("
+                    + ", ".join("?" * len(chunk)) + ") ORDER BY p.id", (session, *chunk))
+                for r in rows:
+                    booking_id = r[0]
+                    if booking_id not in heads:
+                        heads[booking_id] = r[:11]
+                        postings[booking_id] = []
+                    if r[11] is not None:
+                        postings[booking_id].append(Posting(r[11], r[12], Decimal(r[13]), _date(r[14])))
+        out: dict[tuple[str, str], Booking] = {}
+        for booking_id, r in heads.items():
+            key = (r[1], r[2])
+            if key in out:
+                continue
+            out[key] = Booking(
+                booking_id=booking_id, kind=BookingKind.TRADE, fill_key=key, reverses=None,
+                account=r[3], counterparty=r[4], pair=r[5], postings=tuple(postings[booking_id]),
+                trade=_trade(r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]))
+        return out
 
     async def active_trade_booking(self, session: str, exec_id: str) -> Booking | None:
         rows = await self.fetch(_ACTIVE_TRADES + "AND b.fill_session = ? AND b.fill_exec_id = ?",
