@@ -84,23 +84,47 @@ class BookStage:
 
 
 class PositionKeeper:
+    """Positions per (account, pair) and per value date, moved booking by
+    booking; a batch's rows (the final state of each position it moved) are
+    written once, at the end of the batch (``end_batch``)."""
+
     def __init__(self, positions: dict[_Key, Position],
                  dated: dict[_Key, dict[object, Decimal]]) -> None:
         self.positions = positions
         self.dated = dated
+        # this batch's moved positions and (account, pair, value date)s, in order
+        self._moved: dict[_Key, None] = {}
+        self._moved_dated: dict[tuple[str, str, object], None] = {}
 
-    def apply(self, booking: Booking, w: PostTradeWrite, now_us: int) -> Position | None:
+    def apply(self, booking: Booking) -> Position | None:
         t = booking.trade
         if t is None or booking.account is None or booking.pair is None:
             return None
         key = (booking.account, booking.pair)
         position = apply_trade(self.positions.get(key), t, booking.sign)
         self.positions[key] = position
-        dated = self.dated.setdefault(key, {})
+        dated = self.dated.get(key)
+        if dated is None:
+            dated = self.dated[key] = {}
         vd = t.value_date
         dated[vd] = dated.get(vd, Decimal(0)) + booking.sign * t.base_amount
-        w.put("positions", key, (key[0], key[1], str(position.quantity), text(position.average_price),
-                                 str(position.realised_pnl), now_us))
+        self._moved[key] = None
         if vd is not None:
-            w.put("position_value_dates", (key[0], key[1], vd), (key[0], key[1], vd, str(dated[vd])))
+            self._moved_dated[(key[0], key[1], vd)] = None
         return position
+
+    def end_batch(self, w: PostTradeWrite, now_us: int) -> None:
+        """Write the rows of the positions the batch moved."""
+        positions, dated = self.positions, self.dated
+        for key in self._moved:
+            position = positions[key]
+            w.put("positions", key, (key[0], key[1], str(position.quantity), text(position.average_price),
+                                     str(position.realised_pnl), now_us))
+        for dkey in self._moved_dated:
+            account, pair, vd = dkey
+            w.put("position_value_dates", dkey, (account, pair, vd, str(dated[(account, pair)][vd])))
+        self.abort_batch()
+
+    def abort_batch(self) -> None:
+        self._moved = {}
+        self._moved_dated = {}

@@ -42,7 +42,7 @@ from stp.events import break_changed, command_reply
 from stp.fills import Fill
 from stp.margin import MarginEvent
 from stp.marketdata import Quote
-from stp.netting import NetChange, NetKey
+from stp.netting import NetKey
 from stp.positions import Position
 from stp.reference import ReferenceData
 
@@ -265,7 +265,6 @@ class PostTrade:
         # the latest price per pair: market data, then the batch's fills, by receive time
         latest: dict[str, tuple[datetime, Decimal]] = dict(quotes)
         positions: dict[tuple[str, str], Position] = {}
-        net_changes: dict[NetKey, NetChange] = {}
         try:
             await self.book.begin_batch(f for _, f in fills)
             waiting = self.intake_waiting
@@ -286,13 +285,10 @@ class PostTrade:
                 bookings, booking_breaks = self.book.book(fill_id, fill, w, stamp)
                 breaks += booking_breaks
                 for booking in bookings:
-                    position = self.positions.apply(booking, w, stamp)
+                    position = self.positions.apply(booking)
                     if position is not None:
                         positions[(position.account, position.pair)] = position
-                    for change in self.net.apply(booking, w, stamp):
-                        first = net_changes.get(change.key)
-                        net_changes[change.key] = change if first is None else \
-                            NetChange(change.key, first.before, change.after, change.booking_id)
+                    self.net.apply(booking)
                 seen = latest.get(fill.symbol)
                 if seen is None or fill.received_at >= seen[0]:
                     latest[fill.symbol] = (fill.received_at, fill.spot_rate or fill.last_px)
@@ -309,7 +305,8 @@ class PostTrade:
             events += self.margin.on_positions(list(positions.values()))
             for account in {acc for acc, _ in positions}:
                 breaks += self.margin.exposure_breaks(account)
-            breaks += self.settle.on_changes(list(net_changes.values()), now, w)
+            self.positions.end_batch(w, stamp)
+            breaks += self.settle.on_changes(self.net.end_batch(w, stamp), now, w)
             for brk in breaks:
                 self.breaks.add(brk, w, stamp)
             self.margin.flush(events, w, stamp)
@@ -324,6 +321,8 @@ class PostTrade:
             raise
         finally:
             self.book.end_batch()
+            self.positions.abort_batch()
+            self.net.abort_batch()
         if fills:
             self.cursor = fills[-1][0]
             self.processed += len(fills)
