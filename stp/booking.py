@@ -28,6 +28,7 @@ from stp.breaks import Break, BreakType
 from stp.breaks import settles as _settles
 from stp.currency import decimal_context, quantize
 from stp.fills import ExecKind, Fill, Side
+from stp.frozen import fast_init
 from stp.valuedates import CurrencyPair
 
 __all__ = [
@@ -81,6 +82,7 @@ class BookingKind(StrEnum):
     CASH = "cash"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Posting:
     """One signed amount on one party in one currency's ledger."""
@@ -91,6 +93,7 @@ class Posting:
     value_date: date | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TradeAmounts:
     """A booked trade's amounts, signed from the client's view.
@@ -109,6 +112,7 @@ class TradeAmounts:
     value_date: date | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Booking:
     """An immutable, balanced set of postings.
@@ -134,6 +138,7 @@ class Booking:
         return -1 if self.kind is BookingKind.REVERSAL else 1
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BookResult:
     bookings: tuple[Booking, ...]

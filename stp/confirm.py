@@ -56,6 +56,7 @@ from typing import Final
 from stp.breaks import Break, BreakType
 from stp.breaks import settles as _settles
 from stp.fills import ExecKind, Fill, Side
+from stp.frozen import fast_init
 from stp.reference import PairSettings, ReferenceData
 from stp.valuedates import CurrencyPair, fx_trade_date, is_good_value_date, spot_date, value_date
 
@@ -380,6 +381,7 @@ class Difference:
     platform: object
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MatchResult:
     state: MatchState

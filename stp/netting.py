@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from stp.currency import decimal_context
+from stp.frozen import fast_init
 
 __all__ = [
     "LP_PARTY_PREFIX",
@@ -93,6 +94,7 @@ class NetKey:
         return f"{self.counterparty}/{self.currency}/{self.value_date.isoformat()}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NetChange:
     """One net moved by one booking: ``before`` -> ``after`` (positive: we receive)."""

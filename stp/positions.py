@@ -31,12 +31,14 @@ from decimal import Decimal
 
 from stp.booking import Booking, BookingKind, TradeAmounts
 from stp.currency import decimal_context, quantize
+from stp.frozen import fast_init
 
 __all__ = ["Position", "PositionBook", "apply_trade", "replay", "replay_bookings"]
 
 _ZERO = Decimal(0)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Position:
     """A client's net position in one pair.
