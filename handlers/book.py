@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite, text
 from stp.booking import Booking, BookingKind, book_fill
@@ -70,17 +71,24 @@ class BookStage:
 
     def write_booking(self, b: Booking, fill_id: int | None, w: PostTradeWrite, now_us: int) -> None:
         t = b.trade
+        day = self.store.day
         session, exec_id = b.fill_key if b.fill_key else (None, None)
-        w.put("bookings", b.booking_id, (
-            b.booking_id, self.next_seq, b.kind.value, fill_id, session, exec_id, b.reverses,
-            b.account, b.counterparty, b.pair, t.side.value if t else None,
-            text(t.base_amount) if t else None, text(t.quote_amount) if t else None,
-            text(t.price) if t else None, t.value_date if t else None, now_us))
+        if t is not None:
+            trade: tuple[Any, ...] = (t.side._value_, text(t.base_amount), text(t.quote_amount),
+                                      text(t.price), day(t.value_date))
+        else:
+            trade = (None, None, None, None, None)
+        w.rows["bookings"][b.booking_id] = (
+            b.booking_id, self.next_seq, b.kind._value_, fill_id, session, exec_id, b.reverses,
+            b.account, b.counterparty, b.pair, *trade, now_us)
         self.next_seq += 1
+        postings = w.rows["postings"]
+        posting_id = self.next_posting_id
         for p in b.postings:
-            w.put("postings", self.next_posting_id, (self.next_posting_id, b.booking_id, p.ledger,
-                                                     p.party, str(p.amount), p.value_date))
-            self.next_posting_id += 1
+            postings[posting_id] = (posting_id, b.booking_id, p.ledger, p.party, str(p.amount),
+                                    day(p.value_date))
+            posting_id += 1
+        self.next_posting_id = posting_id
 
 
 class PositionKeeper:

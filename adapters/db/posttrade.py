@@ -10,7 +10,7 @@ Amounts are exact decimal text.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -82,6 +82,28 @@ _ACTIVE_TRADES_WITH_POSTINGS = (
 _TABLES = tuple(_UPSERTS)
 
 
+# date -> its ISO text, for SQLite (bounded: value dates are few)
+_ISO_DAYS: dict[date, str] = {}
+
+
+def _iso_day(d: Any) -> Any:
+    """What sqlite3's default adapter binds for a date (its ISO text), without
+    the adapter's Python call per value in the driver's thread; anything but a
+    plain date is left to the driver."""
+    text = _ISO_DAYS.get(d)
+    if text is None:
+        if type(d) is not date:
+            return d
+        if len(_ISO_DAYS) >= 10_000:
+            _ISO_DAYS.clear()
+        text = _ISO_DAYS[d] = d.isoformat()
+    return text
+
+
+def _same(d: Any) -> Any:
+    return d
+
+
 def text(d: Decimal | None) -> str | None:
     return None if d is None else str(d)
 
@@ -123,6 +145,9 @@ class PostTradeStore:
         self._sql = {t: sql.format(", ".join("?" if qmark else f"${i + 1}" for i in range(n)))
                      for t, (sql, n) in _UPSERTS.items()}
         self._qmark = qmark
+        # a date as a statement parameter: SQLite stores the ISO text either way
+        # (bound here, it skips the adapter call per value); asyncpg wants the date
+        self.day: Callable[[Any], Any] = _iso_day if db.is_sqlite else _same
 
     def query(self, sql: str) -> str:
         """Queries are written with ?; PostgreSQL (asyncpg) wants $1, $2, ..."""
