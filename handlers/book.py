@@ -22,6 +22,7 @@ from stp.fills import ExecKind, Fill
 from stp.positions import Position, apply_trade
 
 _Key = tuple[str, str]          # (account, pair)
+_ZERO = Decimal(0)
 
 
 class BookStage:
@@ -109,13 +110,14 @@ class PositionKeeper:
         if t is None or booking.account is None or booking.pair is None:
             return None
         key = (booking.account, booking.pair)
-        position = apply_trade(self.positions.get(key), t, booking.sign)
+        sign = booking.sign
+        position = apply_trade(self.positions.get(key), t, sign)
         self.positions[key] = position
         dated = self.dated.get(key)
         if dated is None:
             dated = self.dated[key] = {}
         vd = t.value_date
-        dated[vd] = dated.get(vd, Decimal(0)) + booking.sign * t.base_amount
+        dated[vd] = dated.get(vd, _ZERO) + sign * t.base_amount
         self._moved[key] = None
         if vd is not None:
             self._moved_dated[(key[0], key[1], vd)] = None

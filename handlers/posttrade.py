@@ -268,10 +268,12 @@ class PostTrade:
         try:
             await self.book.begin_batch(f for _, f in fills)
             waiting = self.intake_waiting
+            on_fill, book = self.confirm.on_fill, self.book.book
+            apply_position, apply_net = self.positions.apply, self.net.apply
             for n, (fill_id, fill) in enumerate(fills, 1):
                 if waiting is not None and not n % self.yield_every and waiting():
                     await asyncio.sleep(0)
-                bookable, found = self.confirm.on_fill(fill_id, fill, now, w, stamp)
+                bookable, found = on_fill(fill_id, fill, now, w, stamp)
                 if fill.settl_date is None:
                     # spot by SettlType: the engine's value date settles it, and
                     # its breaks' cut-off (escalations) follows from that date
@@ -279,19 +281,22 @@ class PostTrade:
                     found = [b if b.value_date is not None else replace(b, value_date=value_date)
                              for b in found]
                     fill = replace(fill, settl_date=value_date)
-                breaks += found
+                if found:
+                    breaks += found
                 if not bookable:
                     continue
-                bookings, booking_breaks = self.book.book(fill_id, fill, w, stamp)
-                breaks += booking_breaks
+                bookings, booking_breaks = book(fill_id, fill, w, stamp)
+                if booking_breaks:
+                    breaks += booking_breaks
                 for booking in bookings:
-                    position = self.positions.apply(booking)
+                    position = apply_position(booking)
                     if position is not None:
                         positions[(position.account, position.pair)] = position
-                    self.net.apply(booking)
-                seen = latest.get(fill.symbol)
+                    apply_net(booking)
+                symbol = fill.pair.symbol
+                seen = latest.get(symbol)
                 if seen is None or fill.received_at >= seen[0]:
-                    latest[fill.symbol] = (fill.received_at, fill.spot_rate or fill.last_px)
+                    latest[symbol] = (fill.received_at, fill.spot_rate or fill.last_px)
             # a price moves every account holding or converting through the pair
             # (each account revalued once per batch, with all its new prices)
             changed: dict[str, Decimal] = {}
