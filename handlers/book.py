@@ -36,18 +36,21 @@ class BookStage:
         self._batch_reversed: set[str] = set()
         # fill key -> its active trade booking in the database (read once per batch)
         self._stored: dict[tuple[str, str], Booking] = {}
+        self._referenced: set[tuple[str, str]] = set()    # fill keys the batch's cancels/corrections name
 
     async def begin_batch(self, fills: Iterable[Fill]) -> None:
         """Read at once the active bookings the batch's cancels and corrections
         refer to (the database does not change until the batch commits)."""
         keys = {(f.session, f.exec_ref_id) for f in fills
                 if f.kind is not ExecKind.TRADE and f.exec_ref_id}
+        self._referenced = keys         # the batch's trades only these can refer to are kept
         self._stored = await self.store.active_trade_bookings(keys) if keys else {}
 
     def end_batch(self) -> None:
         self._batch_trades.clear()
         self._batch_reversed.clear()
         self._stored = {}
+        self._referenced = set()
 
     def book(self, fill_id: int, fill: Fill, w: PostTradeWrite,
              now_us: int) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
@@ -65,7 +68,8 @@ class BookStage:
         for booking in result.bookings:
             self.write_booking(booking, fill_id, w, now_us)
             if booking.kind is BookingKind.TRADE and booking.fill_key is not None:
-                self._batch_trades[booking.fill_key] = booking
+                if booking.fill_key in self._referenced:
+                    self._batch_trades[booking.fill_key] = booking
             elif booking.kind is BookingKind.REVERSAL and booking.reverses:
                 self._batch_reversed.add(booking.reverses)
         return result.bookings, result.breaks
