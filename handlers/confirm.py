@@ -35,13 +35,14 @@ class ConfirmStage:
         if fill.session in self.lp_sessions:
             breaks = self.validator.validate(fill)
             result = self.matcher.add_lp(fill, now)
-            bookable = not any(b.type in UNBOOKABLE for b in breaks)
+            bookable = not breaks or not any(b.type in UNBOOKABLE for b in breaks)
         else:
             result = self.matcher.add_platform(fill, now)
             bookable = False
-        self._ids[(fill.session, fill.exec_id)] = fill_id
-        if len(self._ids) > 500_000:
-            self._ids.popitem(last=False)
+        ids = self._ids
+        ids[(fill.session, fill.exec_id)] = fill_id
+        if len(ids) > 500_000:
+            ids.popitem(last=False)
         self._record(result, w, now_us)
         if result.break_ is not None:
             breaks.append(result.break_)
@@ -50,16 +51,19 @@ class ConfirmStage:
     def _record(self, result: MatchResult, w: PostTradeWrite, now_us: int) -> None:
         diffs = to_json([{"field": d.field, "lp": d.lp, "platform": d.platform}
                          for d in result.differences]) if result.differences else None
+        state = str(result.state)
+        rows = w.rows["confirmations"]
+        ids = self._ids
         for fill in (result.fill, result.counterpart):
             if fill is None:
                 continue
-            fill_id = self._ids.get((fill.session, fill.exec_id))
+            key = (fill.session, fill.exec_id)
+            fill_id = ids.get(key)
             if fill_id is None:
                 continue
-            w.put("confirmations", fill_id, (fill_id, fill.session, fill.exec_id, str(result.state),
-                                             diffs, now_us))
-            if str(result.state) != "received":
-                self._ids.pop((fill.session, fill.exec_id), None)
+            rows[fill_id] = (fill_id, key[0], key[1], state, diffs, now_us)
+            if state != "received":
+                ids.pop(key, None)
 
     def expire(self, now: datetime, w: PostTradeWrite, now_us: int) -> list[Break]:
         breaks = self.matcher.expire(now)

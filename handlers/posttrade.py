@@ -42,7 +42,7 @@ from stp.events import break_changed, command_reply
 from stp.fills import Fill
 from stp.margin import MarginEvent
 from stp.marketdata import Quote
-from stp.netting import NetChange, NetKey
+from stp.netting import NetKey
 from stp.positions import Position
 from stp.reference import ReferenceData
 
@@ -269,13 +269,15 @@ class PostTrade:
         # the latest price per pair: market data, then the batch's fills, by receive time
         latest: dict[str, tuple[datetime, Decimal]] = dict(quotes)
         positions: dict[tuple[str, str], Position] = {}
-        net_changes: dict[NetKey, NetChange] = {}
         try:
+            await self.book.begin_batch(f for _, f in fills)
             waiting = self.intake_waiting
+            on_fill, book = self.confirm.on_fill, self.book.book
+            apply_position, apply_net = self.positions.apply, self.net.apply
             for n, (fill_id, fill) in enumerate(fills, 1):
                 if waiting is not None and not n % self.yield_every and waiting():
                     await asyncio.sleep(0)
-                bookable, found = self.confirm.on_fill(fill_id, fill, now, w, stamp)
+                bookable, found = on_fill(fill_id, fill, now, w, stamp)
                 if fill.settl_date is None:
                     # spot by SettlType: the engine's value date settles it, and
                     # its breaks' cut-off (escalations) follows from that date
@@ -283,22 +285,22 @@ class PostTrade:
                     found = [b if b.value_date is not None else replace(b, value_date=value_date)
                              for b in found]
                     fill = replace(fill, settl_date=value_date)
-                breaks += found
+                if found:
+                    breaks += found
                 if not bookable:
                     continue
-                bookings, booking_breaks = await self.book.book(fill_id, fill, w, stamp)
-                breaks += booking_breaks
+                bookings, booking_breaks = book(fill_id, fill, w, stamp)
+                if booking_breaks:
+                    breaks += booking_breaks
                 for booking in bookings:
-                    position = self.positions.apply(booking, w, stamp)
+                    position = apply_position(booking)
                     if position is not None:
                         positions[(position.account, position.pair)] = position
-                    for change in self.net.apply(booking, w, stamp):
-                        first = net_changes.get(change.key)
-                        net_changes[change.key] = change if first is None else \
-                            NetChange(change.key, first.before, change.after, change.booking_id)
-                seen = latest.get(fill.symbol)
+                    apply_net(booking)
+                symbol = fill.pair.symbol
+                seen = latest.get(symbol)
                 if seen is None or fill.received_at >= seen[0]:
-                    latest[fill.symbol] = (fill.received_at, fill.spot_rate or fill.last_px)
+                    latest[symbol] = (fill.received_at, fill.spot_rate or fill.last_px)
             # a price moves every account holding or converting through the pair
             # (each account revalued once per batch, with all its new prices)
             changed: dict[str, Decimal] = {}
@@ -312,7 +314,8 @@ class PostTrade:
             events += self.margin.on_positions(list(positions.values()))
             for account in {acc for acc, _ in positions}:
                 breaks += self.margin.exposure_breaks(account)
-            breaks += self.settle.on_changes(list(net_changes.values()), now, w)
+            self.positions.end_batch(w, stamp)
+            breaks += self.settle.on_changes(self.net.end_batch(w, stamp), now, w)
             for brk in breaks:
                 self.breaks.add(brk, w, stamp)
             self.margin.flush(events, w, stamp)
@@ -327,6 +330,8 @@ class PostTrade:
             raise
         finally:
             self.book.end_batch()
+            self.positions.abort_batch()
+            self.net.abort_batch()
         if fills:
             self.cursor = fills[-1][0]
             self.processed += len(fills)

@@ -28,6 +28,7 @@ from stp.breaks import Break, BreakType
 from stp.breaks import settles as _settles
 from stp.currency import decimal_context, quantize
 from stp.fills import ExecKind, Fill, Side
+from stp.frozen import fast_init
 from stp.valuedates import CurrencyPair
 
 __all__ = [
@@ -81,6 +82,7 @@ class BookingKind(StrEnum):
     CASH = "cash"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Posting:
     """One signed amount on one party in one currency's ledger."""
@@ -91,6 +93,7 @@ class Posting:
     value_date: date | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TradeAmounts:
     """A booked trade's amounts, signed from the client's view.
@@ -109,6 +112,7 @@ class TradeAmounts:
     value_date: date | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Booking:
     """An immutable, balanced set of postings.
@@ -134,6 +138,7 @@ class Booking:
         return -1 if self.kind is BookingKind.REVERSAL else 1
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BookResult:
     bookings: tuple[Booking, ...]
@@ -143,7 +148,7 @@ class BookResult:
 def _trade_amounts(fill: Fill, account: str) -> TradeAmounts:
     pair = fill.pair
     qty, px = fill.last_qty, fill.last_px
-    if not (qty.is_finite() and px.is_finite() and qty > 0 and px > 0):
+    if not (qty.is_finite() and px.is_finite() and qty > _ZERO and px > _ZERO):
         raise ValueError(f"LastQty and LastPx must be positive: {qty}, {px}")
     ctx = decimal_context()
     if fill.currency == pair.base:
@@ -161,8 +166,8 @@ def _trade_amounts(fill: Fill, account: str) -> TradeAmounts:
         quote = _neg(quote)
     else:
         base = _neg(base)
-    return TradeAmounts(account=account, counterparty=fill.session, pair=pair, side=fill.side,
-                        base_amount=base, quote_amount=quote, price=px, value_date=fill.settl_date)
+    # account, counterparty, pair, side, base_amount, quote_amount, price, value_date
+    return TradeAmounts(account, fill.session, pair, fill.side, base, quote, px, fill.settl_date)
 
 
 def _neg(amount: Decimal) -> Decimal:
@@ -180,17 +185,20 @@ def book_trade(fill: Fill) -> Booking:
         raise ValueError("a cancel does not book a trade")
     if fill.account is None:
         raise ValueError(f"fill {fill.session}/{fill.exec_id} has no account")
-    t = _trade_amounts(fill, fill.account)
-    client, lp, vd = client_party(fill.account), lp_party(fill.session), fill.settl_date
+    account, session, exec_id = fill.account, fill.session, fill.exec_id
+    t = _trade_amounts(fill, account)
+    pair = t.pair
+    base, quote, base_amount, quote_amount = pair.base, pair.quote, t.base_amount, t.quote_amount
+    client, lp, vd = client_party(account), lp_party(session), fill.settl_date
     postings = (
-        Posting(t.pair.base, client, t.base_amount, vd),
-        Posting(t.pair.base, lp, _neg(t.base_amount), vd),
-        Posting(t.pair.quote, client, t.quote_amount, vd),
-        Posting(t.pair.quote, lp, _neg(t.quote_amount), vd),
+        Posting(base, client, base_amount, vd),
+        Posting(base, lp, _neg(base_amount), vd),
+        Posting(quote, client, quote_amount, vd),
+        Posting(quote, lp, _neg(quote_amount), vd),
     )
-    return Booking(booking_id=trade_booking_id(fill.session, fill.exec_id), kind=BookingKind.TRADE,
-                   fill_key=(fill.session, fill.exec_id), reverses=None, account=fill.account,
-                   counterparty=fill.session, pair=t.pair.symbol, postings=postings, trade=t)
+    # booking_id, kind, fill_key, reverses, account, counterparty, pair, postings, trade
+    return Booking(trade_booking_id(session, exec_id), BookingKind.TRADE, (session, exec_id), None,
+                   account, session, pair.symbol, postings, t)
 
 
 def reverse(booking: Booking, cause: tuple[str, str] | None = None) -> Booking:

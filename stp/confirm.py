@@ -56,6 +56,7 @@ from typing import Final
 from stp.breaks import Break, BreakType
 from stp.breaks import settles as _settles
 from stp.fills import ExecKind, Fill, Side
+from stp.frozen import fast_init
 from stp.reference import PairSettings, ReferenceData
 from stp.valuedates import CurrencyPair, fx_trade_date, is_good_value_date, spot_date, value_date
 
@@ -136,6 +137,9 @@ class Validator:
         self._max_orders = max_orders
         self._last_px: dict[str, Decimal] = {}
         self._orders: OrderedDict[tuple[str, str], _OrderState] = OrderedDict()
+        # (trade date, symbol, SettlType) -> value date, for SettlTypes other than
+        # "6"/"B" (bounded: cleared when full)
+        self._value_dates: dict[tuple[date, str, str], date] = {}
 
     # -- state access ---------------------------------------------------------
 
@@ -185,22 +189,24 @@ class Validator:
     def validate(self, fill: Fill) -> list[Break]:
         """All breaks of one fill (empty: valid).  Updates the price and order state."""
         breaks: list[Break] = []
-        settings = self._reference.pairs.get(fill.pair.symbol)
+        symbol = fill.pair.symbol
+        settings = self._reference.pairs.get(symbol)
         if settings is None:
             breaks.append(_break(BreakType.UNKNOWN_PAIR, fill, "pair",
-                                 f"{fill.session} {fill.exec_id}: pair {fill.pair.symbol} is not "
-                                 f"in the reference data", theirs={"pair": fill.pair.symbol}))
+                                 f"{fill.session} {fill.exec_id}: pair {symbol} is not "
+                                 f"in the reference data", theirs={"pair": symbol}))
         basic_ok = self._check_basics(fill, breaks)
         if settings is not None:
             if basic_ok and fill.kind is ExecKind.TRADE:
-                self._check_price(fill, settings, breaks)
-            self._check_value_date(fill, settings, breaks)
+                self._check_price(fill, symbol, settings, breaks)
+            self._check_value_date(fill, symbol, settings, breaks)
         self._check_quantities(fill, breaks)
         return breaks
 
     def _check_basics(self, fill: Fill, breaks: list[Break]) -> bool:
         ok = True
-        if fill.side not in _SIDES:
+        side = fill.side
+        if side is not Side.BUY and side is not Side.SELL and side not in _SIDES:
             breaks.append(_break(BreakType.INVALID_FILL, fill, "side",
                                  f"{fill.session} {fill.exec_id}: side {fill.side!r} is neither buy "
                                  f"nor sell", theirs={"side": str(fill.side)}))
@@ -217,8 +223,7 @@ class Validator:
             ok = False
         return ok
 
-    def _check_price(self, fill: Fill, settings: PairSettings, breaks: list[Break]) -> None:
-        symbol = fill.pair.symbol
+    def _check_price(self, fill: Fill, symbol: str, settings: PairSettings, breaks: list[Break]) -> None:
         reference = self._last_px.get(symbol)
         px = fill.last_px
         if reference is None:
@@ -235,39 +240,50 @@ class Validator:
             ours={"last_px": str(reference), "tolerance": str(settings.price_tolerance)},
             theirs={"last_px": str(px)}))
 
-    def _check_value_date(self, fill: Fill, settings: PairSettings, breaks: list[Break]) -> None:
+    def _check_value_date(self, fill: Fill, symbol: str, settings: PairSettings,
+                          breaks: list[Break]) -> None:
         pair = settings.pair
         given = fill.settl_date
-
-        def mismatch(reason: str, expected: date | None) -> None:
-            breaks.append(_break(
-                BreakType.VALUE_DATE_MISMATCH, fill, "value_date",
-                f"{fill.session} {fill.exec_id}: {pair.symbol} SettlType {fill.settl_type!r}: {reason}",
-                ours={"value_date": _text(expected)},
-                theirs={"settl_date": _text(given), "settl_type": fill.settl_type}))
-
         try:
             trade_date = self.trade_date_of(fill)
         except ValueError as exc:
-            mismatch(f"no trade date: {exc}", None)
+            self._mismatch(fill, pair, f"no trade date: {exc}", None, breaks)
             return
+        settl_type = fill.settl_type
         try:
-            if fill.settl_type in _BY_DATE:
+            if settl_type in _BY_DATE:
                 spot = spot_date(trade_date, pair)
                 if given is None:
-                    mismatch("SettlDate (64) missing", None)
+                    self._mismatch(fill, pair, "SettlDate (64) missing", None, breaks)
                 elif given < spot:
-                    mismatch(f"SettlDate {given} is before spot {spot}", spot)
+                    self._mismatch(fill, pair, f"SettlDate {given} is before spot {spot}", spot, breaks)
                 elif not is_good_value_date(given, pair):
-                    mismatch(f"SettlDate {given} is not a good value date", None)
+                    self._mismatch(fill, pair, f"SettlDate {given} is not a good value date", None, breaks)
                 return
-            expected = value_date(trade_date, pair, fill.settl_type)
+            # value_date() of this validator's pair for the symbol, remembered
+            # here by plain keys (its own cache hashes the CurrencyPair)
+            memo_key = (trade_date, symbol, settl_type)
+            expected = self._value_dates.get(memo_key)
+            if expected is None:
+                expected = value_date(trade_date, pair, settl_type)
+                if len(self._value_dates) >= 4096:
+                    self._value_dates.clear()
+                self._value_dates[memo_key] = expected
         except (KeyError, ValueError) as exc:       # unknown calendar, unsupported SettlType
-            mismatch(f"cannot compute the value date: {exc}", None)
+            self._mismatch(fill, pair, f"cannot compute the value date: {exc}", None, breaks)
             return
         if given is not None and given != expected:
-            mismatch(f"SettlDate {given} is not the value date {expected} (trade date {trade_date})",
-                     expected)
+            self._mismatch(fill, pair, f"SettlDate {given} is not the value date {expected} "
+                           f"(trade date {trade_date})", expected, breaks)
+
+    @staticmethod
+    def _mismatch(fill: Fill, pair: CurrencyPair, reason: str, expected: date | None,
+                  breaks: list[Break]) -> None:
+        breaks.append(_break(
+            BreakType.VALUE_DATE_MISMATCH, fill, "value_date",
+            f"{fill.session} {fill.exec_id}: {pair.symbol} SettlType {fill.settl_type!r}: {reason}",
+            ours={"value_date": _text(expected)},
+            theirs={"settl_date": _text(fill.settl_date), "settl_type": fill.settl_type}))
 
     def _check_quantities(self, fill: Fill, breaks: list[Break]) -> None:
         problems: list[str] = []
@@ -380,6 +396,7 @@ class Difference:
     platform: object
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MatchResult:
     state: MatchState
@@ -451,6 +468,7 @@ class Matcher:
             raise ValueError(f"lp_for_platform names platform sessions without a key: {unknown}")
         self._lp_for_platform = lp_map
         self._any_lp = tuple(p for p in self._modes if p not in lp_map)
+        self._platforms: dict[str, tuple[str, ...]] = {}        # LP session -> platforms_for()
         self._lp_index: dict[_BucketKey, list[_Entry]] = {}
         self._platform_index: dict[_BucketKey, list[_Entry]] = {}
         self._heap: list[tuple[datetime, int, _Entry]] = []
@@ -462,8 +480,13 @@ class Matcher:
 
     def platforms_for(self, lp_session: str) -> tuple[str, ...]:
         """The platform sessions that report the fills of an LP session."""
-        mapped = tuple(p for p, lp in self._lp_for_platform.items() if lp == lp_session)
-        return mapped + self._any_lp
+        platforms = self._platforms.get(lp_session)
+        if platforms is None:
+            mapped = tuple(p for p, lp in self._lp_for_platform.items() if lp == lp_session)
+            platforms = mapped + self._any_lp
+            if len(self._platforms) < 1024:         # the configuration does not change
+                self._platforms[lp_session] = platforms
+        return platforms
 
     def requires_platform(self, lp_session: str) -> bool:
         return bool(self.platforms_for(lp_session))

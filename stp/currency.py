@@ -100,16 +100,23 @@ def quantize(amount: Decimal, ccy: str) -> Decimal:
         raise TypeError(f"amount must be a Decimal, not {type(amount).__name__}")
     if not amount.is_finite():
         raise ValueError(f"amount is not finite: {amount}")
-    context = decimal_context()  # flags it sets are never read: errors trap
-    exponent = _quantum(ccy)
+    exponent = _QUANTA.get(ccy)
+    if exponent is None:
+        exponent = _QUANTA[ccy] = _quantum(ccy)     # raises for an unknown code (not kept)
     try:
-        result = amount.quantize(exponent, rounding=ROUND_HALF_EVEN, context=context)
+        # decimal_context() (half-even; its flags are never read: errors trap),
+        # called on the context: the keyword form costs twice as much
+        result = _CONTEXT.quantize(amount, exponent)
     except InvalidOperation:
         msg = f"{amount} does not fit 38 digits at {ccy} minor units"
         raise ValueError(msg) from None
     if result.is_zero() and result.is_signed():
         result = result.copy_abs()
     return result
+
+
+# currency -> _quantum(ccy), for known codes only (a few dozen)
+_QUANTA: dict[str, Decimal] = {}
 
 
 @cache

@@ -78,6 +78,7 @@ from typing import Final, Literal
 
 from stp.breaks import Break, BreakType
 from stp.currency import decimal_context, minor_units, quantize
+from stp.frozen import fast_init
 from stp.reference import Account, LeverageGroup, ReferenceData
 from stp.valuedates import CurrencyPair
 
@@ -217,6 +218,7 @@ class PriceBook:
         return self._context.multiply(to_usd, from_usd)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PositionView:
     """What the margin needs of a position: signed base quantity (long > 0)
@@ -228,6 +230,7 @@ class PositionView:
     average_price: Decimal
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AccountMargin:
     """An account's margin figures, in the account currency."""

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from stp.currency import decimal_context
+from stp.frozen import fast_init
 
 __all__ = [
     "LP_PARTY_PREFIX",
@@ -43,6 +44,7 @@ __all__ = [
 
 #: Party prefix of the counterparty's (LP's) postings: "lp:<session>".
 LP_PARTY_PREFIX: Final = "lp:"
+_PREFIX_LEN: Final = len(LP_PARTY_PREFIX)
 
 _ZERO: Final = Decimal(0)
 
@@ -92,6 +94,7 @@ class NetKey:
         return f"{self.counterparty}/{self.currency}/{self.value_date.isoformat()}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NetChange:
     """One net moved by one booking: ``before`` -> ``after`` (positive: we receive)."""
@@ -121,6 +124,39 @@ def nonnegative_zero(amount: Decimal) -> Decimal:
     return amount.copy_abs() if amount.is_zero() else amount
 
 
+# NetKey per (counterparty, currency, value date), shared: a key is immutable, and
+# one instance per net makes dict lookups an identity check (bounded: cleared
+# when full, which only costs new instances)
+_KEYS: dict[tuple[str, str, date], NetKey] = {}
+_KEYS_MAX: Final = 100_000
+
+
+def _net_key(session: str, currency: str, value_date: date) -> NetKey:
+    fields = (session, currency, value_date)
+    key = _KEYS.get(fields)
+    if key is None:
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        key = _KEYS[fields] = NetKey(session, currency, value_date)
+    return key
+
+
+def _invalid(booking: BookingLike, posting: PostingLike) -> NettingError:
+    """The error of an LP posting that cannot be netted (checked in this order)."""
+    session = posting.party[len(LP_PARTY_PREFIX):]
+    where = f"booking {booking.booking_id!r}, posting {posting.party} {posting.ledger}"
+    if not session:
+        return NettingError(f"{where}: LP party without a session name")
+    if booking.counterparty is not None and booking.counterparty not in (session, posting.party):
+        return NettingError(
+            f"{where}: LP session {session!r} is not the booking's counterparty "
+            f"{booking.counterparty!r}"
+        )
+    if not isinstance(posting.amount, Decimal) or not posting.amount.is_finite():
+        return NettingError(f"{where}: amount {posting.amount!r} is not a finite Decimal")
+    return NettingError(f"{where}: no value date, cannot net for settlement")
+
+
 def contributions(booking: BookingLike) -> dict[NetKey, Decimal]:
     """The booking's contribution to each net (from scratch, no state).
 
@@ -131,27 +167,29 @@ def contributions(booking: BookingLike) -> dict[NetKey, Decimal]:
     is not a finite Decimal, or an LP session that contradicts
     ``booking.counterparty`` (which may be the session name or "lp:<session>").
     """
-    ctx = exact_context()
-    out: dict[NetKey, Decimal] = {}
+    subtract = _EXACT.subtract
+    counterparty = booking.counterparty
+    sums: dict[tuple[str, str, date], Decimal] = {}
     for posting in booking.postings:
-        if not posting.party.startswith(LP_PARTY_PREFIX):
+        party = posting.party
+        if not party.startswith(LP_PARTY_PREFIX):
             continue
-        session = posting.party[len(LP_PARTY_PREFIX):]
-        where = f"booking {booking.booking_id!r}, posting {posting.party} {posting.ledger}"
-        if not session:
-            raise NettingError(f"{where}: LP party without a session name")
-        if booking.counterparty is not None and booking.counterparty not in (session, posting.party):
-            raise NettingError(
-                f"{where}: LP session {session!r} is not the booking's counterparty "
-                f"{booking.counterparty!r}"
-            )
-        if not isinstance(posting.amount, Decimal) or not posting.amount.is_finite():
-            raise NettingError(f"{where}: amount {posting.amount!r} is not a finite Decimal")
-        if posting.value_date is None:
-            raise NettingError(f"{where}: no value date, cannot net for settlement")
-        key = NetKey(session, posting.ledger, posting.value_date)
-        out[key] = ctx.subtract(out.get(key, _ZERO), posting.amount)
-    return {k: nonnegative_zero(v) for k, v in out.items()}
+        session = party[_PREFIX_LEN:]
+        amount = posting.amount
+        value_date = posting.value_date
+        if (not session or (counterparty is not None and counterparty != session and counterparty != party)
+                or not isinstance(amount, Decimal) or not amount.is_finite() or value_date is None):
+            raise _invalid(booking, posting)
+        fields = (session, posting.ledger, value_date)
+        sums[fields] = subtract(sums.get(fields, _ZERO), amount)
+    out: dict[NetKey, Decimal] = {}
+    keys = _KEYS
+    for fields, v in sums.items():
+        key = keys.get(fields)
+        if key is None:
+            key = _net_key(*fields)
+        out[key] = v.copy_abs() if v.is_zero() else v          # nonnegative_zero
+    return out
 
 
 class NetBook:

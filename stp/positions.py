@@ -31,12 +31,14 @@ from decimal import Decimal
 
 from stp.booking import Booking, BookingKind, TradeAmounts
 from stp.currency import decimal_context, quantize
+from stp.frozen import fast_init
 
 __all__ = ["Position", "PositionBook", "apply_trade", "replay", "replay_bookings"]
 
 _ZERO = Decimal(0)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Position:
     """A client's net position in one pair.
@@ -68,7 +70,10 @@ class Position:
 
 
 def _signum(x: Decimal) -> int:
-    return (x > 0) - (x < 0)
+    return (x > _ZERO) - (x < _ZERO)
+
+
+_CTX = decimal_context()      # shared, never changed
 
 
 def apply_trade(position: Position | None, trade: TradeAmounts, sign: int = +1) -> Position:
@@ -76,15 +81,17 @@ def apply_trade(position: Position | None, trade: TradeAmounts, sign: int = +1) 
     price, how a reversal is booked).  Raises ValueError for a trade of
     another account or pair, or a sign other than +1/-1.
     """
-    if sign not in (1, -1):
+    if sign != 1 and sign != -1:
         raise ValueError(f"sign must be +1 or -1, not {sign!r}")
-    pair, quote = trade.pair.symbol, trade.pair.quote
+    currency_pair = trade.pair
+    pair, quote = currency_pair.symbol, currency_pair.quote
     if position is None:
-        position = Position(trade.account, pair, _ZERO, None, quantize(_ZERO, quote), quantize(_ZERO, quote))
+        zero = quantize(_ZERO, quote)
+        position = Position(trade.account, pair, _ZERO, None, zero, zero)
     elif position.account != trade.account or position.pair != pair:
         raise ValueError(f"trade of {trade.account} {pair} applied to position "
                          f"{position.account} {position.pair}")
-    ctx = decimal_context()
+    ctx = _CTX
     dq = trade.base_amount if sign > 0 else ctx.minus(trade.base_amount)
     if not dq:
         return position
@@ -98,7 +105,7 @@ def apply_trade(position: Position | None, trade: TradeAmounts, sign: int = +1) 
     else:
         reduced = min(q.copy_abs(), dq.copy_abs())
         pnl = ctx.multiply(ctx.subtract(px, avg), reduced)
-        if q < 0:
+        if q < _ZERO:
             pnl = ctx.minus(pnl)
         realised = ctx.add(realised, quantize(pnl, quote))
         if not new_q:
