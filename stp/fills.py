@@ -24,6 +24,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from stp.currency import is_known_currency
+from stp.frozen import fast_init
 from stp.valuedates import CurrencyPair
 
 
@@ -48,6 +49,7 @@ DK_CALCULATION_DIFFERENCE = "F"
 DK_OTHER = "Z"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Fill:
     session: str                 # the LP or platform session that reported it
