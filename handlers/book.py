@@ -133,7 +133,7 @@ class PositionKeeper:
         for key in self._moved:
             position = positions[key]
             w.put("positions", key, (key[0], key[1], str(position.quantity), text(position.average_price),
-                                     str(position.realised_pnl), now_us))
+                                     str(position.realised_pnl), str(position.quote_flow), now_us))
         for dkey in self._moved_dated:
             account, pair, vd = dkey
             w.put("position_value_dates", dkey, (account, pair, vd, str(dated[(account, pair)][vd])))

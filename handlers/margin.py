@@ -76,7 +76,8 @@ class MarginStage:
             account = position.account
             self.realised.setdefault(account, {})[position.pair] = position.realised_pnl
             events += self.book.on_position(PositionView(account, position.pair, position.quantity,
-                                                         position.average_price or Decimal(0)))
+                                                         position.average_price or Decimal(0),
+                                                         position.quote_flow))
             accounts.add(account)
         for account in accounts:
             events += self._refresh_balance(account)

@@ -103,11 +103,11 @@ class PostTrade:
         self.cursor = await store.cursor()
         next_seq, next_posting, next_event = await store.next_ids()
         positions: dict[tuple[str, str], Position] = {}
-        for account, pair, qty, avg, pnl in await store.fetch(
-                "SELECT account, pair, quantity, average_price, realised_pnl FROM positions"):
+        for account, pair, qty, avg, pnl, flow in await store.fetch(
+                "SELECT account, pair, quantity, average_price, realised_pnl, quote_flow FROM positions"):
             q, a = Decimal(qty), None if avg is None else Decimal(avg)
             cost = (q * a) if a is not None else Decimal(0)
-            positions[(account, pair)] = Position(account, pair, q, a, Decimal(pnl), cost)
+            positions[(account, pair)] = Position(account, pair, q, a, Decimal(pnl), cost, Decimal(flow))
         dated: dict[tuple[str, str], dict[object, Decimal]] = {}
         for account, pair, vd, qty in await store.fetch(
                 "SELECT account, pair, value_date, quantity FROM position_value_dates"):

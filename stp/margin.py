@@ -222,12 +222,14 @@ class PriceBook:
 @dataclass(frozen=True, slots=True)
 class PositionView:
     """What the margin needs of a position: signed base quantity (long > 0)
-    and average price; quantity 0 means flat."""
+    and average price; quantity 0 means flat; ``quote_flow``, the net of the
+    active trades' quote amounts (``Position.quote_flow``)."""
 
     account: str
     pair: str
     quantity: Decimal
     average_price: Decimal
+    quote_flow: Decimal
 
 
 @fast_init
@@ -415,17 +417,19 @@ class MarginBook:
     # -- exposure ------------------------------------------------------------
 
     def exposures(self, account: str) -> dict[str, Decimal]:
-        """Net open position per currency: +quantity in the base currency,
-        -quantity x average price in the quote currency, summed over the
-        account's positions (exact up to 38 digits, not rounded; zeros left
-        out)."""
+        """Net open position per currency: what the account's active trades
+        net to in each currency (the base amounts in the base currency, the
+        quote amounts, realised P&L included, in the quote currency), summed
+        over its positions; exact (booked amounts), zeros left out.  A cancel
+        or correction takes its trade's amounts out exactly, so the figure is
+        the same as if the cancelled trade had never been booked."""
         a = self._amount
         totals: dict[str, Decimal] = {}
         for h in self._positions[account].values():
             q = h.view.quantity
             base, quote = h.pair.base, h.pair.quote
             totals[base] = a.add(totals.get(base, _ZERO), q)
-            totals[quote] = a.subtract(totals.get(quote, _ZERO), a.multiply(q, h.view.average_price))
+            totals[quote] = a.add(totals.get(quote, _ZERO), h.view.quote_flow)
         return {ccy: amount for ccy, amount in totals.items() if not amount.is_zero()}
 
     def check_exposure(self, account: str) -> list[Break]:

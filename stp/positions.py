@@ -10,6 +10,12 @@ is the fill's LastPx (for a quote-dealt fill the booked base amount is
 rounded, so the effective price differs in the last minor unit).  Average
 prices are exact to the 38 digits of ``decimal_context()``.
 
+``quote_flow`` is the net of the active trades' booked quote amounts (a buy
+pays the quote currency: negative): with the quantity (the net of their base
+amounts) it is the account's open position in each of the pair's two
+currencies, exact and unchanged by how P&L is split, which the exposure
+limits check.
+
 A cancel or correction books a reversal *now*: the position applies the
 opposite of the original trade at the original price (``apply_trade(...,
 sign=-1)``), in booking order, without restating history.  The quantity is
@@ -45,7 +51,9 @@ class Position:
 
     ``quantity`` is in the base currency (long > 0); ``average_price`` is
     None when flat; ``realised_pnl`` and ``cost`` (quantity x average price,
-    signed like quantity, quantized) are in the quote currency.
+    signed like quantity, quantized) are in the quote currency;
+    ``quote_flow`` is the net of the active trades' quote amounts (a long
+    position bought has paid: negative), realised P&L included.
     """
 
     account: str
@@ -54,6 +62,7 @@ class Position:
     average_price: Decimal | None
     realised_pnl: Decimal
     cost: Decimal
+    quote_flow: Decimal = _ZERO
 
     @property
     def quote_currency(self) -> str:
@@ -87,7 +96,7 @@ def apply_trade(position: Position | None, trade: TradeAmounts, sign: int = +1) 
     pair, quote = currency_pair.symbol, currency_pair.quote
     if position is None:
         zero = quantize(_ZERO, quote)
-        position = Position(trade.account, pair, _ZERO, None, zero, zero)
+        position = Position(trade.account, pair, _ZERO, None, zero, zero, zero)
     elif position.account != trade.account or position.pair != pair:
         raise ValueError(f"trade of {trade.account} {pair} applied to position "
                          f"{position.account} {position.pair}")
@@ -95,6 +104,7 @@ def apply_trade(position: Position | None, trade: TradeAmounts, sign: int = +1) 
     dq = trade.base_amount if sign > 0 else ctx.minus(trade.base_amount)
     if not dq:
         return position
+    flow = ctx.add(position.quote_flow, trade.quote_amount if sign > 0 else ctx.minus(trade.quote_amount))
     q, avg, px, realised = position.quantity, position.average_price, trade.price, position.realised_pnl
     new_q = ctx.add(q, dq)
     if avg is None or _signum(q) == _signum(dq):
@@ -115,7 +125,7 @@ def apply_trade(position: Position | None, trade: TradeAmounts, sign: int = +1) 
         else:
             new_avg = px
     cost = quantize(ctx.multiply(new_q, new_avg), quote) if new_avg is not None else quantize(_ZERO, quote)
-    return Position(position.account, pair, new_q, new_avg, realised, cost)
+    return Position(position.account, pair, new_q, new_avg, realised, cost, flow)
 
 
 def replay(trades: Iterable[TradeAmounts]) -> Position:

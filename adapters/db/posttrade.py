@@ -29,10 +29,11 @@ _UPSERTS = {
                  "reverses, account, counterparty, pair, side, base_amount, quote_amount, price, "
                  "value_date, booked_us) VALUES ({})", 16),
     "postings": ("INSERT INTO postings (id, booking_id, ledger, party, amount, value_date) VALUES ({})", 6),
-    "positions": ("INSERT INTO positions (account, pair, quantity, average_price, realised_pnl, updated_us) "
-                  "VALUES ({}) ON CONFLICT (account, pair) DO UPDATE SET quantity = excluded.quantity, "
-                  "average_price = excluded.average_price, realised_pnl = excluded.realised_pnl, "
-                  "updated_us = excluded.updated_us", 6),
+    "positions": ("INSERT INTO positions (account, pair, quantity, average_price, realised_pnl, quote_flow, "
+                  "updated_us) VALUES ({}) ON CONFLICT (account, pair) DO UPDATE SET "
+                  "quantity = excluded.quantity, average_price = excluded.average_price, "
+                  "realised_pnl = excluded.realised_pnl, quote_flow = excluded.quote_flow, "
+                  "updated_us = excluded.updated_us", 7),
     "position_value_dates": ("INSERT INTO position_value_dates (account, pair, value_date, quantity) "
                              "VALUES ({}) ON CONFLICT (account, pair, value_date) DO UPDATE SET "
                              "quantity = excluded.quantity", 4),

@@ -238,11 +238,48 @@ async def test_restart_and_catch_up_from_the_cursor(db: Database) -> None:
     trades = sum(1 for f in lp if f.exec_type == "F") + sum(1 for f in lp if f.exec_type == "G")
     reversals = sum(1 for f in lp if f.exec_type in ("G", "H"))
     assert n_bookings == trades + reversals
+    # each position's quote flow is its active fills' quote amounts, stored and reloaded
+    flows = {(a, p): Decimal(flow)
+             for a, p, flow in await q(db, "SELECT account, pair, quote_flow FROM positions")}
+    assert {k: v for k, v in flows.items() if v} == {k: v for k, v in expected_quote_flows(lp).items() if v}
     # the in-memory state after a reload equals the state kept incrementally
     third = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
     await third.load()
     assert third.net.nets == second.net.nets
     assert third.positions.positions.keys() == second.positions.positions.keys()
+    assert {k: p.quote_flow for k, p in third.positions.positions.items()} == \
+        {k: p.quote_flow for k, p in second.positions.positions.items()}
+    # the migration that added quote_flow fills it from the bookings alone
+    await migrate_to(db, "0007_inbox_request_id")
+    await db.migrate()
+    assert {(a, p): Decimal(flow) for a, p, flow in
+            await q(db, "SELECT account, pair, quote_flow FROM positions")} == flows
+
+
+async def migrate_to(db: Database, revision: str) -> None:
+    from alembic import command as alembic
+    from alembic.config import Config
+
+    from adapters.db.repository import MIGRATIONS
+
+    def run(conn: Any) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        alembic.downgrade(cfg, revision)
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+def expected_quote_flows(fills: list[SimFill]) -> dict[tuple[str, str], Decimal]:
+    """What the client pays (-) or receives (+) in the quote currency, active fills."""
+    out: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for f in active_fills(fills):
+        quote = f.symbol[4:]
+        sign = 1 if f.side == "1" else -1
+        out[(f.account, f.symbol)] -= sign * quantize(f.last_qty * f.last_px, quote)
+    return dict(out)
 
 
 async def test_break_lifecycle_through_the_inbox(db: Database) -> None:

@@ -36,7 +36,8 @@ def usd(account_id: str = "A", balance: str = "10000", limits: dict[str, Decimal
 
 
 def pos(account: str, pair: str, quantity: str | int, avg: str) -> PositionView:
-    return PositionView(account, pair, D(quantity), D(avg))
+    """A position opened by one trade: it paid quantity x avg of the quote currency."""
+    return PositionView(account, pair, D(quantity), D(avg), -D(quantity) * D(avg))
 
 
 # -- PriceBook ---------------------------------------------------------------
@@ -442,6 +443,31 @@ def test_exposure_per_currency_and_breaches() -> None:
     assert m.check_exposure("A") == []
 
 
+def test_exposure_after_a_cancel_is_the_restatement_s() -> None:
+    """Buy 1M EUR/USD at 1.10 and 1M at 1.20, cancel the first: the account's
+    USD position is the 1.20 trade's -1,200,000, not quantity x the average
+    price the O(1) reversal leaves (1.15: -1,150,000)."""
+    from stp.booking import TradeAmounts
+    from stp.fills import Side
+    from stp.positions import apply_trade
+    from stp.valuedates import CurrencyPair
+
+    pair = CurrencyPair.parse("EUR/USD")
+
+    def buy(price: str) -> TradeAmounts:
+        return TradeAmounts("A", "LP1", pair, Side.BUY, D(1_000_000), -D(1_000_000) * D(price), D(price),
+                            None)
+
+    first, second = buy("1.10"), buy("1.20")
+    position = apply_trade(apply_trade(apply_trade(None, first), second), first, sign=-1)
+    assert position.average_price == D("1.15")
+    m = book(usd())
+    assert position.average_price is not None
+    m.on_position(PositionView("A", "EUR/USD", position.quantity, position.average_price,
+                               position.quote_flow))
+    assert m.exposures("A") == {"EUR": D(1_000_000), "USD": D(-1_200_000)}
+
+
 # -- property: incremental == from scratch -----------------------------------
 
 PAIRS = ["EUR/USD", "USD/JPY", "EUR/JPY", "GBP/USD", "EUR/GBP", "USD/CHF", "EUR/SEK", "USD/SEK", "USD/TRY"]
@@ -556,7 +582,8 @@ def test_incremental_equals_recompute_from_open_positions(sequence: list[tuple[o
     m = MarginBook({a.account_id: a for a in ACCOUNTS}, PROPERTY_GROUPS)
     m.on_prices({pair: D(base).scaleb(-4) for pair, base in BASE_PRICE.items()})
     for account, (pair, quantity) in OPENING.items():
-        m.on_position(PositionView(account, pair, D(quantity), D(BASE_PRICE[pair]).scaleb(-4)))
+        avg = D(BASE_PRICE[pair]).scaleb(-4)
+        m.on_position(PositionView(account, pair, D(quantity), avg, -D(quantity) * avg))
     check_against_recompute(m, sequence)
 
 
@@ -572,7 +599,7 @@ def check_against_recompute(m: MarginBook, sequence: list[tuple[object, ...]]) -
             assert isinstance(account, str) and isinstance(pair, str)
             assert isinstance(quantity, Decimal) and isinstance(fraction, int)
             avg = D(BASE_PRICE[pair] * (90 + fraction // 5)).scaleb(-6)
-            events = m.on_position(PositionView(account, pair, quantity, avg))
+            events = m.on_position(PositionView(account, pair, quantity, avg, -quantity * avg))
             touched = {account}
         elif op[0] == "price":
             _, pair, price = op

@@ -123,6 +123,10 @@ def test_book_reversal_applies_the_opposite_trade_at_its_price() -> None:
     for mark in (D("1.0"), D("1.2345"), D("1.5")):
         assert after.realised_pnl + after.unrealised_pnl(mark) == \
             restated.realised_pnl + restated.unrealised_pnl(mark)
+    # the open position in each currency is the restatement's exactly: the
+    # reversal takes the 1.20 buy's amounts out, whatever the average says
+    assert (after.quantity, after.quote_flow) == (restated.quantity, restated.quote_flow)
+    assert after.quote_flow == sum((t.quote_amount for t in amounts_of(BUY1, SELL)), D(0))
 
 
 def test_book_correction_via_book_fill() -> None:
@@ -259,8 +263,9 @@ def check_invariants(ledger: Ledger, book: PositionBook, bookings: list[Booking]
         assert book.positions(account) == {pair: p for (acc, pair), p in replayed.items() if acc == account}
     for (account, pair), position in replayed.items():
         trades = groups.get((account, pair), [])
-        # the quantity is the sum of the active fills
+        # the quantity is the sum of the active fills, and so is the quote flow
         assert position.quantity == sum((t.base_amount for t in trades), D(0))
+        assert position.quote_flow == sum((t.quote_amount for t in trades), D(0))
         # total P&L at a mark equals a restatement from the active fills alone,
         # within one minor unit per realisation (each is rounded)
         minor = D(1).scaleb(-minor_units(pair.rpartition("/")[2]))
