@@ -12,6 +12,7 @@ Session state (quickfix stores and logs) lives beside the database unless
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,18 @@ DEFAULT_CONFIG = PROJECT_ROOT / "config" / "engine.toml"
 
 class ConfigError(ValueError):
     pass
+
+
+def engine_subcommand(subcommand: str, cfg: EngineConfig, log_level: str | None = None) -> list[str]:
+    """The command line of one of the engine's child processes
+    (``run_engine.py [--log-level L] SUBCOMMAND [--config FILE]``)."""
+    cmd = [sys.executable, str(PROJECT_ROOT / "run_engine.py")]
+    if log_level:
+        cmd += ["--log-level", log_level]
+    cmd.append(subcommand)
+    if cfg.path is not None:
+        cmd += ["--config", str(cfg.path)]
+    return cmd
 
 
 # [engine] posttrade: in a child process of the engine's, in the engine's event

@@ -6,8 +6,9 @@ adapters/posttrade_process.py; ``[engine] posttrade = "inline"`` keeps it in
 this event loop), start the intake task, start the FIX gateway (quickfix in
 its own process: adapters/fix_gateway.py; each session resumes after its
 committed sequence number).  Stop (SIGINT/SIGTERM): close the hand-off from
-the gateway, commit what is queued (intake, then post-trade and the outbox),
-then have the gateway log every session out, log a summary.
+the gateway, commit what the intake has queued, have the gateway log every
+session out, let post-trade process what is committed (and the outbox
+publish it), log a summary.
 """
 
 from __future__ import annotations

@@ -49,11 +49,9 @@ from typing import Any
 
 import structlog
 
-from adapters.config import PROJECT_ROOT, EngineConfig
+from adapters.config import EngineConfig, engine_subcommand
 
 log = structlog.get_logger("engine.gateway")
-
-RUN_ENGINE = PROJECT_ROOT / "run_engine.py"
 
 # -- the wire between the two processes -------------------------------------
 # A frame: type (1 byte), payload length (4 bytes, little-endian), payload.
@@ -249,13 +247,7 @@ class FixGateway:
         queue.on_space = self._resume
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, str(RUN_ENGINE)]
-        if self.log_level:
-            cmd += ["--log-level", self.log_level]
-        cmd.append("gateway")
-        if self.cfg.path is not None:
-            cmd += ["--config", str(self.cfg.path)]
-        return cmd
+        return engine_subcommand("gateway", self.cfg, self.log_level)
 
     @property
     def pid(self) -> int | None:
@@ -450,13 +442,12 @@ class GatewayOutbox:
         self.gather_s = gather_s
         self._frames: list[bytes] = []
         self._cond = threading.Condition(threading.Lock())
-        self.broken = False
 
     def put(self, frame: bytes) -> None:
         cond = self._cond
         with cond:
             frames = self._frames
-            while len(frames) >= self.maximum and not self.broken:
+            while len(frames) >= self.maximum:
                 cond.wait(1.0)
                 frames = self._frames
             frames.append(frame)
@@ -479,9 +470,7 @@ class GatewayOutbox:
                 while data:
                     data = data[os.write(self.fd, data):]
             except OSError:
-                # the engine is gone: nothing more can be delivered
-                self.broken = True
-                os._exit(0)
+                os._exit(0)          # the engine is gone: nothing more can be delivered
 
     def flush(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout

@@ -41,12 +41,9 @@ from typing import Any
 
 import structlog
 
-from adapters.config import PROJECT_ROOT, EngineConfig
+from adapters.config import EngineConfig, engine_subcommand
 
 log = structlog.get_logger("engine.posttrade_process")
-
-RUN_ENGINE = PROJECT_ROOT / "run_engine.py"
-
 
 class PostTradeProcess:
     """The engine's side: start the child, tell it about commits, stop it."""
@@ -62,13 +59,7 @@ class PostTradeProcess:
         self.restarts = 0
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, str(RUN_ENGINE)]
-        if self.log_level:
-            cmd += ["--log-level", self.log_level]
-        cmd.append("posttrade")
-        if self.cfg.path is not None:
-            cmd += ["--config", str(self.cfg.path)]
-        return cmd
+        return engine_subcommand("posttrade", self.cfg, self.log_level)
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(*self.command(), stdin=asyncio.subprocess.PIPE)
