@@ -134,8 +134,9 @@ class PostTrade:
         self.net = NetStage(nets)
         since = datetime.now(UTC).date() - timedelta(days=31)
         self.settle = SettleStage(self.reference, await load_instructions(store, since))
-        self.confirm = ConfirmStage(Validator(self.reference), Matcher(*self._matcher_args),
-                                    self.lp_sessions)
+        clients = frozenset(a for a in self.reference.accounts if not self.houses.is_house(a))
+        self.confirm = ConfirmStage(Validator(self.reference),
+                                    Matcher(*self._matcher_args, client_accounts=clients), self.lp_sessions)
         self.margin = MarginStage(self.reference, next_event, self.topic_prefix)
         # latest price per pair, then positions and cash into the margin book
         latest: dict[str, tuple[int, Decimal]] = {}

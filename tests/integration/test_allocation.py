@@ -17,6 +17,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from adapters import reports
 from adapters.commands import CommandListener
 from adapters.db.repository import Database
@@ -43,17 +45,18 @@ __all__ = ["db"]       # the fixture (SQLite and PostgreSQL)
 HOUSE = "HOUSE-LP1"
 
 
-def raw(fill: SimFill, seq: int, sender: str, account: bool = True) -> str:
+def raw(fill: SimFill, seq: int, sender: str, account: bool | str = True) -> str:
+    """The report with its Account (1), without it (False) or naming another (a str)."""
     body = er_body(fill)
-    if not account:
+    if account is not True:
         tag = f"\x011={fill.account}\x01"
         assert body.count(tag) == 1
-        body = body.replace(tag, "\x01")
+        body = body.replace(tag, f"\x011={account}\x01" if account else "\x01")
     return finish("FIX.4.4", f"35=8\x0134={seq}\x0149={sender}\x0152=20300107-08:00:00.000\x0156=STP\x01"
                   + body).decode()
 
 
-async def run(db: Database, lp: list[SimFill], platform: list[SimFill], lp_accounts: bool,
+async def run(db: Database, lp: list[SimFill], platform: list[SimFill], lp_accounts: bool | str,
               house_accounts: dict[str, str] | None = None) -> PostTrade:
     """The fills through the intake (LP reports first, then the platform's)
     and the pipeline, intake batch by intake batch."""
@@ -142,13 +145,17 @@ async def test_nets_without_account_tags_equal_the_nets_with_them(db: Database) 
     assert totals and not any(totals.values())
 
 
-async def test_the_platform_record_allocates_what_the_lp_did_not(db: Database) -> None:
-    """LP reports without accounts, the platform's records (naming the
-    client) after them: each LP fill books on the house, the match moves it
-    to the client; the nets are those of the fills."""
+@pytest.mark.parametrize("lp_account", [False, "BROKER-AT-LP1"])
+async def test_the_platform_record_allocates_what_the_lp_did_not(db: Database,
+                                                                 lp_account: bool | str) -> None:
+    """LP reports without accounts (or naming the broker's own account at the
+    LP), the platform's records (naming the client) after them: each LP fill
+    books on the house, the match confirms it and moves it to the client; the
+    nets are those of the fills."""
     events = scenario(400)
     lp = [e.lp for e in events]
-    await run(db, lp, [e.platform for e in events], lp_accounts=False)
+    await run(db, lp, [e.platform for e in events], lp_accounts=lp_account)
+    assert await q(db, "SELECT state, COUNT(*) FROM confirmations GROUP BY state") == [("confirmed", 800)]
     assert await nets(db) == {k: v for k, v in expected_nets(lp).items() if v}
     assert await positions(db) == {k: v for k, v in expected_positions(lp).items() if v}
     # nothing left on the house, no break left open (those allocated within

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from stp.allocation import (
 from stp.booking import BookingKind, Ledger, book_trade, client_party, lp_party, reverse
 from stp.breaks import DEFAULT_SEVERITY, BreakType, Severity
 from stp.commands import AllocateCommand, BreakCommand, CommandError, parse_command
+from stp.confirm import Matcher, MatchState
 from stp.fills import ExecKind, Side
 from stp.netting import contributions
 from stp.positions import apply_trade
@@ -35,6 +37,7 @@ from tests.unit.test_booking import make_fill
 from tests.unit.test_config import LP, PLATFORM, write
 
 KNOWN = frozenset({"ACC1", "ACC2", "HOUSE-LP1", "BRK-AT-LP2"})
+NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 HOUSES = Houses.for_sessions(["LP1", "LP2"], {"LP2": "BRK-AT-LP2"})
 
 
@@ -98,6 +101,21 @@ def test_unallocated_break() -> None:
     assert "BROKER-7" in brk.summary and "HOUSE-LP1" in brk.summary
     assert brk.value_date == fill.settl_date and brk.currencies == ("EUR", "USD")
     assert DEFAULT_SEVERITY[BreakType.UNALLOCATED] is Severity.MEDIUM
+
+
+def test_an_lp_naming_the_brokers_own_account_is_no_account_mismatch() -> None:
+    """The LP knows the broker, not the broker's clients: its account is
+    compared with the platform's only when it is a client account."""
+    def state(lp_account: str, clients: frozenset[str] | None) -> MatchState:
+        m = Matcher(timedelta(seconds=30), Decimal(0), Decimal(0), {"PLATFORM": "exec_id"},
+                    client_accounts=clients)
+        m.add_lp(make_fill("E1", account=lp_account), NOW)
+        return m.add_platform(make_fill("E1", session="PLATFORM", account="ACC1"), NOW).state
+    clients = frozenset({"ACC1", "ACC2"})
+    assert state("BROKER-7", clients) is MatchState.CONFIRMED
+    assert state("HOUSE-LP1", clients) is MatchState.CONFIRMED
+    assert state("ACC2", clients) is MatchState.MISMATCHED            # two clients: a real difference
+    assert state("BROKER-7", None) is MatchState.MISMATCHED           # without the accounts, as before
 
 
 # -- allocation -------------------------------------------------------------------------------
