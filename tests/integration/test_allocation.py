@@ -11,16 +11,20 @@ never the nets.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from adapters import reports
 from adapters.commands import CommandListener
+from adapters.config import PROJECT_ROOT
 from adapters.db.repository import Database
 from adapters.fix.codec import finish
 from adapters.fix_gateway import Inbound, InboundQueue
@@ -277,3 +281,36 @@ async def test_a_configured_house_account_and_an_lp_naming_it(db: Database) -> N
     assert pipeline.houses.of("LP1") == "ACC020"
     assert {a for a, _ in await positions(db)} == {"ACC020"}
     assert await open_unallocated(db) == {unallocated_break_id("LP1", f.exec_id) for f in active_fills(lp)}
+
+
+async def test_allocate_from_the_command_line(db: Database, tmp_path: Path) -> None:
+    """``run_engine.py allocate`` queues the allocation in the inbox (with who);
+    the engine applies it."""
+    events = scenario(40)
+    lp = [e.lp for e in events]
+    pipeline = await run(db, lp, [], lp_accounts=False)
+    fill = active_fills(lp)[0]
+    url = db.engine.url.render_as_string(hide_password=False)
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(f'[database]\nurl = "{url}"\n[mqtt]\nenabled = false\n'
+                   '[[lp]]\nname = "LP1"\nhost = "127.0.0.1"\nport = 1\nsender_comp_id = "STP"\n'
+                   'target_comp_id = "LP1"\n')
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(PROJECT_ROOT / "run_engine.py"), "--log-level", "error",
+                               "allocate", "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    done = cli("--session", "LP1", "--exec-id", fill.exec_id, "--account", fill.account, "--by", "ops7",
+               "--reason", "client confirmed")
+    assert done.returncode == 0, done.stderr
+    queued = json.loads(done.stdout)
+    assert (queued["exec_id"], queued["account"], queued["by"]) == (fill.exec_id, fill.account, "ops7")
+    refused = cli("--session", "LP9", "--exec-id", fill.exec_id, "--account", fill.account, "--by", "ops7")
+    assert refused.returncode == 2 and "no [[lp]] session named LP9" in refused.stderr
+    await pipeline.tick()
+    ((result,),) = await q(db, "SELECT result FROM inbox")
+    assert result == f"allocated LP1/{fill.exec_id} from {HOUSE} to {fill.account} by ops7"
+    (row,) = await q(db, "SELECT account, allocated_by FROM bookings "
+                         f"WHERE booking_id = 'A:LP1:{fill.exec_id}'")
+    assert row == (fill.account, "ops7")
