@@ -29,7 +29,7 @@ nets never move.  Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
 
@@ -81,6 +81,10 @@ class Houses:
     """The house account of each LP session."""
 
     by_session: Mapping[str, str]
+    accounts: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accounts", frozenset(self.by_session.values()))
 
     @classmethod
     def for_sessions(cls, sessions: Iterable[str], configured: Mapping[str, str] | None = None) -> Houses:
@@ -90,16 +94,12 @@ class Houses:
         by_session.update({s: a for s, a in configured.items() if a})
         return cls(by_session)
 
-    @property
-    def accounts(self) -> frozenset[str]:
-        return frozenset(self.by_session.values())
-
     def of(self, session: str) -> str:
         """The house account of an LP session (``HOUSE-<session>`` if not configured)."""
         return self.by_session.get(session) or default_house_account(session)
 
     def is_house(self, account: str | None) -> bool:
-        return account is not None and (account in self.by_session.values())
+        return account is not None and account in self.accounts
 
 
 def with_house_accounts(reference: ReferenceData, houses: Houses) -> ReferenceData:
