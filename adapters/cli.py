@@ -382,8 +382,8 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
             if args.session not in {s.name for s in cfg.lps}:
                 print(f"error: no [[lp]] session named {args.session}", file=sys.stderr)
                 return 2
-            if not args.by.strip():
-                print("error: allocate needs --by (who)", file=sys.stderr)
+            if not args.by.strip() or len(args.by.strip()) > 80:
+                print("error: allocate needs --by (who, at most 80 characters)", file=sys.stderr)
                 return 2
             payload = reports.allocate_payload(args.session, args.exec_id, args.account, args.by,
                                                args.reason)

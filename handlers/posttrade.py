@@ -461,6 +461,10 @@ class PostTrade:
         by, reason = str(payload.get("by") or "").strip(), payload.get("reason")
         if not by:
             raise ValueError("say who allocates (--by)")
+        if len(by) > 80:
+            raise ValueError("who (--by) is longer than 80 characters")
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError("reason must be text")
         key = (session, exec_id)
         now = us_to_datetime(stamp)
         try:

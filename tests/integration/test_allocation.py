@@ -192,11 +192,14 @@ async def test_allocating_afterwards_moves_positions_and_leaves_the_nets_unchang
                (cancelled.exec_id, "ACC001")]
     for exec_id, account in refused:
         await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", exec_id, account, "ops1", None))
+    await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", first.exec_id, "ACC001", "x" * 81,
+                                                                   None))
     await pipeline.tick()
     results = [r[0] for r in await q(db, "SELECT result FROM inbox ORDER BY id")]
     assert [r.split(":")[:2] for r in results] == [
         ["error", " unknown_fill"], ["error", " unknown_account"], ["error", " house_account"],
-        ["error", " unknown_fill"]]
+        ["error", " unknown_fill"], ["error", " who (--by) is longer than 80 characters"]]
+    refused.append(("", ""))
     assert await positions(db) == house_positions(lp)
 
     # the desk allocates every active fill to its client (the second twice in one run)
