@@ -9,6 +9,7 @@
   cash deposit|withdraw a client's cash movement
   breaks list|show|watch the breaks: from the database, or live from the bus
   breaks ack|resolve    the break lifecycle (who, why), applied by the engine
+  allocate              move an unallocated LP fill from its house account to a client account
   recon statement       end of day: the LP's trade statement (CSV) against the engine's fills
   recon positions       end of day: the LP's position report (CSV) against the engine's nets
   simulate lp           LP simulator (FIX acceptor streaming ExecutionReports)
@@ -135,6 +136,14 @@ def _build_parser() -> argparse.ArgumentParser:
     brk.add_argument("--count", type=int, default=None, help="watch: stop after this many")
     brk.add_argument("--client-id", default=None, help="watch: a persistent session under this id")
     brk.add_argument("--json", action="store_true")
+    alloc = sub.add_parser("allocate", help="move an LP fill booked on its house account to a client "
+                           "account (applied by the engine, through the inbox)")
+    alloc.add_argument("--config", default=None)
+    alloc.add_argument("--session", required=True, help="the LP session of the fill")
+    alloc.add_argument("--exec-id", required=True, help="the fill's ExecID (17)")
+    alloc.add_argument("--account", required=True, help="the client account")
+    alloc.add_argument("--by", required=True, help="who allocates")
+    alloc.add_argument("--reason", default=None, help="optional note (kept with the resolved break)")
     rec = sub.add_parser("recon", help="end-of-day reconciliation against the LP's files (CSV)")
     rec.add_argument("what", choices=["statement", "positions"])
     rec.add_argument("--config", default=None)
@@ -186,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args([*(argv or [])[:0], *(["--log-level", args.log_level]
                                                        if args.log_level else []), "run"])
     if args.command in ("run", "posttrade", "gateway", "status", "db", "report", "settlement", "cash",
-                        "breaks", "recon"):
+                        "breaks", "recon", "allocate"):
         return _engine_command(args)
     logs.configure(args.log_level)
     if args.command == "simulate":
@@ -212,7 +221,7 @@ def _engine_command(args: argparse.Namespace) -> int:
         result = asyncio.run(status(cfg))
         print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
         return 0
-    if args.command in ("report", "settlement", "cash"):
+    if args.command in ("report", "settlement", "cash", "allocate"):
         return asyncio.run(_desk_command(args, cfg))
     if args.command == "breaks":
         return _breaks_command(args, cfg)
@@ -369,7 +378,17 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
                 rows = await reports.positions(db, args.account)
                 print(json.dumps(rows, indent=2) if args.json else reports.format_positions(rows))
             return 0
-        if args.command == "settlement":
+        if args.command == "allocate":
+            if args.session not in {s.name for s in cfg.lps}:
+                print(f"error: no [[lp]] session named {args.session}", file=sys.stderr)
+                return 2
+            if not args.by.strip() or len(args.by.strip()) > 80:
+                print("error: allocate needs --by (who, at most 80 characters)", file=sys.stderr)
+                return 2
+            payload = reports.allocate_payload(args.session, args.exec_id, args.account, args.by,
+                                               args.reason)
+            inbox_id = await reports.enqueue(db, "allocate", payload)
+        elif args.command == "settlement":
             payload = reports.settlement_status_payload(args.counterparty, args.currency, args.date,
                                                         args.status, args.reason, args.version)
             inbox_id = await reports.enqueue(db, "settlement_status", payload)

@@ -1,4 +1,4 @@
-"""The command topic: break lifecycle commands from the desk over MQTT.
+"""The command topic: break lifecycle commands and allocations from the desk over MQTT.
 
 The relay's connection subscribes to ``<prefix>/commands/breaks`` (QoS 1).
 A command that parses (``stp.commands``) goes into the inbox, where the
@@ -36,7 +36,7 @@ import structlog
 
 from adapters import reports
 from adapters.db.repository import Database
-from stp.commands import BreakCommand, CommandError, parse_break_command
+from stp.commands import AllocateCommand, BreakCommand, CommandError, parse_command
 from stp.events import command_reply
 
 log = structlog.get_logger("engine.commands")
@@ -94,7 +94,7 @@ class CommandListener:
     async def handle(self, client: aiomqtt.Client, payload: bytes) -> None:
         self.received += 1
         try:
-            command = parse_break_command(payload)
+            command = parse_command(payload)
         except CommandError as exc:
             exc.reply_to = exc.reply_to if self._reply_ok(exc.reply_to) else None
             self.refused += 1
@@ -112,7 +112,7 @@ class CommandListener:
                                   message=f"reply_to must be under {self.prefix}/replies/")
             await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
             return
-        kind = "break_acknowledge" if command.action == "acknowledge" else "break_resolve"
+        kind = command.inbox_kind
         stored = command.inbox_payload()
         if command.request_id is None:
             inbox_id = await reports.enqueue(self.db, kind, stored)
@@ -122,12 +122,11 @@ class CommandListener:
             if not queued.new:
                 await self._repeated(client, command, kind, stored, queued)
                 return
-        log.info("command_received", action=command.action, break_id=command.break_id, by=command.by,
-                 request_id=command.request_id, inbox=inbox_id)
+        log.info("command_received", **command.log_fields(), request_id=command.request_id, inbox=inbox_id)
         if self.wake is not None:
             self.wake()
 
-    async def _repeated(self, client: aiomqtt.Client, command: BreakCommand, kind: str,
+    async def _repeated(self, client: aiomqtt.Client, command: BreakCommand | AllocateCommand, kind: str,
                         payload: dict[str, Any], first: reports.Queued) -> None:
         """A request id the inbox holds already: the same command again gets
         the first one's reply (nothing is applied twice); another command
@@ -144,8 +143,8 @@ class CommandListener:
             await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
             return
         self.repeated += 1
-        log.info("command_repeated", action=command.action, break_id=command.break_id,
-                 request_id=command.request_id, inbox=first.inbox_id, applied=first.applied)
+        log.info("command_repeated", **command.log_fields(), request_id=command.request_id,
+                 inbox=first.inbox_id, applied=first.applied)
         if first.reply is not None:
             await client.publish(topic, first.reply, qos=1, timeout=10)
         elif first.applied:

@@ -62,6 +62,7 @@ class SessionSpec:
     end_time: str = "00:00:00"   # equal to start_time: a session that never ends
     match_key: str = "exec_id"   # platform: how its records are matched (exec_id, cl_ord_id, order_id)
     confirms: str | None = None  # platform: the LP session it reports (default: every LP)
+    house_account: str | None = None  # LP: where its unallocated fills book (default HOUSE-<name>)
 
     @property
     def key(self) -> str:
@@ -182,6 +183,15 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
             raise ConfigError(f"[[platform]] {spec.name}: match_key must be exec_id, cl_ord_id or order_id")
         if spec.confirms is not None and spec.confirms not in lp_names:
             raise ConfigError(f"[[platform]] {spec.name}: confirms names no [[lp]] ({spec.confirms})")
+    for spec in platforms:
+        if spec.house_account is not None:
+            raise ConfigError(f"[[platform]] {spec.name}: house_account is for [[lp]] sessions")
+    for spec in lps:
+        if spec.house_account is not None and (not isinstance(spec.house_account, str)
+                                               or not spec.house_account.strip()
+                                               or len(spec.house_account) > 64):
+            raise ConfigError(f"[[lp]] {spec.name}: house_account must be an account id "
+                              f"(text, at most 64 characters)")
     names = [s.name for s in lps + platforms]
     if len(set(names)) != len(names):
         raise ConfigError("session names must be unique across [[lp]] and [[platform]]")

@@ -58,7 +58,8 @@ async def build_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceD
         lp_for_platform={p.name: p.confirms for p in cfg.platforms if p.confirms},
         match_window=timedelta(seconds=cfg.match_window_s),
         price_tolerance=Decimal(cfg.match_price_tolerance), qty_tolerance=Decimal(cfg.match_qty_tolerance),
-        topic_prefix=cfg.mqtt_topic_prefix, escalate_before=timedelta(minutes=cfg.escalate_before_minutes))
+        topic_prefix=cfg.mqtt_topic_prefix, escalate_before=timedelta(minutes=cfg.escalate_before_minutes),
+        house_accounts={s.name: s.house_account for s in cfg.lps if s.house_account})
     if catch_up_batch is not None:
         posttrade.catch_up_batch = catch_up_batch
     await posttrade.load()

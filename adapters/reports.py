@@ -1,5 +1,5 @@
 """What the desk looks at, from the database: settlements and positions; and
-the commands it gives (settlement status, cash) through the inbox.
+the commands it gives (settlement status, cash, allocations) through the inbox.
 
 Commands go into the ``inbox`` table and the running engine applies them in
 order (within a second); a stopped engine applies them when it starts, so a
@@ -117,6 +117,13 @@ def cash_payload(account: str, currency: str, amount: Decimal, value_date: date 
     return {"account": account, "currency": currency, "amount": str(amount),
             "value_date": value_date.isoformat() if value_date else None,
             "reference": reference or uuid.uuid4().hex}
+
+
+def allocate_payload(session: str, exec_id: str, account: str, by: str,
+                     reason: str | None) -> dict[str, Any]:
+    """The inbox payload of an allocation (``run_engine.py allocate``)."""
+    return {"session": session, "exec_id": exec_id, "account": account, "by": by.strip(),
+            "reason": reason}
 
 
 def format_settlements(rows: list[dict[str, Any]]) -> str:

@@ -7,15 +7,25 @@ does not grow with the number of fills.  Positions are kept in memory (one
 per account and pair) and updated booking by booking; a reversal applies the
 opposite of the original trade at its original price (``stp.positions``), so
 every booking costs the same however long the history.
+
+Every LP fill books, allocated or not (``stp.allocation``): on the client
+account its report names, else the one its matched platform record names,
+else (a correction) the corrected booking's, else on the LP session's house
+account with an ``unallocated`` break.  A house fill still waiting for its
+platform record is remembered (``pending``, bounded like the matcher's
+memory) so that the record, when it comes, allocates it (``allocate``).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite, text
+from stp.allocation import AccountSource, Houses, allocate, resolve_account, unallocated_break
 from stp.booking import Booking, BookingKind, book_fill
 from stp.breaks import Break
 from stp.fills import ExecKind, Fill
@@ -27,9 +37,18 @@ _ZERO = Decimal(0)
 
 class BookStage:
     def __init__(self, store: PostTradeStore, accounts: frozenset[str], next_seq: int,
-                 next_posting_id: int) -> None:
+                 next_posting_id: int, houses: Houses | None = None,
+                 pending_us: int = 120_000_000) -> None:
         self.store = store
         self.accounts = accounts
+        # None: no house accounts, a fill without a known account is an unknown_account break
+        self.houses = houses
+        # fill key -> its house booking, for the house fills waiting for their platform record
+        # (the matcher forgets a fill after about two windows: so does this)
+        self.pending: OrderedDict[tuple[str, str], tuple[Booking, int]] = OrderedDict()
+        self._pending_ids: dict[str, tuple[str, str]] = {}         # house booking id -> fill key
+        self.max_pending = 500_000
+        self.pending_us = pending_us
         self.next_seq = next_seq
         self.next_posting_id = next_posting_id
         self._batch_trades: dict[tuple[str, str], Booking] = {}   # fill key -> this batch's trade
@@ -52,8 +71,12 @@ class BookStage:
         self._stored = {}
         self._referenced = set()
 
-    def book(self, fill_id: int, fill: Fill, w: PostTradeWrite,
-             now_us: int) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
+    def book(self, fill_id: int, fill: Fill, w: PostTradeWrite, now_us: int,
+             platform: Fill | None = None, awaiting_platform: bool = False
+             ) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
+        """The bookings and breaks of an LP fill.  ``platform``: the platform
+        record it was matched with; ``awaiting_platform``: its record may
+        still come (the matcher holds the fill)."""
         original: Booking | None = None
         if fill.kind is not ExecKind.TRADE and fill.exec_ref_id:
             key = (fill.session, fill.exec_ref_id)
@@ -64,17 +87,86 @@ class BookStage:
                 original = self._stored.get(key)
                 if original is not None and original.booking_id in self._batch_reversed:
                     original = None
-        result = book_fill(fill, original, self.accounts)
+        unallocated: Break | None = None
+        booked = fill
+        houses = self.houses
+        if houses is not None and fill.kind is not ExecKind.CANCEL:
+            account, source = resolve_account(fill, platform, original, self.accounts, houses)
+            if source is AccountSource.HOUSE:
+                unallocated = unallocated_break(fill, account, platform)
+            if account != fill.account:
+                booked = replace(fill, account=account)
+        result = book_fill(booked, original, self.accounts)
+        breaks = result.breaks
         for booking in result.bookings:
-            self.write_booking(booking, fill_id, w, now_us)
-            if booking.kind is BookingKind.TRADE and booking.fill_key is not None:
-                if booking.fill_key in self._referenced:
-                    self._batch_trades[booking.fill_key] = booking
-            elif booking.kind is BookingKind.REVERSAL and booking.reverses:
-                self._batch_reversed.add(booking.reverses)
-        return result.bookings, result.breaks
+            self._add(booking, fill_id, w, now_us)
+            if booking.kind is BookingKind.TRADE and unallocated is not None:
+                breaks += (unallocated,)
+                if awaiting_platform and booking.fill_key is not None:
+                    self._remember(booking.fill_key, booking, now_us)
+        return result.bookings, breaks
 
-    def write_booking(self, b: Booking, fill_id: int | None, w: PostTradeWrite, now_us: int) -> None:
+    def _add(self, booking: Booking, fill_id: int | None, w: PostTradeWrite, now_us: int,
+             by: str | None = None) -> None:
+        self.write_booking(booking, fill_id, w, now_us, by)
+        if booking.kind is BookingKind.TRADE and booking.fill_key is not None:
+            if booking.fill_key in self._referenced:
+                self._batch_trades[booking.fill_key] = booking
+        elif booking.kind is BookingKind.REVERSAL and booking.reverses:
+            self._batch_reversed.add(booking.reverses)
+            reversed_key = self._pending_ids.pop(booking.reverses, None)
+            if reversed_key is not None:
+                self.pending.pop(reversed_key, None)
+
+    def _remember(self, key: tuple[str, str], booking: Booking, now_us: int) -> None:
+        pending, ids = self.pending, self._pending_ids
+        pending[key] = (booking, now_us)
+        ids[booking.booking_id] = key
+        while pending:
+            oldest_key, (oldest, at) = next(iter(pending.items()))
+            if len(pending) <= self.max_pending and now_us - at <= self.pending_us:
+                break
+            del pending[oldest_key]
+            ids.pop(oldest.booking_id, None)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        entry = self.pending.pop(key, None)
+        if entry is not None:
+            self._pending_ids.pop(entry[0].booking_id, None)
+
+    def allocate_pending(self, lp_fill: Fill, platform: Fill, w: PostTradeWrite,
+                         now_us: int) -> tuple[Booking, ...]:
+        """A platform record matched LP fill ``lp_fill``: if that fill waits on
+        its house account and the record names a client account, move it there
+        (reversal + client booking).  Nothing otherwise."""
+        key = (lp_fill.session, lp_fill.exec_id)
+        entry = self.pending.get(key)
+        houses = self.houses
+        if entry is None or houses is None or entry[0].booking_id in self._batch_reversed:
+            return ()
+        house = entry[0]
+        account = platform.account
+        if account is None or account not in self.accounts or houses.is_house(account):
+            return ()
+        self._forget(key)
+        bookings = allocate(house, account, self.accounts, houses, key)
+        for booking in bookings:
+            self._add(booking, None, w, now_us, f"match:{platform.session}/{platform.exec_id}")
+        return bookings
+
+    def allocate_active(self, booking: Booking | None, account: str, key: tuple[str, str], by: str,
+                        w: PostTradeWrite, now_us: int) -> tuple[Booking, ...]:
+        """The desk's allocation of fill ``key`` (its active booking, read by
+        the caller) to ``account``; raises AllocationError if refused."""
+        assert self.houses is not None
+        bookings = allocate(booking, account, self.accounts, self.houses, key)
+        self._forget(key)
+        for b in bookings:
+            self._add(b, None, w, now_us, by)
+        return bookings
+
+    def write_booking(self, b: Booking, fill_id: int | None, w: PostTradeWrite, now_us: int,
+                      by: str | None = None) -> None:
         t = b.trade
         day = self.store.day
         session, exec_id = b.fill_key if b.fill_key else (None, None)
@@ -85,7 +177,7 @@ class BookStage:
             trade = (None, None, None, None, None)
         w.rows["bookings"][b.booking_id] = (
             b.booking_id, self.next_seq, b.kind._value_, fill_id, session, exec_id, b.reverses,
-            b.account, b.counterparty, b.pair, *trade, now_us)
+            b.account, b.counterparty, b.pair, *trade, now_us, b.allocated_from, by)
         self.next_seq += 1
         postings = w.rows["postings"]
         posting_id = self.next_posting_id

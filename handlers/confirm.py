@@ -25,6 +25,9 @@ class ConfirmStage:
         self.validator = validator
         self.matcher = matcher
         self.lp_sessions = lp_sessions
+        # the last fill's match (its counterpart: the platform record an LP
+        # fill books with, or the LP fill a platform record allocates)
+        self.last: MatchResult | None = None
         # (session, exec_id) -> fill id of fills waiting for their counterpart
         self._ids: OrderedDict[tuple[str, str], int] = OrderedDict()
 
@@ -44,6 +47,7 @@ class ConfirmStage:
         if len(ids) > 500_000:
             ids.popitem(last=False)
         self._record(result, w, now_us)
+        self.last = result
         if result.break_ is not None:
             breaks.append(result.break_)
         return bookable, breaks

@@ -10,7 +10,13 @@ nothing twice.  If a commit fails the in-memory state is rebuilt from the
 database and processing resumes from the cursor.
 
 A timer applies what waits in the inbox (settlement statuses, cash
-movements), expires unmatched confirmations and runs the settlement cut-offs.
+movements, allocations), expires unmatched confirmations and runs the
+settlement cut-offs.
+
+Every LP fill books, allocated or not (``stp.allocation``): a fill without a
+client account goes to its LP session's house account with an
+``unallocated`` break; the platform's record, when it comes later, or the
+desk (``allocate``) moves it to the client, which resolves the break.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -35,9 +41,11 @@ from handlers.confirm import ConfirmStage
 from handlers.margin import MarginStage
 from handlers.net import NetStage
 from handlers.settle import SettleStage, load_instructions
-from stp.booking import book_cash
+from stp.allocation import AllocationError, Houses, unallocated_break_id, with_house_accounts
+from stp.allocation import allocation_booking_id as allocation_id
+from stp.booking import Booking, BookingKind, book_cash
 from stp.breaks import Break, BreakState, IllegalBreakTransition, UnknownBreak, transition
-from stp.confirm import Matcher, Validator
+from stp.confirm import Matcher, MatchState, Validator
 from stp.events import break_changed, command_reply
 from stp.fills import Fill
 from stp.margin import MarginEvent
@@ -55,9 +63,14 @@ class PostTrade:
                  match_window: timedelta = timedelta(seconds=30),
                  price_tolerance: Decimal = Decimal("0.00001"), qty_tolerance: Decimal = Decimal(0),
                  timer_seconds: float = 1.0, topic_prefix: str = "fxstp",
-                 escalate_before: timedelta = timedelta(hours=1)) -> None:
+                 escalate_before: timedelta = timedelta(hours=1),
+                 house_accounts: Mapping[str, str] | None = None) -> None:
         self.db = db
         self.store = PostTradeStore(db)
+        # every LP session's house account (configured, else HOUSE-<session>),
+        # in the reference data like any other account
+        self.houses = Houses.for_sessions(lp_sessions, house_accounts)
+        reference = with_house_accounts(reference, self.houses)
         self.reference = reference
         self.lp_sessions = lp_sessions
         self._matcher_args = (match_window, price_tolerance, qty_tolerance, key_by_platform,
@@ -114,13 +127,16 @@ class PostTrade:
             dated.setdefault((account, pair), {})[_date(vd)] = Decimal(qty)
         nets = {NetKey(cp, ccy, _date(vd)): Decimal(amount) for cp, ccy, vd, amount in await store.fetch(
             "SELECT counterparty, currency, value_date, amount FROM nets")}
-        self.book = BookStage(store, frozenset(self.reference.accounts), next_seq, next_posting)
+        self.book = BookStage(store, frozenset(self.reference.accounts), next_seq, next_posting,
+                              houses=self.houses,
+                              pending_us=int(2 * self._matcher_args[0].total_seconds() * 1e6) + 1_000_000)
         self.positions = PositionKeeper(positions, dated)
         self.net = NetStage(nets)
         since = datetime.now(UTC).date() - timedelta(days=31)
         self.settle = SettleStage(self.reference, await load_instructions(store, since))
-        self.confirm = ConfirmStage(Validator(self.reference), Matcher(*self._matcher_args),
-                                    self.lp_sessions)
+        clients = frozenset(a for a in self.reference.accounts if not self.houses.is_house(a))
+        self.confirm = ConfirmStage(Validator(self.reference),
+                                    Matcher(*self._matcher_args, client_accounts=clients), self.lp_sessions)
         self.margin = MarginStage(self.reference, next_event, self.topic_prefix)
         # latest price per pair, then positions and cash into the margin book
         latest: dict[str, tuple[int, Decimal]] = {}
@@ -287,11 +303,32 @@ class PostTrade:
                     fill = replace(fill, settl_date=value_date)
                 if found:
                     breaks += found
+                match = self.confirm.last
+                lp_fill = fill.session in self.lp_sessions
                 if not bookable:
+                    if not lp_fill and match is not None and match.counterpart is not None:
+                        # a platform record: the LP fill it matched may wait on the house
+                        moved = self.book.allocate_pending(match.counterpart, fill, w, stamp)
+                        if moved:
+                            for booking in moved:
+                                position = apply_position(booking)
+                                if position is not None:
+                                    positions[(position.account, position.pair)] = position
+                                apply_net(booking)
+                            lp = match.counterpart
+                            await self._resolve_unallocated(
+                                lp.session, lp.exec_id, f"match:{fill.session}/{fill.exec_id}",
+                                f"allocated to {fill.account} by the platform record", breaks, w, stamp)
                     continue
-                bookings, booking_breaks = book(fill_id, fill, w, stamp)
+                counterpart = match.counterpart if match is not None and lp_fill else None
+                awaiting = match is not None and match.state is MatchState.RECEIVED
+                bookings, booking_breaks = book(fill_id, fill, w, stamp, counterpart, awaiting)
                 if booking_breaks:
                     breaks += booking_breaks
+                if fill.exec_ref_id and self._reverses_house(bookings):
+                    await self._resolve_unallocated(
+                        fill.session, fill.exec_ref_id, "engine",
+                        f"{fill.kind.name.lower()} {fill.exec_id}", breaks, w, stamp)
                 for booking in bookings:
                     position = apply_position(booking)
                     if position is not None:
@@ -392,6 +429,8 @@ class PostTrade:
         if kind == "settlement_status":
             breaks, result = self.settle.apply_status(payload, w)
             return result, breaks, []
+        if kind == "allocate":
+            return await self._allocate(payload, w, stamp)
         if kind == "cash":
             account, currency = payload["account"], payload["currency"]
             if account not in self.reference.accounts:
@@ -405,6 +444,85 @@ class PostTrade:
             return f"booked {booking.booking_id}", [], events
         raise ValueError(f"unknown inbox kind {kind!r}")
 
+
+    def _reverses_house(self, bookings: tuple[Booking, ...]) -> bool:
+        return any(b.kind is BookingKind.REVERSAL and self.houses.is_house(b.account) for b in bookings)
+
+    async def _allocate(self, payload: dict[str, Any], w: PostTradeWrite,
+                        stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
+        """The desk's allocation of an LP fill from its house account to a
+        client: a reversal on the house and a booking on the client, linked;
+        positions and margin move, the LP's nets do not; the fill's
+        ``unallocated`` break is resolved.  A refusal (unknown fill or
+        account, already allocated) changes nothing and is the command's
+        error (code in the reply)."""
+        session, exec_id = str(payload["session"]), str(payload["exec_id"])
+        account = str(payload["account"])
+        by, reason = str(payload.get("by") or "").strip(), payload.get("reason")
+        if not by:
+            raise ValueError("say who allocates (--by)")
+        if len(by) > 80:
+            raise ValueError("who (--by) is longer than 80 characters")
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError("reason must be text")
+        key = (session, exec_id)
+        now = us_to_datetime(stamp)
+        try:
+            if allocation_id(session, exec_id) in w.rows["bookings"]:
+                raise AllocationError("already_allocated", f"fill {session}/{exec_id} was just allocated")
+            booking = (await self.store.active_trade_bookings({key})).get(key)
+            bookings = self.book.allocate_active(booking, account, key, by, w, stamp)
+        except AllocationError as exc:
+            log.warning("allocation_refused", session=session, exec_id=exec_id, account=account, by=by,
+                        code=exc.code, error=exc.message)
+            if payload.get("via") == "mqtt":
+                self._reply(payload, False, now, w, stamp, error=exc.code, message=exc.message)
+            return f"error: {exc.code}: {exc.message}", [], []
+        positions: dict[tuple[str, str], Position] = {}
+        for b in bookings:
+            position = self.positions.apply(b)
+            if position is not None:
+                positions[(position.account, position.pair)] = position
+            self.net.apply(b)
+        self.positions.end_batch(w, stamp)
+        breaks = self.settle.on_changes(self.net.end_batch(w, stamp), now, w)
+        events = self.margin.on_positions(list(positions.values()))
+        for acc in {acc for acc, _ in positions}:
+            breaks += self.margin.exposure_breaks(acc)
+        house = bookings[0].account
+        await self._resolve_unallocated(session, exec_id, by, reason or f"allocated to {account}", breaks,
+                                        w, stamp)
+        log.info("fill_allocated", session=session, exec_id=exec_id, house=house, account=account, by=by,
+                 booking_id=bookings[1].booking_id)
+        if payload.get("via") == "mqtt":
+            self._reply(payload, True, now, w, stamp,
+                        result={"session": session, "exec_id": exec_id, "account": account, "from": house,
+                                "booking_id": bookings[1].booking_id, "reversal_id": bookings[0].booking_id,
+                                "by": by})
+        return f"allocated {session}/{exec_id} from {house} to {account} by {by}", breaks, events
+
+    async def _resolve_unallocated(self, session: str, exec_id: str, by: str, reason: str,
+                                   breaks: list[Break], w: PostTradeWrite, stamp: int) -> None:
+        """The fill's ``unallocated`` break is resolved (it was allocated, or
+        cancelled or corrected on the house): one detected in this same batch
+        is dropped (never raised), a stored one still open resolved."""
+        break_id = unallocated_break_id(session, exec_id)
+        for i, brk in enumerate(breaks):
+            if brk.break_id == break_id:
+                del breaks[i]
+                return
+        rows = await self.store.fetch("SELECT state, type, keys FROM breaks WHERE break_id = ?", (break_id,))
+        if not rows:
+            return
+        pending = [s for s in w.break_states if s[-1] == break_id]
+        state = pending[-1][0] if pending else rows[0][0]
+        if state == BreakState.RESOLVED.value:
+            return
+        by = by[:80]
+        w.break_states.append((BreakState.RESOLVED.value, None, None, by, stamp, reason, break_id))
+        w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), BreakState.RESOLVED.value, by,
+                                reason, self.topic_prefix, us_to_datetime(stamp)), stamp)
+        log.info("break_changed", break_id=break_id, state=BreakState.RESOLVED.value, by=by, reason=reason)
 
     async def _break_lifecycle(self, action: str, payload: dict[str, Any], w: PostTradeWrite,
                                stamp: int) -> str:

@@ -119,7 +119,9 @@ class Booking:
 
     For a REVERSAL, ``trade`` is the reversed booking's ``TradeAmounts`` as
     booked (not negated; ``sign`` is -1) and ``fill_key`` is the cancel or
-    correction that caused it (None if reversed without one).
+    correction that caused it (None if reversed without one; the fill itself
+    for an allocation's reversal).  ``allocated_from``: a trade booking an
+    allocation made (``stp.allocation``) names the house booking it replaces.
     """
 
     booking_id: str
@@ -131,6 +133,7 @@ class Booking:
     pair: str | None                        # symbol "EUR/USD"
     postings: tuple[Posting, ...]
     trade: TradeAmounts | None
+    allocated_from: str | None = None
 
     @property
     def sign(self) -> int:

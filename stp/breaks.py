@@ -41,6 +41,7 @@ class BreakType(StrEnum):
     # booking
     UNKNOWN_REFERENCE = "unknown_reference"      # cancel/correct of an unknown fill
     UNKNOWN_ACCOUNT = "unknown_account"
+    UNALLOCATED = "unallocated"                  # booked on the LP's house account: no client account
     # settlement
     SSI_MISSING = "ssi_missing"
     AFTER_CUT_OFF = "after_cut_off"
@@ -66,6 +67,7 @@ DEFAULT_SEVERITY: dict[BreakType, Severity] = {
     BreakType.UNMATCHED_PLATFORM: Severity.MEDIUM,
     BreakType.UNKNOWN_REFERENCE: Severity.HIGH,
     BreakType.UNKNOWN_ACCOUNT: Severity.HIGH,
+    BreakType.UNALLOCATED: Severity.MEDIUM,
     BreakType.SSI_MISSING: Severity.CRITICAL,
     BreakType.AFTER_CUT_OFF: Severity.HIGH,
     BreakType.SETTLEMENT_FAILED: Severity.CRITICAL,

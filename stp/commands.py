@@ -15,6 +15,17 @@ the break exists and the transition is legal is decided where the break's
 state is (``unknown_break``, ``illegal_transition``); whether a request_id
 was already used for another command where the inbox is
 (``request_id_reused``; the same command again gets the first reply).
+
+An allocation is a command on the same topic (``action`` ``allocate``)::
+
+    {"request_id": "desk-43", "action": "allocate", "session": "LP1", "exec_id": "LP1-E-17",
+     "account": "ACC007", "by": "alice", "reason": "client per phone", "reply_to": "fxstp/replies/alice"}
+
+``session``, ``exec_id``, ``account`` and ``by`` are required, ``reason``
+optional; ``parse_command`` parses either kind.  Whether the fill waits on
+its house account and the account exists is decided where the bookings are
+(``unknown_fill``, ``unknown_account``, ``house_account``,
+``already_allocated``).
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ ACTIONS = {"ack": "acknowledge", "acknowledge": "acknowledge", "resolve": "resol
 _FIELDS = {"request_id", "action", "break_id", "by", "reason", "reply_to"}
 # what the database columns hold: who 80, ids 64 (a reply's event id is
 # "reply-" + the request id), a reason as long as a desk note needs
-MAX_LENGTH = {"by": 80, "break_id": 64, "request_id": 64, "action": 16, "reason": 1000, "reply_to": 200}
+MAX_LENGTH = {"by": 80, "break_id": 64, "request_id": 64, "action": 16, "reason": 1000, "reply_to": 200,
+              "session": 64, "exec_id": 64, "account": 64}
+_ALLOCATE_FIELDS = {"request_id", "action", "session", "exec_id", "account", "by", "reason", "reply_to"}
 
 
 class CommandError(ValueError):
@@ -49,9 +62,41 @@ class BreakCommand:
     request_id: str | None = None
     reply_to: str | None = None
 
+    @property
+    def inbox_kind(self) -> str:
+        return "break_acknowledge" if self.action == "acknowledge" else "break_resolve"
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"action": self.action, "break_id": self.break_id, "by": self.by}
+
     def inbox_payload(self) -> dict[str, Any]:
         return {"break_id": self.break_id, "by": self.by, "reason": self.reason,
                 "request_id": self.request_id, "reply_to": self.reply_to, "via": "mqtt"}
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateCommand:
+    session: str
+    exec_id: str
+    account: str
+    by: str
+    reason: str | None = None
+    request_id: str | None = None
+    reply_to: str | None = None
+    action: str = "allocate"
+
+    @property
+    def inbox_kind(self) -> str:
+        return "allocate"
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"action": self.action, "session": self.session, "exec_id": self.exec_id,
+                "account": self.account, "by": self.by}
+
+    def inbox_payload(self) -> dict[str, Any]:
+        return {"session": self.session, "exec_id": self.exec_id, "account": self.account, "by": self.by,
+                "reason": self.reason, "request_id": self.request_id, "reply_to": self.reply_to,
+                "via": "mqtt"}
 
 
 def _text(obj: dict[str, Any], name: str, required: bool, request_id: str | None,
@@ -86,13 +131,8 @@ def valid_reply_topic(topic: str) -> bool:
     return bool(topic) and len(topic) <= MAX_LENGTH["reply_to"] and not any(c in topic for c in "+#\x00")
 
 
-def parse_break_command(payload: bytes | str) -> BreakCommand:
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CommandError("malformed_json", f"not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise CommandError("malformed_json", "a command is a JSON object")
+def _header(obj: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A command's request_id and reply_to (checked)."""
     raw_id = obj.get("request_id")
     request_id = str(raw_id) if isinstance(raw_id, str | int) and raw_id != "" else None
     longest = MAX_LENGTH["request_id"]
@@ -103,6 +143,17 @@ def parse_break_command(payload: bytes | str) -> BreakCommand:
         and _encodable(reply_to) else None
     if obj.get("reply_to") is not None and reply_to is None:
         raise CommandError("invalid_command", "reply_to must be a topic without wildcards", request_id)
+    return request_id, reply_to
+
+
+def parse_break_command(payload: bytes | str) -> BreakCommand:
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CommandError("malformed_json", f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CommandError("malformed_json", "a command is a JSON object")
+    request_id, reply_to = _header(obj)
     unknown = set(obj) - _FIELDS
     if unknown:
         raise CommandError("invalid_command", f"unknown fields: {', '.join(sorted(unknown))}",
@@ -110,7 +161,8 @@ def parse_break_command(payload: bytes | str) -> BreakCommand:
     action_text = _text(obj, "action", True, request_id, reply_to)
     action = ACTIONS.get(action_text or "")
     if action is None:
-        raise CommandError("invalid_command", f"action must be acknowledge or resolve, got {action_text!r}",
+        raise CommandError("invalid_command",
+                           f"action must be acknowledge or resolve (or allocate), got {action_text!r}",
                            request_id, reply_to)
     break_id = _text(obj, "break_id", True, request_id, reply_to)
     by = _text(obj, "by", True, request_id, reply_to)
@@ -119,3 +171,26 @@ def parse_break_command(payload: bytes | str) -> BreakCommand:
         raise CommandError("invalid_command", "a resolution needs a reason", request_id, reply_to)
     assert break_id is not None and by is not None
     return BreakCommand(action, break_id, by, reason, request_id, reply_to)
+
+
+def parse_command(payload: bytes | str) -> BreakCommand | AllocateCommand:
+    """A command of the command topic: an allocation (``action`` ``allocate``)
+    or a break lifecycle command (``parse_break_command``)."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        obj = None
+    if not isinstance(obj, dict) or obj.get("action") != "allocate":
+        return parse_break_command(payload)
+    request_id, reply_to = _header(obj)
+    unknown = set(obj) - _ALLOCATE_FIELDS
+    if unknown:
+        raise CommandError("invalid_command", f"unknown fields: {', '.join(sorted(unknown))}",
+                           request_id, reply_to)
+    session = _text(obj, "session", True, request_id, reply_to)
+    exec_id = _text(obj, "exec_id", True, request_id, reply_to)
+    account = _text(obj, "account", True, request_id, reply_to)
+    by = _text(obj, "by", True, request_id, reply_to)
+    reason = _text(obj, "reason", False, request_id, reply_to)
+    assert session is not None and exec_id is not None and account is not None and by is not None
+    return AllocateCommand(session, exec_id, account, by, reason, request_id, reply_to)

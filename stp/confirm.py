@@ -46,7 +46,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -448,17 +448,21 @@ class Matcher:
     is bounded by the fills received within about two windows.  A fill without
     a value for its key field cannot be matched and expires as unmatched.
     Account and SettlDate are compared only when both sides give them (the LP
-    may not know the client account; the validator accepts a missing SettlDate).
+    may not know the client account; the validator accepts a missing SettlDate);
+    with ``client_accounts``, the LP's account only when it is one of them (an
+    LP names the broker's own account at the LP as often as a client's).
     """
 
     def __init__(self, window: timedelta, price_tolerance: Decimal, qty_tolerance: Decimal,
                  key_by_platform: Mapping[str, str],
-                 lp_for_platform: Mapping[str, str] | None = None) -> None:
+                 lp_for_platform: Mapping[str, str] | None = None, *,
+                 client_accounts: Container[str] | None = None) -> None:
         if window <= timedelta(0):
             raise ValueError("window must be positive")
         if price_tolerance < 0 or qty_tolerance < 0:
             raise ValueError("tolerances cannot be negative")
         self.window = window
+        self.client_accounts = client_accounts
         self.price_tolerance = price_tolerance
         self.qty_tolerance = qty_tolerance
         self._modes: dict[str, MatchKey] = {p: MatchKey(k) for p, k in key_by_platform.items()}
@@ -582,7 +586,8 @@ class Matcher:
 
     def _compare(self, lp: Fill, platform: Fill, bucket: _BucketKey) -> tuple[Difference, ...]:
         diffs: list[Difference] = []
-        if lp.account is not None and platform.account is not None and lp.account != platform.account:
+        if lp.account is not None and platform.account is not None and lp.account != platform.account \
+                and (self.client_accounts is None or lp.account in self.client_accounts):
             diffs.append(Difference("account", lp.account, platform.account))
         if lp.pair.symbol != platform.pair.symbol:
             diffs.append(Difference("pair", lp.pair.symbol, platform.pair.symbol))

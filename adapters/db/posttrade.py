@@ -27,7 +27,7 @@ from stp.valuedates import CurrencyPair
 _UPSERTS = {
     "bookings": ("INSERT INTO bookings (booking_id, seq, kind, fill_id, fill_session, fill_exec_id, "
                  "reverses, account, counterparty, pair, side, base_amount, quote_amount, price, "
-                 "value_date, booked_us) VALUES ({})", 16),
+                 "value_date, booked_us, allocated_from, allocated_by) VALUES ({})", 18),
     "postings": ("INSERT INTO postings (id, booking_id, ledger, party, amount, value_date) VALUES ({})", 6),
     "positions": ("INSERT INTO positions (account, pair, quantity, average_price, realised_pnl, quote_flow, "
                   "updated_us) VALUES ({}) ON CONFLICT (account, pair) DO UPDATE SET "
