@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from adapters.reference import ReferenceError, load_reference
 from stp.booking import book_fill
+from stp.breaks import BreakType
+from stp.confirm import Validator
 from stp.fills import (
     DK_OTHER,
     DK_PRICE_EXCEEDS_LIMIT,
@@ -188,6 +190,18 @@ def test_stored_prices_outside_the_bounds_are_not_used_as_reference() -> None:
     assert usable_reference(Decimal("1.085"), EURUSD)
     assert not usable_reference(Decimal(HUGE_PX), EURUSD)
     assert not usable_reference(Decimal("NaN"), EURUSD)
+
+
+def test_confirm_takes_no_absurd_first_price_as_its_reference() -> None:
+    """The second line: a fill that reached confirm without the intake's check
+    (no reference price yet) cannot make its price the reference."""
+    v = Validator(load_reference(ROOT / "config" / "reference"))
+    breaks = v.validate(fill(t31=HUGE_PX, t6=None))
+    assert [b.type for b in breaks] == [BreakType.PRICE_OUT_OF_TOLERANCE]
+    assert "outside the bounds 0.5..2.5" in breaks[0].summary
+    assert v.reference_price("EUR/USD") is None
+    assert v.validate(fill(t17="E-2")) == []
+    assert v.reference_price("EUR/USD") == Decimal("1.08500")
 
 
 # --- configuration -----------------------------------------------------------------
