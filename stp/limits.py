@@ -13,10 +13,12 @@ Rules, in this order (the first that fails is the answer):
 * LastPx and LastSpotRate within the pair's absolute bounds ``min_px`` ..
   ``max_px`` (DKReason E, price exceeds limit), whether or not there is a
   reference price yet;
-* the spot price (LastSpotRate if given, else LastPx) within ``price_band``
-  (a fraction) of the reference price (DKReason E).  The band applies while
-  the reference price is younger than ``band_max_age`` (by the receive times
-  of the reports); an older one, or none, leaves only the absolute bounds;
+* trades: the spot price (LastSpotRate if given, else LastPx) within
+  ``price_band`` (a fraction) of the reference price (DKReason E).  The band
+  applies while the reference price is younger than ``band_max_age`` (by the
+  receive times of the reports); an older one, or none, leaves only the
+  absolute bounds.  Cancels and corrections carry the price of a trade done
+  earlier, when the market may have been elsewhere: the bounds only;
 * LastQty, OrderQty, CumQty and LeavesQty at most ``max_qty`` (in the pair's
   base currency; a quantity dealt in the quote currency counts as
   quantity / LastPx) (DKReason C, quantity exceeds order: ``max_qty`` is the
@@ -127,13 +129,16 @@ class LimitRejection(Rejection):
 _CTX = decimal_context()
 
 
+_DECIMAL_FIELDS = ("LastQty (32)", "LastPx (31)", "CumQty (14)", "LeavesQty (151)", "AvgPx (6)",
+                   "OrderQty (38)", "LastSpotRate (194)", "LastForwardPoints (195)")
+
+
 def _text_too_long(fill: Fill) -> str | None:
-    for name, value in (("LastQty (32)", fill.last_qty), ("LastPx (31)", fill.last_px),
-                        ("CumQty (14)", fill.cum_qty), ("LeavesQty (151)", fill.leaves_qty),
-                        ("AvgPx (6)", fill.avg_px), ("OrderQty (38)", fill.order_qty),
-                        ("LastSpotRate (194)", fill.spot_rate),
-                        ("LastForwardPoints (195)", fill.forward_points)):
+    values = (fill.last_qty, fill.last_px, fill.cum_qty, fill.leaves_qty, fill.avg_px, fill.order_qty,
+              fill.spot_rate, fill.forward_points)
+    for value in values:
         if value is not None and len(str(value)) > MAX_DECIMAL_TEXT:
+            name = _DECIMAL_FIELDS[values.index(value)]
             return f"{name} has more than {MAX_DECIMAL_TEXT} characters: {str(value)[:60]}"
     return None
 
@@ -175,13 +180,14 @@ def check_fill(fill: Fill, limits: PairLimits, reference: Reference | None,
                band_max_age: timedelta = timedelta(hours=24)) -> LimitRejection | None:
     """None if the fill is within its pair's limits, else why not (see the module)."""
     exec_id = fill.exec_id
-    bounds = f"{limits.min_px}..{limits.max_px}"
     for name, px in (("LastPx (31)", fill.last_px), ("LastSpotRate (194)", fill.spot_rate)):
         if px is not None and not limits.min_px <= px <= limits.max_px:
+            bounds = f"{limits.min_px}..{limits.max_px}"
             return LimitRejection(DK_PRICE_EXCEEDS_LIMIT,
                                   f"{name} {px} is outside the {fill.symbol} bounds {bounds}",
                                   exec_id, "price_bounds", bounds)
-    ref = _fresh(reference, fill.received_at, band_max_age)
+    # trades only: a cancel or correction carries the price of a trade done earlier
+    ref = _fresh(reference, fill.received_at, band_max_age) if fill.kind is ExecKind.TRADE else None
     if ref is not None:
         px = spot_price(fill)
         allowed = _CTX.multiply(ref, limits.price_band)

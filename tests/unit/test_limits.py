@@ -110,6 +110,14 @@ def test_price_band_boundary(px: str, ok: bool) -> None:
         assert result.reference_px == "1.08500"
 
 
+def test_cancels_and_corrections_get_the_bounds_not_the_band() -> None:
+    """They carry the price of a trade done earlier, when the market may have been elsewhere."""
+    for kind in ("H", "G"):
+        assert check_fill(fill(t150=kind, t19="E-0", t31="1.30000"), EURUSD, REF) is None
+        assert refused(fill(t150=kind, t19="E-0", t31=HUGE_PX)).rule == "price_bounds"
+        assert refused(fill(t150=kind, t19="E-0", t32=HUGE_QTY, t38=None, t14=None)).rule == "max_qty"
+
+
 def test_a_stale_reference_leaves_only_the_absolute_bounds() -> None:
     old = (Decimal("1.08500"), AT - timedelta(hours=25))
     assert check_fill(fill(t31="1.5"), EURUSD, old) is None                       # 24 h: stale
