@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adapters.config import PROJECT_ROOT
 from adapters.db.repository import Database
@@ -204,3 +206,57 @@ async def test_amounts_beyond_the_database_columns_get_a_dk_not_an_exception(db:
     assert "more than 40 characters" in h.dk[0][2] and "finer than the minor units of EUR" in h.dk[1][2]
     assert sorted(e for (e,) in await h.q("SELECT exec_id FROM fills")) == ["N0", "N1"]
     assert [t for t, _ in await h.breaks()] == ["amount_limit", "amount_limit"]
+
+
+# --- property: through the intake and post-trade, within the limits books, outside is DK'd ---
+
+_NEAR = st.decimals(min_value=Decimal("0.90000"), max_value=Decimal("1.30000"), places=5)
+_PRICES = st.one_of(_NEAR, _NEAR, _NEAR, st.sampled_from([HUGE_PX, "0.00001", "2.60000", "0.40000"]))
+_QTYS = st.one_of(st.decimals(min_value=Decimal("1"), max_value=Decimal("300000000"), places=0),
+                  st.sampled_from([HUGE_QTY, "250000000", "250000001", "0.01", "1000000.005"]))
+
+
+def _expected(reports: list[tuple[str, str]]) -> list[str]:
+    """What each report must become, from the limits of EUR/USD in pairs.toml:
+    bounds 0.5..2.5, band 10% of the reference, max_qty 250,000,000 EUR, cents;
+    the reference moves with accepted trades within 2% of it."""
+    out: list[str] = []
+    ref: Decimal | None = None
+    for qty_text, px_text in reports:
+        qty, px = Decimal(qty_text), Decimal(px_text)
+        if not Decimal("0.5") <= px <= Decimal("2.5"):
+            out.append("E")
+        elif ref is not None and abs(px - ref) > ref * Decimal("0.10"):
+            out.append("E")
+        elif qty > Decimal("250000000"):
+            out.append("C")
+        elif qty != qty.quantize(Decimal("0.01")) or (qty * px).quantize(Decimal("0.01")) == 0:
+            out.append("Z")
+        else:
+            out.append("booked")
+            if ref is None or abs(px - ref) <= ref * Decimal("0.02"):
+                ref = px
+    return out
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reports=st.lists(st.tuples(_QTYS.map(str), _PRICES.map(str)), min_size=1, max_size=12))
+async def test_property_within_the_limits_books_outside_is_dk(tmp_path_factory: pytest.TempPathFactory,
+                                                              reports: list[tuple[str, str]]) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('prop') / 'stp.db'}")
+    await db.migrate()
+    try:
+        h = Harness(db)
+        await h.start()
+        await h.send(*(er(2 + i, f"P{i}", qty=q, px=p, side="12"[i % 2]) for i, (q, p) in enumerate(reports)))
+        expected = _expected(reports)
+        dk = {e: r for e, r, _ in h.dk}
+        booked = {e for (e,) in await h.q("SELECT fill_exec_id FROM bookings WHERE kind = 'trade'")}
+        got = [dk.get(f"P{i}", "booked" if f"P{i}" in booked else "neither") for i in range(len(reports))]
+        assert got == expected
+        breaks = await h.breaks()
+        assert sorted(json.loads(k)["exec_id"] for t, k in breaks if t == "amount_limit") == sorted(dk)
+        # nothing refused later on (an exposure_limit or price_out_of_tolerance break may be right)
+        assert not [t for t, _ in breaks if t in ("invalid_fill", "rejected_report", "unknown_pair")]
+    finally:
+        await db.close()
