@@ -224,9 +224,8 @@ def _expected(reports: list[tuple[str, str]]) -> list[str]:
     ref: Decimal | None = None
     for qty_text, px_text in reports:
         qty, px = Decimal(qty_text), Decimal(px_text)
-        if not Decimal("0.5") <= px <= Decimal("2.5"):
-            out.append("E")
-        elif ref is not None and abs(px - ref) > ref * Decimal("0.10"):
+        in_band = ref is None or abs(px - ref) <= ref * Decimal("0.10")
+        if not (Decimal("0.5") <= px <= Decimal("2.5") and in_band):
             out.append("E")
         elif qty > Decimal("250000000"):
             out.append("C")
