@@ -129,6 +129,13 @@ class LimitRejection(Rejection):
 _CTX = decimal_context()
 
 
+def _shown(value: Decimal) -> str:
+    """A value for a message text: at most 60 characters (a DontKnowTrade's
+    Text and the journal quote it; the wire allows any length)."""
+    text = str(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
 _DECIMAL_FIELDS = ("LastQty (32)", "LastPx (31)", "CumQty (14)", "LeavesQty (151)", "AvgPx (6)",
                    "OrderQty (38)", "LastSpotRate (194)", "LastForwardPoints (195)")
 
@@ -151,16 +158,16 @@ def _unrepresentable(fill: Fill) -> str | None:
     pair, qty, px = fill.pair, fill.last_qty, fill.last_px
     try:
         if quantize(qty, fill.currency) != qty:
-            return f"LastQty {qty} is finer than the minor units of {fill.currency}"
+            return f"LastQty {_shown(qty)} is finer than the minor units of {fill.currency}"
         if fill.currency == pair.base:
             base, quote = qty, quantize(_CTX.multiply(qty, px), pair.quote)
         else:
             base, quote = quantize(_CTX.divide(qty, px), pair.base), qty
     except (ValueError, ArithmeticError) as exc:   # beyond 38 digits, overflow, no minor units
-        return f"{qty} {fill.currency} at {px} cannot be booked: {exc}"[:300]
+        return f"{_shown(qty)} {fill.currency} at {_shown(px)} cannot be booked: {exc}"[:300]
     if not base or not quote:
         zero = pair.base if not base else pair.quote
-        return f"{qty} {fill.currency} at {px} rounds to zero {zero}"
+        return f"{_shown(qty)} {fill.currency} at {_shown(px)} rounds to zero {zero}"
     return None
 
 
@@ -184,7 +191,7 @@ def check_fill(fill: Fill, limits: PairLimits, reference: Reference | None,
         if px is not None and not limits.min_px <= px <= limits.max_px:
             bounds = f"{limits.min_px}..{limits.max_px}"
             return LimitRejection(DK_PRICE_EXCEEDS_LIMIT,
-                                  f"{name} {px} is outside the {fill.symbol} bounds {bounds}",
+                                  f"{name} {_shown(px)} is outside the {fill.symbol} bounds {bounds}",
                                   exec_id, "price_bounds", bounds)
     # trades only: a cancel or correction carries the price of a trade done earlier
     ref = _fresh(reference, fill.received_at, band_max_age) if fill.kind is ExecKind.TRADE else None
@@ -194,7 +201,7 @@ def check_fill(fill: Fill, limits: PairLimits, reference: Reference | None,
         if abs(_CTX.subtract(px, ref)) > allowed:
             name = "LastSpotRate (194)" if fill.spot_rate is not None else "LastPx (31)"
             return LimitRejection(DK_PRICE_EXCEEDS_LIMIT,
-                                  f"{name} {px} is more than {limits.price_band} away from the "
+                                  f"{name} {_shown(px)} is more than {limits.price_band} away from the "
                                   f"{fill.symbol} reference price {ref}",
                                   exec_id, "price_band", str(limits.price_band), str(ref))
     max_qty = limits.max_qty
@@ -208,7 +215,7 @@ def check_fill(fill: Fill, limits: PairLimits, reference: Reference | None,
                       ("CumQty (14)", fill.cum_qty), ("LeavesQty (151)", fill.leaves_qty)):
         if qty is not None and qty > max_qty:
             return LimitRejection(DK_QUANTITY_EXCEEDS_ORDER,
-                                  f"{name} {qty} {fill.currency} exceeds the {fill.symbol} maximum "
+                                  f"{name} {_shown(qty)} {fill.currency} exceeds the {fill.symbol} maximum "
                                   f"{limits.max_qty} {fill.pair.base}", exec_id, "max_qty",
                                   str(limits.max_qty))
     why = _unrepresentable(fill)
@@ -228,14 +235,14 @@ def check_quote(quote: Quote, limits: PairLimits, reference: Reference | None,
             return QuoteRejection(OTHER, f"{quote.symbol} {name} {str(px)[:60]} has more than "
                                          f"{MAX_QUOTE_TEXT} characters")
         if not limits.min_px <= px <= limits.max_px:
-            return QuoteRejection(OTHER, f"{quote.symbol} {name} {px} is outside the bounds "
+            return QuoteRejection(OTHER, f"{quote.symbol} {name} {_shown(px)} is outside the bounds "
                                          f"{limits.min_px}..{limits.max_px}")
     ref = _fresh(reference, quote.received_at, band_max_age)
     if ref is not None:
         px = quote.price
         if abs(_CTX.subtract(px, ref)) > _CTX.multiply(ref, limits.price_band):
-            return QuoteRejection(OTHER, f"{quote.symbol} price {px} is more than {limits.price_band} "
-                                         f"away from the reference price {ref}")
+            return QuoteRejection(OTHER, f"{quote.symbol} price {_shown(px)} is more than "
+                                         f"{limits.price_band} away from the reference price {ref}")
     return None
 
 

@@ -87,6 +87,13 @@ def test_a_9e49_price_is_dk_e_with_or_without_a_reference_price() -> None:
     assert refused(f, AmountLimits().default, None).dk_reason == DK_PRICE_EXCEEDS_LIMIT
 
 
+def test_the_answer_quotes_a_long_value_shortened() -> None:
+    """A DontKnowTrade's Text and the journal's reason stay short for a 5,000-digit quantity."""
+    r = refused(fill(t32="7" * 5000, t38=None, t14=None))
+    assert r.dk_reason == DK_QUANTITY_EXCEEDS_ORDER and len(r.text) < 200
+    assert "(5000 characters)" in r.text
+
+
 def test_order_cum_and_leaves_quantities_are_limited_too() -> None:
     for tag in ("t38", "t151"):
         r = refused(fill(**{tag: "300000000"}))
