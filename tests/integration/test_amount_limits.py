@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from adapters.reference import load_reference
 from adapters.sim.fixmsg import md_body
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
+from tests.integration.test_engine_intake import Engine
 
 PG_URL = os.environ.get("STP_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REFERENCE = load_reference(PROJECT_ROOT / "config" / "reference")
@@ -259,3 +260,71 @@ async def test_property_within_the_limits_books_outside_is_dk(tmp_path_factory: 
         assert not [t for t, _ in breaks if t in ("invalid_fill", "rejected_report", "unknown_pair")]
     finally:
         await db.close()
+
+
+# --- over the wire: the engine process, its quickfix gateway, post-trade in its own process ---
+
+
+@pytest.fixture
+def engines() -> Iterator[list[Engine]]:
+    started: list[Engine] = []
+    yield started
+    for e in started:
+        if e.proc is not None and e.proc.poll() is None:
+            e.proc.kill()
+            e.proc.wait()
+
+
+async def test_over_the_wire_the_lp_gets_dont_know_trades_and_nothing_books(
+        tmp_path: Path, engines: list[Engine]) -> None:
+    from adapters.fix.dictionary import load_dictionary
+    from adapters.fix.session import Session, SessionConfig
+    from adapters.fix.store import MemoryStore
+    from adapters.fix.transport import FixAcceptor
+    from tests.conftest import free_port
+    from tests.integration.test_engine_intake import RecordingApp, write_config
+    from tests.integration.test_engine_intake import er as wire_er
+
+    lp_port = free_port()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}"
+    cfg = write_config(tmp_path / "engine.toml", url, lp_port, None)
+    app = RecordingApp()
+    session = Session(SessionConfig("FIX.4.4", "LP1", "STP"), app, MemoryStore(),
+                      load_dictionary("FIX.4.4"))
+    acceptor = FixAcceptor([session], "127.0.0.1", lp_port)
+    await acceptor.start()
+    engine = Engine(cfg).start()
+    engines.append(engine)
+    try:
+        await asyncio.wait_for(app.logged_on.wait(), 30)
+        session.send("8", wire_er("HUGE-QTY", t37="O-HQ", t32=HUGE_QTY, t38=HUGE_QTY, t14=HUGE_QTY))
+        session.send("8", wire_er("HUGE-PX", t37="O-HP", t31=HUGE_PX, t6=HUGE_PX))
+        for i, px in enumerate(NORMAL):
+            session.send("8", wire_er(f"N{i}", t37=f"O-N{i}", t31=px, t6=px, t54="12"[i % 2]))
+        conn = acceptor.connection(session)
+        assert conn is not None
+        conn.flush()
+        status = await asyncio.to_thread(engine.wait_for, lambda s: s["journal"] >= 6)
+        assert status["executions"] == 4 and status["rejected_by_outcome"]["dont_know"] == 2
+        for _ in range(150):
+            if len([m for m in app.received if m.msg_type == "Q"]) >= 2:
+                break
+            await asyncio.sleep(0.2)
+        dks = {m[17]: m[127] for m in app.received if m.msg_type == "Q"}
+        assert dks == {"HUGE-QTY": "C", "HUGE-PX": "E"}
+        db = Database(url)
+        try:
+            h = Harness(db)
+            for _ in range(300):           # post-trade, in the engine's child process, catches up
+                if len(await h.q("SELECT booking_id FROM bookings")) >= 4:
+                    break
+                await asyncio.sleep(0.2)
+            booked = sorted(e for (e,) in await h.q("SELECT fill_exec_id FROM bookings"))
+            breaks = [(t, json.loads(k)["exec_id"]) for t, k in await h.breaks()]
+        finally:
+            await db.close()
+    finally:
+        await asyncio.to_thread(engine.stop)
+        await acceptor.stop(logout_wait=0.5)
+    assert booked == ["N0", "N1", "N2", "N3"]
+    assert sorted(breaks) == [("amount_limit", "HUGE-PX"), ("amount_limit", "HUGE-QTY")]
