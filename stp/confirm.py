@@ -15,8 +15,8 @@ Validation (``Validator``)
       nothing); every price that passes moves the reference, a price that
       fails does not (one bad price must not make the next good one fail).
       The intake refuses (DontKnowTrade) what is beyond the limits before it
-      gets here (``stp.limits``): this is the second line.  ``set_reference_price`` resets it after a real
-      market gap;
+      gets here (``stp.limits``): this is the second line.
+      ``set_reference_price`` resets it after a real market gap;
     * SettlDate (VALUE_DATE_MISMATCH): for SettlType ""/"0"/"1"/"2"/"3"/"C" and
       the tenors (Dn, Wn, Mn, Yn) it must equal ``valuedates.value_date`` of the
       trade date (TradeDate, else the FX trade date of TransactTime, else of
