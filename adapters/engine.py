@@ -97,7 +97,8 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     state = await db.load_intake_state()
     queue = InboundQueue(cfg.queue_max)
     intake = Intake(queue, db, state, batch_max=cfg.batch_max, known_symbols=reference.symbols,
-                    topic_prefix=cfg.mqtt_topic_prefix)
+                    topic_prefix=cfg.mqtt_topic_prefix, limits=reference.amount_limits())
+    await intake.load_reference_prices()
     # (re)started with the committed sequence numbers, once the intake has
     # committed what an earlier gateway delivered
     gateway = FixGateway(cfg, queue, resume=lambda: dict(intake.last_seq), log_level=log_level,

@@ -9,12 +9,14 @@ floats; a float there is an error.
 from __future__ import annotations
 
 import tomllib
-from datetime import date, time
+from dataclasses import replace
+from datetime import date, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from stp.currency import is_known_currency
+from stp.limits import PairLimits
 from stp.reference import (
     Account,
     Counterparty,
@@ -118,7 +120,13 @@ def load_reference(directory: Path) -> ReferenceData:
         counterparties[raw["name"]] = Counterparty(raw["name"], tuple(ssis))
 
     pairs_doc = _read(directory / "pairs.toml")
-    default_tolerance = pairs_doc.get("defaults", {}).get("price_tolerance", "0.02")
+    defaults = pairs_doc.get("defaults", {})
+    default_tolerance = defaults.get("price_tolerance", "0.02")
+    default_limits = _limits(defaults, PairLimits(), "pairs.toml defaults")
+    band_age = defaults.get("price_band_max_age_s", 86_400)
+    if isinstance(band_age, bool) or not isinstance(band_age, int) or band_age <= 0:
+        raise ReferenceError(f"pairs.toml defaults: price_band_max_age_s must be a positive number of "
+                             f"seconds, got {band_age!r}")
     pairs: dict[str, PairSettings] = {}
     for i, raw in enumerate(pairs_doc.get("pair", [])):
         where = f"pairs.toml pair #{i + 1}"
@@ -128,7 +136,7 @@ def load_reference(directory: Path) -> ReferenceData:
             raise ReferenceError(f"{where}: {exc}") from None
         pairs[pair.symbol] = PairSettings(
             pair=pair, price_tolerance=_decimal(raw.get("price_tolerance", default_tolerance), where),
-            decimals=int(raw.get("decimals", 5)))
+            decimals=int(raw.get("decimals", 5)), limits=_limits(raw, default_limits, where))
 
     settle_doc = _read(directory / "settlement.toml")
 
@@ -141,4 +149,17 @@ def load_reference(directory: Path) -> ReferenceData:
     cut_offs = {c["currency"]: cut_off(c, _currency(c["currency"], "settlement.toml"), "settlement.toml")
                 for c in settle_doc.get("cut_off", [])}
     return ReferenceData(accounts=accounts, leverage_groups=groups, counterparties=counterparties,
-                         pairs=pairs, cut_offs=cut_offs, default_cut_off=default)
+                         pairs=pairs, cut_offs=cut_offs, default_cut_off=default,
+                         default_limits=default_limits, price_band_max_age=timedelta(seconds=band_age))
+
+
+_LIMIT_KEYS = ("max_qty", "price_band", "min_px", "max_px")
+
+
+def _limits(raw: dict[str, Any], base: PairLimits, where: str) -> PairLimits:
+    """``base`` with the limits ``raw`` gives (decimal strings)."""
+    given = {key: _decimal(raw[key], f"{where} {key}") for key in _LIMIT_KEYS if key in raw}
+    try:
+        return replace(base, **given)
+    except ValueError as exc:
+        raise ReferenceError(f"{where}: {exc}") from None

@@ -30,6 +30,15 @@ from handlers.breaks import BreakSink
 from stp.breaks import Break, BreakType
 from stp.fills import Fill, NotAFill, Rejection, normalise
 from stp.intake import Outcome, dedupe
+from stp.limits import (
+    AmountLimits,
+    LimitRejection,
+    Reference,
+    check_fill,
+    check_quote,
+    reference_move,
+    usable_reference,
+)
 from stp.marketdata import OTHER, Quote, QuoteRejection, parse_snapshot
 
 log = structlog.get_logger("engine.intake")
@@ -98,7 +107,8 @@ class KnownExecutions:
 class Intake:
     def __init__(self, queue: InboundQueue, db: Database, state: IntakeState,
                  send_dont_know: DontKnowSender | None = None, batch_max: int = 2000,
-                 known_symbols: frozenset[str] | None = None, topic_prefix: str = "fxstp") -> None:
+                 known_symbols: frozenset[str] | None = None, topic_prefix: str = "fxstp",
+                 limits: AmountLimits | None = None) -> None:
         self.queue = queue
         self.db = db
         self.state = state
@@ -119,6 +129,24 @@ class Intake:
         self._stopping = False
         self._busy = False
         self.stop_commit_s = 30.0     # how long a stopping engine keeps trying to commit
+        # amount limits (stp.limits) and each pair's reference price: the
+        # latest accepted price (fill or quote), moved only after a commit
+        self.limits = limits if limits is not None else AmountLimits()
+        self.reference_prices: dict[str, Reference] = {}
+
+    async def load_reference_prices(self) -> None:
+        """The reference prices at start: each pair's latest trade and quote
+        in the database, the newer of the two (a price outside the pair's
+        absolute bounds, stored before the limits existed, is not used)."""
+        refs = self.reference_prices
+        for symbol, price_text, received_us in await self.db.reference_prices():
+            price = Decimal(price_text)
+            if not usable_reference(price, self.limits.of(symbol)):
+                continue
+            at = _EPOCH + timedelta(microseconds=int(received_us))
+            current = refs.get(symbol)
+            if current is None or at > current[1]:
+                refs[symbol] = (price, at)
 
     def drained(self) -> bool:
         """Everything handed over so far is committed."""
@@ -210,8 +238,34 @@ class Intake:
         staged = _Staged(self.known, from_db, self.state, self.last_seq)
         accepted: list[tuple[int, Fill]] = []
         problems: list[Break] = []
+        limits, max_age, refs = self.limits, self.limits.band_max_age, self.reference_prices
+        new_refs: dict[str, Reference] = {}      # this batch's reference prices, applied after the commit
         for item, received_us, fields, result in parsed:
+            if isinstance(result, Fill):
+                # a new report only: a duplicate or conflict of a stored fill books nothing anyway
+                if staged.known_hash((result.session, result.exec_id)) is None:
+                    symbol = result.pair.symbol
+                    refused = check_fill(result, limits.of(symbol), new_refs.get(symbol) or refs.get(symbol),
+                                         max_age)
+                    if refused is not None:
+                        result = refused
+            elif isinstance(result, Quote):
+                symbol = result.symbol
+                refused_quote = check_quote(result, limits.of(symbol),
+                                            new_refs.get(symbol) or refs.get(symbol), max_age)
+                if refused_quote is not None:
+                    result = refused_quote
             outcome, reason, exec_id = self._decide(item, fields, result, staged, dk, bmr)
+            if outcome is Outcome.ACCEPTED and isinstance(result, Fill):
+                symbol = result.pair.symbol
+                moved = reference_move(result, limits.of(symbol), new_refs.get(symbol) or refs.get(symbol),
+                                       max_age)
+                if moved is not None:
+                    new_refs[symbol] = moved
+            elif outcome is Outcome.MARKET_DATA and isinstance(result, Quote):
+                ref = new_refs.get(result.symbol) or refs.get(result.symbol)
+                if ref is None or result.received_at >= ref[1]:
+                    new_refs[result.symbol] = (result.price, result.received_at)
             seq = _seq(fields, item.kind)
             journal_id = staged.next_journal_id
             staged.next_journal_id += 1
@@ -258,6 +312,7 @@ class Intake:
         # committed: now the in-memory state may move on
         committed = time.time()
         staged.apply(self)
+        refs.update(new_refs)
         counters = self.counters
         counters.batches += 1
         counters.messages += len(items)
@@ -354,6 +409,12 @@ def _intake_break(outcome: Outcome, item: Inbound, fields: dict[int, str], seq: 
                      theirs={"content_hash": conflicting, "seq": seq, "poss_dup": fields.get(43) == "Y"})
     keys = {"session": item.session, "exec_id": exec_id} if exec_id else \
         {"session": item.session, "seq": str(seq)}
+    if isinstance(result, LimitRejection):
+        return Break(BreakType.AMOUNT_LIMIT, keys, f"{item.session} MsgSeqNum {seq}: {reason}",
+                     ours={"rule": result.rule, "limit": result.limit, "reference_px": result.reference_px},
+                     theirs={"msg_type": fields.get(35, ""), "outcome": outcome.value, "reason": reason or "",
+                             "symbol": fields.get(55, ""), "currency": fields.get(15, ""),
+                             "last_qty": fields.get(32, "")[:60], "last_px": fields.get(31, "")[:60]})
     return Break(BreakType.REJECTED_REPORT, keys, f"{item.session} MsgSeqNum {seq}: {reason}",
                  theirs={"msg_type": fields.get(35, ""), "outcome": outcome.value, "reason": reason or ""})
 

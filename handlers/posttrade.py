@@ -44,7 +44,7 @@ from handlers.settle import SettleStage, load_instructions
 from stp.allocation import AllocationError, Houses, unallocated_break_id, with_house_accounts
 from stp.allocation import allocation_booking_id as allocation_id
 from stp.booking import Booking, BookingKind, book_cash
-from stp.breaks import Break, BreakState, IllegalBreakTransition, UnknownBreak, transition
+from stp.breaks import Break, BreakState, BreakType, IllegalBreakTransition, UnknownBreak, transition
 from stp.confirm import Matcher, MatchState, Validator
 from stp.events import break_changed, command_reply
 from stp.fills import Fill
@@ -334,6 +334,12 @@ class PostTrade:
                     if position is not None:
                         positions[(position.account, position.pair)] = position
                     apply_net(booking)
+                # the fill's price marks the pair only if it booked and is not
+                # off-market (flagged price_out_of_tolerance): a refused or
+                # off-market price must not revalue every account holding the pair
+                if not bookings or (found and any(b.type is BreakType.PRICE_OUT_OF_TOLERANCE
+                                                  for b in found)):
+                    continue
                 symbol = fill.pair.symbol
                 seen = latest.get(symbol)
                 if seen is None or fill.received_at >= seen[0]:

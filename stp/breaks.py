@@ -30,6 +30,7 @@ class BreakType(StrEnum):
     # intake
     EXECID_CONFLICT = "execid_conflict"          # same ExecID, different content
     REJECTED_REPORT = "rejected_report"          # DontKnowTrade / reject sent
+    AMOUNT_LIMIT = "amount_limit"                # DontKnowTrade: quantity or price beyond the pair's limits
     # confirmation (validation and matching)
     UNKNOWN_PAIR = "unknown_pair"
     INVALID_FILL = "invalid_fill"                # side, quantity, CumQty/LeavesQty
@@ -58,6 +59,7 @@ class BreakType(StrEnum):
 DEFAULT_SEVERITY: dict[BreakType, Severity] = {
     BreakType.EXECID_CONFLICT: Severity.HIGH,
     BreakType.REJECTED_REPORT: Severity.MEDIUM,
+    BreakType.AMOUNT_LIMIT: Severity.HIGH,
     BreakType.UNKNOWN_PAIR: Severity.HIGH,
     BreakType.INVALID_FILL: Severity.HIGH,
     BreakType.PRICE_OUT_OF_TOLERANCE: Severity.HIGH,

@@ -10,10 +10,13 @@ Validation (``Validator``)
     * side is buy or sell, LastQty and LastPx positive (INVALID_FILL);
     * trades only: LastPx within the pair's ``price_tolerance`` (a fraction) of
       the pair's reference price (PRICE_OUT_OF_TOLERANCE).  The first price of a
-      pair is accepted and becomes the reference; every price that passes moves
-      the reference, a price that fails does not (one bad price must not make
-      the next good one fail).  ``set_reference_price`` resets it after a real
-      market gap;
+      pair becomes the reference if it is within the pair's absolute bounds
+      (``PairSettings.limits`` min_px..max_px; outside them it breaks and sets
+      nothing); every price that passes moves the reference, a price that
+      fails does not (one bad price must not make the next good one fail).
+      The intake refuses (DontKnowTrade) what is beyond the limits before it
+      gets here (``stp.limits``): this is the second line.
+      ``set_reference_price`` resets it after a real market gap;
     * SettlDate (VALUE_DATE_MISMATCH): for SettlType ""/"0"/"1"/"2"/"3"/"C" and
       the tenors (Dn, Wn, Mn, Yn) it must equal ``valuedates.value_date`` of the
       trade date (TradeDate, else the FX trade date of TransactTime, else of
@@ -227,6 +230,16 @@ class Validator:
         reference = self._last_px.get(symbol)
         px = fill.last_px
         if reference is None:
+            limits = settings.limits
+            if not limits.min_px <= px <= limits.max_px:
+                # no reference yet: an absurd first price must not become it
+                breaks.append(_break(
+                    BreakType.PRICE_OUT_OF_TOLERANCE, fill, "price",
+                    f"{fill.session} {fill.exec_id}: {symbol} price {px} is outside the bounds "
+                    f"{limits.min_px}..{limits.max_px} (no reference price yet)",
+                    ours={"min_px": str(limits.min_px), "max_px": str(limits.max_px)},
+                    theirs={"last_px": str(px)}))
+                return
             self._last_px[symbol] = px
             return
         allowed = reference * settings.price_tolerance

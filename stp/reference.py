@@ -6,10 +6,11 @@ only sees these objects.  Pure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import date, time
+from dataclasses import dataclass, field, replace
+from datetime import date, time, timedelta
 from decimal import Decimal
 
+from stp.limits import AmountLimits, PairLimits
 from stp.valuedates import CurrencyPair
 
 # Any two of these make a "major" pair for the EU retail leverage limits.
@@ -97,11 +98,13 @@ class Counterparty:
 
 @dataclass(frozen=True, slots=True)
 class PairSettings:
-    """Per-pair settings: price tolerance for validation, spot lag override."""
+    """Per-pair settings: price tolerance for validation, spot lag override,
+    the amount limits the intake checks (``stp.limits``)."""
 
     pair: CurrencyPair
     price_tolerance: Decimal = Decimal("0.02")     # fraction of the last price
     decimals: int = 5
+    limits: PairLimits = field(default_factory=PairLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,14 @@ class ReferenceData:
     pairs: dict[str, PairSettings]                 # by symbol "EUR/USD"
     cut_offs: dict[str, CutOff] = field(default_factory=dict)
     default_cut_off: CutOff = CutOff("*")
+    default_limits: PairLimits = field(default_factory=PairLimits)   # pairs not in ``pairs``
+    price_band_max_age: timedelta = timedelta(hours=24)
+
+    def amount_limits(self) -> AmountLimits:
+        """The intake's limits: each pair's, its tolerance confirm's ``price_tolerance``."""
+        return AmountLimits({symbol: replace(s.limits, tolerance=s.price_tolerance)
+                             for symbol, s in self.pairs.items()},
+                            self.default_limits, self.price_band_max_age)
 
     def cut_off(self, currency: str) -> CutOff:
         return self.cut_offs.get(currency, self.default_cut_off)

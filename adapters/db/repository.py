@@ -251,6 +251,19 @@ class Database:
 
                 await PostTradeStore(self).write_rows(conn, batch.breaks)
 
+    async def reference_prices(self) -> list[tuple[str, str, int]]:
+        """(symbol, price text, received_us): each pair's latest trade (LastSpotRate,
+        else LastPx) and each pair's latest quote (market_prices)."""
+        async with self.engine.connect() as conn:
+            trades = (await conn.exec_driver_sql(
+                "SELECT f.symbol, COALESCE(f.spot_rate, f.last_px), f.received_us FROM fills f JOIN "
+                "(SELECT symbol, MAX(id) AS id FROM fills WHERE kind = 'F' GROUP BY symbol) m "
+                "ON f.id = m.id")).all()
+            quotes = (await conn.exec_driver_sql(
+                "SELECT symbol, price, received_us FROM market_prices")).all()
+        rows = cast("list[tuple[Any, Any, Any]]", [*trades, *quotes])
+        return [(str(symbol), str(price), int(received)) for symbol, price, received in rows]
+
     @staticmethod
     async def _set_last_seq(conn: Any, session: str, seq: int, reset: bool, stamp: int) -> None:
         s = schema.session_state
