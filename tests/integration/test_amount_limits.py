@@ -173,23 +173,24 @@ async def test_a_fill_beyond_the_tolerance_books_but_moves_no_reference(db: Data
     """Within the 10% band but beyond the 2% tolerance: booked (the trade was
     done) and flagged price_out_of_tolerance; no reference moves (the intake's,
     confirm's, margin's mark), so the next normal fill is not flagged.  A fill
-    that does not book (unknown account) moves no mark either."""
+    without a client account books on the LP's house account (allocation): a
+    trade like any other, its in-tolerance price marks the pair."""
     h = Harness(db)
     await h.start()
     await h.send(er(2, "N0", px="1.08500"), er(3, "OFF", px="1.12000", side="2"))
     assert h.intake.reference_prices["EUR/USD"][0] == Decimal("1.08500")
     assert h.pipeline.confirm.validator.reference_price("EUR/USD") == Decimal("1.08500")
     assert h.pipeline.margin.book.prices.price("EUR/USD") == Decimal("1.08500")
-    # an in-tolerance price the intake and confirm accept, but that books nothing:
-    # it is the market's (the references move), it marks no position
+    # an in-tolerance price for an account the engine does not know: booked on
+    # the house (unallocated), so it is the market's and marks the pair
     await h.send(er(4, "NOACC", px="1.09000").replace("\x011=ACC001\x01", "\x011=NOPE\x01"))
     assert h.intake.reference_prices["EUR/USD"][0] == Decimal("1.09000")
-    assert h.pipeline.margin.book.prices.price("EUR/USD") == Decimal("1.08500")
+    assert h.pipeline.margin.book.prices.price("EUR/USD") == Decimal("1.09000")
     await h.send(er(5, "N1", px="1.08510"))
     assert h.dk == []
-    assert sorted(e for (e,) in await h.q("SELECT fill_exec_id FROM bookings")) == ["N0", "N1", "OFF"]
+    assert sorted(e for (e,) in await h.q("SELECT fill_exec_id FROM bookings")) == ["N0", "N1", "NOACC", "OFF"]
     breaks = [(t, json.loads(k)["exec_id"]) for t, k in await h.breaks()]
-    assert sorted(breaks) == [("price_out_of_tolerance", "OFF"), ("unknown_account", "NOACC")]
+    assert sorted(breaks) == [("price_out_of_tolerance", "OFF"), ("unallocated", "NOACC")]
     assert h.intake.reference_prices["EUR/USD"][0] == Decimal("1.08510")
     assert h.pipeline.margin.book.prices.price("EUR/USD") == Decimal("1.08510")
 
