@@ -104,6 +104,53 @@ async def enqueue_once(db: Database, kind: str, payload: dict[str, Any], request
     return Queued(int(first[0]), False, str(first[1]), json.loads(first[2]), first[3] is not None, first[4])
 
 
+async def enqueue_batch(db: Database, commands: list[tuple[str, dict[str, Any], str | None]]) -> list[Queued]:
+    """Queue ``(kind, payload, request_id)`` commands in one transaction (what
+    the command listener received at once): one commit for the lot.  Each is
+    what ``enqueue`` (no request id) or ``enqueue_once`` would have done on
+    its own, in order, so a request id twice in one batch is queued once (the
+    second finds the first's row, not applied yet).  Raises, with nothing
+    queued, if the transaction fails."""
+    store = PostTradeStore(db)
+    plain = store.query("INSERT INTO inbox (kind, payload, created_us) VALUES (?, ?, ?) RETURNING id")
+    insert = store.query("INSERT INTO inbox (kind, payload, created_us, request_id) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (request_id) DO NOTHING RETURNING id")
+    existing = store.query("SELECT id, kind, payload, applied_us, reply FROM inbox WHERE request_id = ?")
+    out: list[Queued] = []
+    stamp = now_us()
+    async with db.engine.begin() as conn:
+        for kind, payload, request_id in commands:
+            text = json.dumps(payload, sort_keys=True)
+            if request_id is None:
+                result = await conn.exec_driver_sql(plain, (kind, text, stamp))
+                out.append(Queued(int(result.scalar_one()), True, kind, payload))
+                continue
+            row = (await conn.exec_driver_sql(insert, (kind, text, stamp, request_id))).first()
+            if row is not None:
+                out.append(Queued(int(row[0]), True, kind, payload))
+                continue
+            first = tuple((await conn.exec_driver_sql(existing, (request_id,))).one())
+            out.append(Queued(int(first[0]), False, str(first[1]), json.loads(first[2]), first[3] is not None,
+                              first[4]))
+    return out
+
+
+async def prune_inbox(db: Database, retention_us: int, now: int | None = None) -> int:
+    """Delete the applied inbox rows older than ``retention_us`` (applied
+    then), which releases their request ids; return how many.  Rows waiting
+    to be applied stay whatever their age, and so does the newest row: SQLite
+    gives a new row the highest id + 1, and a reused id would repeat an
+    earlier reply's event id (``reply-inbox-<id>``), which consumers drop as
+    a repeat."""
+    store = PostTradeStore(db)
+    cutoff = (now if now is not None else now_us()) - retention_us
+    sql = store.query("DELETE FROM inbox WHERE applied_us IS NOT NULL AND applied_us < ? "
+                      "AND id < (SELECT MAX(id) FROM inbox)")
+    async with db.engine.begin() as conn:
+        result = await conn.exec_driver_sql(sql, (cutoff,))
+    return int(result.rowcount or 0)
+
+
 def settlement_status_payload(counterparty: str, currency: str, value_date: date, status: str,
                               reason: str | None, version: int | None) -> dict[str, Any]:
     if status not in ("settled", "failed"):

@@ -9,8 +9,10 @@ A break lifecycle command is one JSON object on ``<prefix>/commands/breaks``::
 ``reason`` is required to resolve; ``request_id`` (echoed in the reply) and
 ``reply_to`` (a topic without wildcards; default ``<prefix>/replies/breaks``)
 are optional.  What cannot be parsed raises ``CommandError`` with a code the
-reply carries: ``malformed_json`` (not JSON, or not an object) or
-``invalid_command`` (a field missing, of the wrong type, or unknown).  Whether
+reply carries, and nothing else: ``malformed_json`` (larger than
+``MAX_PAYLOAD`` bytes, not UTF-8 JSON, nested deeper than the parser goes,
+or not an object) or ``invalid_command`` (a field missing, of the wrong type,
+unknown, or text a database column cannot hold).  Whether
 the break exists and the transition is legal is decided where the break's
 state is (``unknown_break``, ``illegal_transition``); whether a request_id
 was already used for another command where the inbox is
@@ -28,6 +30,8 @@ _FIELDS = {"request_id", "action", "break_id", "by", "reason", "reply_to"}
 # what the database columns hold: who 80, ids 64 (a reply's event id is
 # "reply-" + the request id), a reason as long as a desk note needs
 MAX_LENGTH = {"by": 80, "break_id": 64, "request_id": 64, "action": 16, "reason": 1000, "reply_to": 200}
+# a command is a few hundred bytes; what is far larger is not parsed at all
+MAX_PAYLOAD = 65536
 
 
 class CommandError(ValueError):
@@ -70,16 +74,36 @@ def _text(obj: dict[str, Any], name: str, required: bool, request_id: str | None
         raise CommandError("invalid_command", f"{name} is longer than {MAX_LENGTH[name]} characters",
                            request_id, reply_to)
     if not _encodable(value):
-        raise CommandError("invalid_command", f"{name} is not valid Unicode text", request_id, reply_to)
+        raise CommandError("invalid_command", f"{name} is not valid Unicode text (or holds a NUL)",
+                           request_id, reply_to)
     return value or None
 
 
 def _encodable(text: str) -> bool:
+    # UTF-8 text a database column holds: no lone surrogate ("\ud800" in the
+    # JSON) and no NUL ("\u0000": PostgreSQL's text type refuses it)
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:         # a lone surrogate ("\ud800" in the JSON)
+    except UnicodeEncodeError:
         return False
     return True
+
+
+def _load(payload: bytes | str) -> Any:
+    """The payload's JSON value, or CommandError("malformed_json") whatever
+    goes wrong: too large, not UTF-8, not JSON, nested too deep for the
+    parser (RecursionError), a number too long to convert."""
+    size = len(payload)
+    if size > MAX_PAYLOAD:
+        raise CommandError("malformed_json", f"a command is at most {MAX_PAYLOAD} bytes, this one is {size}")
+    try:
+        return json.loads(payload)
+    except RecursionError:
+        raise CommandError("malformed_json", "not JSON: nested too deep") from None
+    except Exception as exc:        # ValueError, UnicodeDecodeError, and whatever else the parser raises
+        raise CommandError("malformed_json", f"not JSON: {exc}") from None
 
 
 def valid_reply_topic(topic: str) -> bool:
@@ -87,10 +111,7 @@ def valid_reply_topic(topic: str) -> bool:
 
 
 def parse_break_command(payload: bytes | str) -> BreakCommand:
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CommandError("malformed_json", f"not JSON: {exc}") from None
+    obj = _load(payload)
     if not isinstance(obj, dict):
         raise CommandError("malformed_json", "a command is a JSON object")
     raw_id = obj.get("request_id")
