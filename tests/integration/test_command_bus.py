@@ -319,6 +319,26 @@ async def test_what_has_arrived_is_stored_in_one_transaction_then_acknowledged(d
     assert len(replies) == 299 and all('"unknown_break"' in r for r in replies)
 
 
+async def test_the_database_being_unavailable_is_told_from_a_row_it_refuses() -> None:
+    from sqlalchemy.exc import DataError, IntegrityError, InterfaceError
+
+    from adapters.commands import database_unavailable
+
+    # unavailable: wait and store the same batch again
+    refused = Database("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
+    with pytest.raises(Exception) as down:
+        await reports.enqueue_batch(refused, [("break_acknowledge", {}, "r")])
+    await refused.close()
+    assert database_unavailable(down.value)
+    assert database_unavailable(OperationalError("INSERT", (), Exception("database is locked")))
+    assert database_unavailable(InterfaceError("INSERT", (), Exception("connection closed")))
+    assert database_unavailable(TimeoutError())
+    # refused for what was written: the same write would fail again
+    assert not database_unavailable(IntegrityError("INSERT", (), Exception("duplicate key")))
+    assert not database_unavailable(DataError("INSERT", (), Exception("invalid byte sequence")))
+    assert not database_unavailable(ValueError("x"))
+
+
 async def test_a_batch_is_queued_in_the_order_it_came(db: Database) -> None:
     """Multi-row inserts, a command without a request id between them, a
     repeat within the batch and one of an earlier batch: each gets what it
