@@ -22,17 +22,36 @@ got (the same event, once the first is applied; while it waits in the inbox,
 its own reply answers both); the same request id with another command is
 refused (``request_id_reused``).  Commands without a request id are queued
 every time they arrive (a repeat is then an illegal transition).
+
+The listener takes what has arrived at once (up to ``batch_max`` messages)
+and stores it in one transaction (``reports.enqueue_batch``), then
+acknowledges the lot: one commit per batch, not per command, so a burst is
+drained as fast as it comes.  Nothing wedges the topic: a payload that does
+not parse, whatever the reason (too large, not UTF-8, nested too deep), is
+answered ``malformed_json`` and acknowledged; one whose handling fails in an
+unforeseen way is answered ``internal_error``, logged with its payload and
+acknowledged.  When the database cannot store a batch (down, locked), the
+listener keeps it unacknowledged and tries again with backoff (0.5 s
+doubling to 30 s), saying so in the retained status (``degraded``,
+component ``commands``) until it can; a batch the database refuses for its
+content is stored command by command, and a command it refuses on its own is
+answered ``internal_error``.  Request ids are released when the applied
+inbox rows are pruned (``reports.prune_inbox``, ``[mqtt]
+request_id_retention_days``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
 import structlog
+from sqlalchemy import exc as sa_exc
 
 from adapters import reports
 from adapters.db.repository import Database
@@ -65,34 +84,100 @@ def enable_manual_acks(client: aiomqtt.Client) -> None:
         paho.manual_ack_set(True)
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error is about reaching the database (down, locked,
+    the connection lost: try again later) rather than about what was written
+    (which the same write would hit again)."""
+    if isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, sa_exc.OperationalError
+                                                                | sa_exc.InterfaceError)
+    return False
+
+
+Health = Callable[[str | None], Awaitable[None]]     # None: storing again; else why not
+
+
+@dataclass(slots=True)
+class _Queueing:
+    """A parsed command on its way into the inbox."""
+
+    command: BreakCommand | AllocateCommand
+    kind: str
+    payload: dict[str, Any]
+
+
 class CommandListener:
-    def __init__(self, db: Database, prefix: str, wake: Callable[[], None] | None = None) -> None:
+    def __init__(self, db: Database, prefix: str, wake: Callable[[], None] | None = None,
+                 batch_max: int = 1000) -> None:
         self.db = db
         self.prefix = prefix
         self.topic = f"{prefix}/commands/breaks"
         self.wake = wake
+        self.batch_max = batch_max
         self.received = 0
         self.refused = 0
         self.repeated = 0
+        self.batches = 0
+        self.retry_initial = 0.5
+        self.retry_max = 30.0
+        self.down: str | None = None        # why commands cannot be stored now, while it lasts
 
     def _reply_ok(self, reply_to: str | None) -> bool:
         """A reply goes under <prefix>/replies/: a desk client cannot make the
         engine publish onto its own topics."""
         return reply_to is None or reply_to.startswith(f"{self.prefix}/replies/")
 
-    async def listen(self, client: aiomqtt.Client) -> None:
-        """Handle commands until cancelled (the relay's connection ends).  A
-        command that could not be stored (database down) is not acknowledged:
-        the error ends the connection and the broker delivers it again."""
-        async for message in client.messages:
-            if message.topic.matches(self.topic):
-                await self.handle(client, bytes(message.payload)
-                                  if isinstance(message.payload, bytes | bytearray)
-                                  else str(message.payload).encode())
-            _ack(client, message)
+    async def listen(self, client: aiomqtt.Client, health: Health | None = None) -> None:
+        """Handle commands until cancelled (the relay's connection ends): what
+        has arrived at once is one batch, stored in one transaction, then
+        acknowledged.  An MqttError (the connection is gone) ends it; the
+        broker delivers what was not acknowledged again."""
+        messages = client.messages
+        while True:
+            batch = [await anext(messages)]
+            while len(messages) > 0 and len(batch) < self.batch_max:
+                batch.append(await anext(messages))
+            await self.handle_batch(client, [_payload(m) for m in batch if m.topic.matches(self.topic)],
+                                    health)
+            for message in batch:
+                _ack(client, message)
 
     async def handle(self, client: aiomqtt.Client, payload: bytes) -> None:
-        self.received += 1
+        """One command (a batch of one)."""
+        await self.handle_batch(client, [payload])
+
+    async def handle_batch(self, client: aiomqtt.Client, payloads: list[bytes],
+                           health: Health | None = None) -> None:
+        """Answer what does not parse, store the rest in one transaction
+        (retrying while the database is unavailable), answer repeats."""
+        replies: list[tuple[str, str]] = []
+        queueing: list[_Queueing] = []
+        for payload in payloads:
+            self.received += 1
+            try:
+                entry = self._parse(payload, replies)
+            except Exception as exc:       # a bug, not the desk's: answered, kept in the log, not retried
+                entry = None
+                self._internal_error(None, None, payload, exc, replies)
+            if entry is not None:
+                queueing.append(entry)
+        if queueing:
+            for entry, queued in zip(queueing, await self._store(queueing, replies, health), strict=True):
+                if queued is None:
+                    continue
+                if not queued.new:
+                    self._repeated(entry.command, entry.kind, entry.payload, queued, replies)
+                    continue
+                command = entry.command
+                log.info("command_received", **command.log_fields(), request_id=command.request_id,
+                         inbox=queued.inbox_id)
+            if self.wake is not None:
+                self.wake()
+        await _publish_all(client, replies)
+
+    def _parse(self, payload: bytes, replies: list[tuple[str, str]]) -> _Queueing | None:
         try:
             command = parse_command(payload)
         except CommandError as exc:
@@ -103,31 +188,80 @@ class CommandListener:
             reply = command_reply(exc.request_id, reply_topic(self.prefix, exc.reply_to), False,
                                   datetime.now(UTC), reply_id=uuid.uuid4().hex, error=exc.code,
                                   message=exc.message)
-            await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
-            return
+            replies.append((reply.topic, reply.payload))
+            return None
         if not self._reply_ok(command.reply_to):
             self.refused += 1
             reply = command_reply(command.request_id, reply_topic(self.prefix, None), False,
                                   datetime.now(UTC), reply_id=uuid.uuid4().hex, error="invalid_command",
                                   message=f"reply_to must be under {self.prefix}/replies/")
-            await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
-            return
-        kind = command.inbox_kind
-        stored = command.inbox_payload()
-        if command.request_id is None:
-            inbox_id = await reports.enqueue(self.db, kind, stored)
-        else:
-            queued = await reports.enqueue_once(self.db, kind, stored, command.request_id)
-            inbox_id = queued.inbox_id
-            if not queued.new:
-                await self._repeated(client, command, kind, stored, queued)
-                return
-        log.info("command_received", **command.log_fields(), request_id=command.request_id, inbox=inbox_id)
-        if self.wake is not None:
-            self.wake()
+            replies.append((reply.topic, reply.payload))
+            return None
+        return _Queueing(command, command.inbox_kind, command.inbox_payload())
 
-    async def _repeated(self, client: aiomqtt.Client, command: BreakCommand | AllocateCommand, kind: str,
-                        payload: dict[str, Any], first: reports.Queued) -> None:
+    def _internal_error(self, request_id: str | None, reply_to: str | None, payload: bytes | None,
+                        exc: BaseException, replies: list[tuple[str, str]]) -> None:
+        self.refused += 1
+        log.error("command_failed", error=repr(exc)[:300], request_id=request_id,
+                  payload=None if payload is None else payload[:200].decode("utf-8", "replace"))
+        reply = command_reply(request_id, reply_topic(self.prefix, reply_to), False, datetime.now(UTC),
+                              reply_id=uuid.uuid4().hex, error="internal_error",
+                              message=f"the engine could not handle this command: {type(exc).__name__}")
+        replies.append((reply.topic, reply.payload))
+
+    async def _store(self, queueing: list[_Queueing], replies: list[tuple[str, str]],
+                     health: Health | None) -> list[reports.Queued | None]:
+        """Store the batch in one transaction, trying again with backoff while
+        the database is unavailable.  A batch it refuses for its content is
+        stored one by one: the command it refuses alone is answered
+        ``internal_error`` (None in the result)."""
+        rows = [(e.kind, e.payload, e.command.request_id) for e in queueing]
+        try:
+            return list(await self._store_retrying(rows, health))
+        except Exception as exc:           # not unavailability: _store_retrying waits that out
+            if len(rows) > 1:
+                log.warning("command_batch_refused", commands=len(rows), error=repr(exc)[:300])
+            else:
+                self._internal_error(queueing[0].command.request_id, queueing[0].command.reply_to, None,
+                                     exc, replies)
+                return [None]
+        out: list[reports.Queued | None] = []
+        for entry, row in zip(queueing, rows, strict=True):
+            try:
+                out.extend(await self._store_retrying([row], health))
+            except Exception as exc:
+                self._internal_error(entry.command.request_id, entry.command.reply_to, None, exc, replies)
+                out.append(None)
+        return out
+
+    async def _store_retrying(self, rows: list[tuple[str, dict[str, Any], str | None]],
+                              health: Health | None) -> list[reports.Queued]:
+        delay = self.retry_initial
+        while True:
+            try:
+                queued = await reports.enqueue_batch(self.db, rows)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                reason = f"cannot store commands: {exc!r}"[:300]
+                log.warning("commands_not_stored", commands=len(rows), error=reason, retry_in_s=delay)
+                if self.down is None and health is not None:
+                    self.down = reason
+                    await health(reason)
+                self.down = reason
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            self.batches += 1
+            if self.down is not None:
+                self.down = None
+                log.info("commands_stored_again", commands=len(rows))
+                if health is not None:
+                    await health(None)
+            return queued
+
+    def _repeated(self, command: BreakCommand | AllocateCommand, kind: str, payload: dict[str, Any],
+                  first: reports.Queued, replies: list[tuple[str, str]]) -> None:
         """A request id the inbox holds already: the same command again gets
         the first one's reply (nothing is applied twice); another command
         under that id is refused."""
@@ -140,15 +274,26 @@ class CommandListener:
                         request_id=command.request_id, inbox=first.inbox_id)
             reply = command_reply(command.request_id, topic, False, datetime.now(UTC),
                                   reply_id=uuid.uuid4().hex, error="request_id_reused", message=message)
-            await client.publish(reply.topic, reply.payload, qos=1, timeout=10)
+            replies.append((reply.topic, reply.payload))
             return
         self.repeated += 1
         log.info("command_repeated", **command.log_fields(), request_id=command.request_id,
                  inbox=first.inbox_id, applied=first.applied)
         if first.reply is not None:
-            await client.publish(topic, first.reply, qos=1, timeout=10)
+            replies.append((topic, first.reply))
         elif first.applied:
             log.warning("command_repeated_without_reply", request_id=command.request_id,
                         inbox=first.inbox_id)
-        elif self.wake is not None:
-            self.wake()         # not applied yet: its reply answers this one too
+        # not applied yet: its reply answers this one too
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    return bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
+
+
+async def _publish_all(client: aiomqtt.Client, replies: list[tuple[str, str]], chunk: int = 50) -> None:
+    """Publish the replies (QoS 1), up to ``chunk`` awaiting their PUBACK at once."""
+    for i in range(0, len(replies), chunk):
+        await asyncio.gather(*(client.publish(topic, payload, qos=1, timeout=10)
+                               for topic, payload in replies[i:i + chunk]))

@@ -202,8 +202,12 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         mqtt_port = int(env.get("STP_MQTT_PORT") or mqtt.get("port", 1883))
     except ValueError:
         raise ConfigError("STP_MQTT_PORT / [mqtt] port must be a number") from None
-    if mqtt.get("embedded", "auto") not in ("auto", True, False):
-        raise ConfigError("[mqtt] embedded must be \"auto\", true or false")
+    if not isinstance(mqtt.get("embedded", False), bool):
+        raise ConfigError("[mqtt] embedded must be true (start the embedded broker when nothing listens on "
+                          "the loopback host and port) or false (never; the default)")
+    retention = mqtt.get("request_id_retention_days", 30)
+    if isinstance(retention, bool) or not isinstance(retention, int | float) or not retention > 0:
+        raise ConfigError("[mqtt] request_id_retention_days must be a number of days above 0")
     batch_max = _positive_int(engine, "batch_max", 2000)
     posttrade_mode = env.get("STP_POSTTRADE") or engine.get("posttrade", "process")
     if posttrade_mode not in POSTTRADE_MODES:
@@ -218,7 +222,7 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         mqtt_topic_prefix=mqtt.get("topic_prefix", "fxstp"),
         mqtt_extra={k: v for k, v in {
             **{k: mqtt[k] for k in ("client_id", "username", "password", "tls", "ca_file", "enabled",
-                                    "embedded") if k in mqtt},
+                                    "embedded", "request_id_retention_days") if k in mqtt},
             "username": env.get("STP_MQTT_USERNAME") or mqtt.get("username"),
             "password": env.get("STP_MQTT_PASSWORD") or mqtt.get("password")}.items() if v is not None},
         log_level=env.get("STP_LOG_LEVEL") or logging_.get("level", "info"),

@@ -14,6 +14,7 @@ publish it), log a summary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from adapters import reports
 from adapters.broker import EmbeddedBroker, broker_reachable
 from adapters.commands import CommandListener
 from adapters.config import EngineConfig
@@ -47,6 +49,7 @@ class PostTradeParts:
     relay: OutboxRelay | None
     relay_task: asyncio.Task[None] | None
     embedded: EmbeddedBroker | None
+    pruner: asyncio.Task[None] | None = None     # the inbox's applied rows past their retention
 
 
 async def build_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceData,
@@ -69,11 +72,33 @@ async def build_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceD
     embedded = await _embedded_broker(mqtt) if relay else None
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
     task = asyncio.create_task(posttrade.run(), name="posttrade")
-    return PostTradeParts(posttrade, task, relay, relay_task, embedded)
+    pruner = asyncio.create_task(prune_inbox_periodically(db, mqtt.request_id_retention_days),
+                                 name="inbox-pruner")
+    return PostTradeParts(posttrade, task, relay, relay_task, embedded, pruner)
+
+
+async def prune_inbox_periodically(db: Database, retention_days: float, every_s: float = 3600.0) -> None:
+    """At start and every hour: delete the inbox rows applied more than
+    ``retention_days`` ago (``[mqtt] request_id_retention_days``), which
+    releases their request ids.  The outbox keeps what they did (the changes
+    and the replies); a failure is logged and tried again next time."""
+    retention_us = int(retention_days * 86_400_000_000)
+    while True:
+        try:
+            pruned = await reports.prune_inbox(db, retention_us)
+            if pruned:
+                log.info("inbox_pruned", rows=pruned, retention_days=retention_days)
+        except Exception as exc:
+            log.warning("inbox_prune_failed", error=repr(exc)[:300])
+        await asyncio.sleep(every_s)
 
 
 async def close_posttrade(parts: PostTradeParts) -> dict[str, Any]:
     """Process what is committed, let the relay publish it, stop both."""
+    if parts.pruner is not None:
+        parts.pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await parts.pruner
     await parts.posttrade.stop()
     await asyncio.shield(parts.task)
     if parts.relay is not None and parts.relay_task is not None:
@@ -162,16 +187,19 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
 
 
 async def _embedded_broker(mqtt: MqttSettings) -> EmbeddedBroker | None:
-    """With ``embedded = "auto"`` (the default) or ``true`` and nothing
-    listening on the configured loopback address (looked at for two seconds),
-    start the embedded broker there, so a fresh machine sees its breaks;
-    ``false`` never.  Never on a non-loopback address: it accepts every client."""
-    if mqtt.embedded is False or mqtt.tls:
+    """Only with ``[mqtt] embedded = true`` (the shipped config/engine.toml
+    asks for it, for a first look on a fresh machine; the default is false):
+    when nothing listens on the configured loopback address (looked at for
+    two seconds), start the embedded broker there, so a fresh machine sees
+    its breaks.  A configuration that names a broker without asking never
+    gets one: while that broker is down the events wait in the outbox, and
+    its port stays free for it.  Never on a non-loopback address or with
+    TLS: it accepts every client."""
+    if not mqtt.embedded:
         return None
-    if mqtt.host not in ("127.0.0.1", "localhost", "::1"):
-        if mqtt.embedded is True:   # it accepts every client: never on an address others reach
-            log.warning("mqtt_embedded_refused", host=mqtt.host, reason="the embedded broker listens on "
-                        "loopback addresses only")
+    if mqtt.tls or mqtt.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("mqtt_embedded_refused", host=mqtt.host, tls=mqtt.tls, reason="the embedded broker "
+                    "listens on loopback addresses only, without TLS")
         return None
     # a broker restarting at this moment must not lose its port to ours: look a few times
     for _ in range(4):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ class MqttSettings:
     tls: bool = False
     ca_file: str | None = None
     enabled: bool = True
-    embedded: str | bool = "auto"   # start a broker (adapters.broker) if none listens on a loopback address
+    # start a broker (adapters.broker) if none listens on the loopback host/port: only when asked
+    embedded: bool = False
+    request_id_retention_days: float = 30.0     # applied inbox rows (and their request ids) are kept so long
 
 
 class OutboxRelay:
@@ -68,6 +71,7 @@ class OutboxRelay:
         self.connected = asyncio.Event()
         self._stopping = False
         self._stop_requested = asyncio.Event()
+        self.listener_failures = 0      # command listener failures in a row (without storing a batch)
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
@@ -99,15 +103,26 @@ class OutboxRelay:
                         self._lost_at_us = None
                     await self._status(client, "online")
                     listening = None
+                    stored_before = 0
                     if self.commands is not None:
                         await client.subscribe(self.commands.topic, qos=1)
-                        listening = asyncio.create_task(self.commands.listen(client), name="mqtt-commands")
+                        stored_before = self.commands.batches
+                        health = functools.partial(self._commands_health, client)
+                        listening = asyncio.create_task(self.commands.listen(client, health=health),
+                                                        name="mqtt-commands")
                     self.connected.set()
                     log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
                     try:
                         await self._pump(client, listening)
+                    except Exception as exc:
+                        if not isinstance(exc, aiomqtt.MqttError):
+                            await self._failed(client, listening, exc, stored_before)
+                        raise
                     finally:
                         if listening is not None:
+                            if self.commands is not None and self.commands.batches > stored_before \
+                                    and not _failed_task(listening):
+                                self.listener_failures = 0
                             listening.cancel()
                             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                                 await listening
@@ -126,13 +141,39 @@ class OutboxRelay:
                 log.error("relay_failed", error=repr(exc)[:300], retry_in_s=delay)
             if self._stopping:
                 return
+            # a command listener failing again and again: wait longer each time
+            delay = max(delay, min(2.0 ** (self.listener_failures - 1), 30.0))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), delay)
             delay = min(delay * 2, 30.0)
 
-    async def _status(self, client: aiomqtt.Client, state: str) -> None:
-        event = engine_status(state, self.settings.topic_prefix, datetime.now(UTC))
+    async def _status(self, client: aiomqtt.Client, state: str, **detail: str) -> None:
+        event = engine_status(state, self.settings.topic_prefix, datetime.now(UTC), **detail)
         await client.publish(event.topic, event.payload, qos=1, retain=True, timeout=self.publish_timeout)
+
+    async def _commands_health(self, client: aiomqtt.Client, reason: str | None) -> None:
+        """The command listener cannot store commands (``reason``), or can again."""
+        if reason is None:
+            await self._status(client, "online")
+        else:
+            await self._status(client, "degraded", component="commands", reason=reason)
+
+    async def _failed(self, client: aiomqtt.Client, listening: asyncio.Task[None] | None,
+                      exc: BaseException, stored_before: int) -> None:
+        """Before leaving a connection for a failure of its own (not the
+        broker's): say so in the retained status, which would still say
+        online; a command listener that failed is started again with the
+        connection (the broker delivers again what it had not acknowledged),
+        after a backoff that grows while it fails without storing anything."""
+        component = "relay"
+        if listening is not None and _failed_task(listening):
+            component = "commands"
+            assert self.commands is not None
+            progressed = self.commands.batches > stored_before
+            self.listener_failures = 1 if progressed else self.listener_failures + 1
+            log.error("command_listener_failed", error=repr(exc)[:300], failures=self.listener_failures)
+        with contextlib.suppress(Exception):
+            await self._status(client, "degraded", component=component, reason=repr(exc)[:300])
 
     async def _pump(self, client: aiomqtt.Client, listening: asyncio.Task[None] | None = None) -> None:
         """Keep up to ``window`` publishes in flight (a sliding window: a broker
@@ -230,6 +271,11 @@ class OutboxRelay:
         return int(rows[0][0])
 
 
+def _failed_task(task: asyncio.Task[None]) -> bool:
+    """Whether the task ended with an exception (not cancelled, not running)."""
+    return task.done() and not task.cancelled() and task.exception() is not None
+
+
 def _quick_ack(client: aiomqtt.Client) -> None:
     """Acknowledge the broker's next TCP segment at once (Linux TCP_QUICKACK,
     which the kernel clears again by itself, hence after every PUBACK).
@@ -254,4 +300,5 @@ def settings_from_config(cfg: Any) -> MqttSettings:
                         client_id=extra.get("client_id", "fxstp-engine"), username=extra.get("username"),
                         password=extra.get("password"), tls=bool(extra.get("tls", False)),
                         ca_file=extra.get("ca_file"), enabled=bool(extra.get("enabled", True)),
-                        embedded=extra.get("embedded", "auto"))
+                        embedded=extra.get("embedded", False) is True,
+                        request_id_retention_days=float(extra.get("request_id_retention_days", 30.0)))

@@ -104,6 +104,89 @@ async def enqueue_once(db: Database, kind: str, payload: dict[str, Any], request
     return Queued(int(first[0]), False, str(first[1]), json.loads(first[2]), first[3] is not None, first[4])
 
 
+async def enqueue_batch(db: Database, commands: list[tuple[str, dict[str, Any], str | None]],
+                        rows_per_statement: int = 500) -> list[Queued]:
+    """Queue ``(kind, payload, request_id)`` commands in one transaction (what
+    the command listener received at once): one commit for the lot, and one
+    INSERT per run of up to ``rows_per_statement`` commands with request ids.
+    Each gets what ``enqueue`` (no request id) or ``enqueue_once`` would have
+    given it on its own, in order: inbox ids follow the order of arrival, and
+    a request id twice in one batch is queued once (the second finds the
+    first's row, not applied yet).  Raises, with nothing queued, if the
+    transaction fails."""
+    store = PostTradeStore(db)
+    plain = store.query("INSERT INTO inbox (kind, payload, created_us) VALUES (?, ?, ?) RETURNING id")
+    out: list[Queued | None] = [None] * len(commands)
+    first_at: dict[str, int] = {}          # request id -> where it first comes in this batch
+    stamp = now_us()
+    async with db.engine.begin() as conn:
+        run: list[int] = []
+
+        async def insert_run() -> None:
+            if not run:
+                return
+            values = ", ".join(["(?, ?, ?, ?)"] * len(run))
+            sql = store.query(f"INSERT INTO inbox (kind, payload, created_us, request_id) VALUES {values} "
+                              "ON CONFLICT (request_id) DO NOTHING RETURNING id, request_id")
+            params: list[Any] = []
+            for i in run:
+                kind, payload, request_id = commands[i]
+                params += [kind, json.dumps(payload, sort_keys=True), stamp, request_id]
+            for returned in (await conn.exec_driver_sql(sql, tuple(params))).all():
+                row: tuple[Any, ...] = tuple(returned)
+                i = first_at[str(row[1])]
+                out[i] = Queued(int(row[0]), True, commands[i][0], commands[i][1])
+            run.clear()
+
+        for i, (kind, payload, request_id) in enumerate(commands):
+            if request_id is None:          # inserted where it came, between the runs
+                await insert_run()
+                result = await conn.exec_driver_sql(plain, (kind, json.dumps(payload, sort_keys=True), stamp))
+                out[i] = Queued(int(result.scalar_one()), True, kind, payload)
+            elif request_id not in first_at:
+                first_at[request_id] = i
+                run.append(i)
+                if len(run) >= rows_per_statement:
+                    await insert_run()
+        await insert_run()
+        # request ids an earlier row holds: that row's command, state and reply
+        held = [request_id for request_id, i in first_at.items() if out[i] is None]
+        for at in range(0, len(held), rows_per_statement):
+            chunk = held[at:at + rows_per_statement]
+            sql = store.query("SELECT id, kind, payload, applied_us, reply, request_id FROM inbox "
+                              f"WHERE request_id IN ({', '.join('?' * len(chunk))})")
+            for held_row in (await conn.exec_driver_sql(sql, tuple(chunk))).all():
+                row = tuple(held_row)
+                out[first_at[str(row[5])]] = Queued(int(row[0]), False, str(row[1]), json.loads(row[2]),
+                                                    row[3] is not None, row[4])
+    queued: list[Queued] = []
+    for i, (_, _, request_id) in enumerate(commands):
+        found = out[i]
+        if found is None:                   # a repeat within this batch: the first's row, waiting
+            assert request_id is not None
+            first = out[first_at[request_id]]
+            assert first is not None
+            found = first if not first.new else Queued(first.inbox_id, False, first.kind, first.payload)
+        queued.append(found)
+    return queued
+
+
+async def prune_inbox(db: Database, retention_us: int, now: int | None = None) -> int:
+    """Delete the applied inbox rows older than ``retention_us`` (applied
+    then), which releases their request ids; return how many.  Rows waiting
+    to be applied stay whatever their age, and so does the newest row: SQLite
+    gives a new row the highest id + 1, and a reused id would repeat an
+    earlier reply's event id (``reply-inbox-<id>``), which consumers drop as
+    a repeat."""
+    store = PostTradeStore(db)
+    cutoff = (now if now is not None else now_us()) - retention_us
+    sql = store.query("DELETE FROM inbox WHERE applied_us IS NOT NULL AND applied_us < ? "
+                      "AND id < (SELECT MAX(id) FROM inbox)")
+    async with db.engine.begin() as conn:
+        result = await conn.exec_driver_sql(sql, (cutoff,))
+    return int(result.rowcount or 0)
+
+
 def settlement_status_payload(counterparty: str, currency: str, value_date: date, status: str,
                               reason: str | None, version: int | None) -> dict[str, Any]:
     if status not in ("settled", "failed"):

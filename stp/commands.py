@@ -9,8 +9,10 @@ A break lifecycle command is one JSON object on ``<prefix>/commands/breaks``::
 ``reason`` is required to resolve; ``request_id`` (echoed in the reply) and
 ``reply_to`` (a topic without wildcards; default ``<prefix>/replies/breaks``)
 are optional.  What cannot be parsed raises ``CommandError`` with a code the
-reply carries: ``malformed_json`` (not JSON, or not an object) or
-``invalid_command`` (a field missing, of the wrong type, or unknown).  Whether
+reply carries, and nothing else: ``malformed_json`` (larger than
+``MAX_PAYLOAD`` bytes, not UTF-8 JSON, nested deeper than the parser goes,
+or not an object) or ``invalid_command`` (a field missing, of the wrong type,
+unknown, or text a database column cannot hold).  Whether
 the break exists and the transition is legal is decided where the break's
 state is (``unknown_break``, ``illegal_transition``); whether a request_id
 was already used for another command where the inbox is
@@ -40,6 +42,8 @@ _FIELDS = {"request_id", "action", "break_id", "by", "reason", "reply_to"}
 # "reply-" + the request id), a reason as long as a desk note needs
 MAX_LENGTH = {"by": 80, "break_id": 64, "request_id": 64, "action": 16, "reason": 1000, "reply_to": 200,
               "session": 64, "exec_id": 64, "account": 64}
+# a command is a few hundred bytes; what is far larger is not parsed at all
+MAX_PAYLOAD = 65536
 _ALLOCATE_FIELDS = {"request_id", "action", "session", "exec_id", "account", "by", "reason", "reply_to"}
 
 
@@ -115,16 +119,39 @@ def _text(obj: dict[str, Any], name: str, required: bool, request_id: str | None
         raise CommandError("invalid_command", f"{name} is longer than {MAX_LENGTH[name]} characters",
                            request_id, reply_to)
     if not _encodable(value):
-        raise CommandError("invalid_command", f"{name} is not valid Unicode text", request_id, reply_to)
+        raise CommandError("invalid_command", f"{name} is not valid Unicode text (or holds a NUL)",
+                           request_id, reply_to)
     return value or None
 
 
 def _encodable(text: str) -> bool:
+    # UTF-8 text a database column holds: no lone surrogate ("\ud800" in the
+    # JSON) and no NUL ("\u0000": PostgreSQL's text type refuses it)
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:         # a lone surrogate ("\ud800" in the JSON)
+    except UnicodeEncodeError:
         return False
     return True
+
+
+def _load(payload: bytes | str) -> dict[str, Any]:
+    """The payload's JSON object, or CommandError("malformed_json") whatever
+    goes wrong: too large, not UTF-8, not JSON, nested too deep for the
+    parser (RecursionError), a number too long to convert, not an object."""
+    size = len(payload)
+    if size > MAX_PAYLOAD:
+        raise CommandError("malformed_json", f"a command is at most {MAX_PAYLOAD} bytes, this one is {size}")
+    try:
+        obj = json.loads(payload)
+    except RecursionError:
+        raise CommandError("malformed_json", "not JSON: nested too deep") from None
+    except Exception as exc:        # ValueError, UnicodeDecodeError, and whatever else the parser raises
+        raise CommandError("malformed_json", f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CommandError("malformed_json", "a command is a JSON object")
+    return obj
 
 
 def valid_reply_topic(topic: str) -> bool:
@@ -147,12 +174,10 @@ def _header(obj: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def parse_break_command(payload: bytes | str) -> BreakCommand:
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CommandError("malformed_json", f"not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise CommandError("malformed_json", "a command is a JSON object")
+    return _break_command(_load(payload))
+
+
+def _break_command(obj: dict[str, Any]) -> BreakCommand:
     request_id, reply_to = _header(obj)
     unknown = set(obj) - _FIELDS
     if unknown:
@@ -176,12 +201,9 @@ def parse_break_command(payload: bytes | str) -> BreakCommand:
 def parse_command(payload: bytes | str) -> BreakCommand | AllocateCommand:
     """A command of the command topic: an allocation (``action`` ``allocate``)
     or a break lifecycle command (``parse_break_command``)."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        obj = None
-    if not isinstance(obj, dict) or obj.get("action") != "allocate":
-        return parse_break_command(payload)
+    obj = _load(payload)
+    if obj.get("action") != "allocate":
+        return _break_command(obj)
     request_id, reply_to = _header(obj)
     unknown = set(obj) - _ALLOCATE_FIELDS
     if unknown:

@@ -113,9 +113,11 @@ def margin_state(account: str, data: dict[str, Any], prefix: str, at: datetime,
     return BusEvent(event_id, f"{prefix}/margin/{_topic_part(account)}", payload, retain=True)
 
 
-def engine_status(state: str, prefix: str, at: datetime) -> BusEvent:
-    """Retained topic <prefix>/status: online / offline (offline is also the last will)."""
+def engine_status(state: str, prefix: str, at: datetime, **detail: str) -> BusEvent:
+    """Retained topic <prefix>/status: online / offline (offline is also the
+    last will), or degraded: connected, but a part is down (``component``:
+    ``commands`` or ``relay``, and the ``reason``)."""
     event_id = f"status-{state}-{int(at.timestamp() * 1e6)}"
+    data = {"state": state, **detail}
     return BusEvent(event_id, f"{prefix}/status",
-                    cloud_event(event_id, "com.fxstp.engine.status", "engine", {"state": state}, at),
-                    retain=True)
+                    cloud_event(event_id, "com.fxstp.engine.status", "engine", data, at), retain=True)

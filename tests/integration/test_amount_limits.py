@@ -188,7 +188,8 @@ async def test_a_fill_beyond_the_tolerance_books_but_moves_no_reference(db: Data
     assert h.pipeline.margin.book.prices.price("EUR/USD") == Decimal("1.09000")
     await h.send(er(5, "N1", px="1.08510"))
     assert h.dk == []
-    assert sorted(e for (e,) in await h.q("SELECT fill_exec_id FROM bookings")) == ["N0", "N1", "NOACC", "OFF"]
+    booked = sorted(e for (e,) in await h.q("SELECT fill_exec_id FROM bookings"))
+    assert booked == ["N0", "N1", "NOACC", "OFF"]
     breaks = [(t, json.loads(k)["exec_id"]) for t, k in await h.breaks()]
     assert sorted(breaks) == [("price_out_of_tolerance", "OFF"), ("unallocated", "NOACC")]
     assert h.intake.reference_prices["EUR/USD"][0] == Decimal("1.08510")

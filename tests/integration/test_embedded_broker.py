@@ -223,7 +223,7 @@ def test_the_engine_embeds_a_broker_when_none_listens(tmp_path: Path) -> None:
     mqtt_port, lp_port = free_port(), free_port()
     assert not broker_reachable("127.0.0.1", mqtt_port)
     cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}", lp_port, None)
-    cfg.write_text(cfg.read_text() + f"\n[mqtt]\nport = {mqtt_port}\n")
+    cfg.write_text(cfg.read_text() + f"\n[mqtt]\nport = {mqtt_port}\nembedded = true\n")
     run = [sys.executable, str(ROOT / "run_engine.py")]
     engine = subprocess.Popen([*run, "run", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=(tmp_path / "engine.log").open("wb"))

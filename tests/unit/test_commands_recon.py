@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stp.breaks import Break, BreakType
 from stp.commands import CommandError, parse_break_command
@@ -71,6 +73,67 @@ def test_a_refused_command_keeps_its_request_id_for_the_reply() -> None:
     assert body["data"] == {"request_id": "r9", "ok": False,
                             "error": {"code": "invalid_command", "message": info.value.message}}
     assert reply.topic == "p/replies/breaks" and body["id"] == "reply-inbox-7"
+
+
+# what wedged the command topic (issue 9): a parser error other than ValueError
+# escaped, the listener died and the broker redelivered the message for ever
+@pytest.mark.parametrize(("payload", "text"), [
+    (b"[" * 20_000 + b"]" * 20_000, "nested too deep"),                       # 40 kB: under the size cap
+    (b'{"a":' * 8_000 + b"1" + b"}" * 8_000, "nested too deep"),
+    (b'{"request_id": "r1", "action": "ack", "break_id": "b", "by": "a", "x": ' + b"[" * 5_000
+     + b"]" * 5_000 + b"}", "nested too deep"),
+    (b"[" * 100_000 + b"]" * 100_000, "at most 65536 bytes"),                 # the report's command
+    (b'{"by": "' + b"x" * 70_000 + b'"}', "at most 65536 bytes"),
+    (b'{"request_id": ' + b"9" * 5_000 + b"}", "not JSON"),                    # int conversion limit
+    (b"\x00", "not JSON"),
+    (b"", "not JSON"),
+])
+def test_what_cannot_be_parsed_for_any_reason_is_malformed_json(payload: bytes, text: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_break_command(payload)
+    assert info.value.code == "malformed_json"
+    assert text in info.value.message
+
+
+def test_a_payload_at_the_size_cap_is_parsed() -> None:
+    body = b'{"action": "resolve", "break_id": "b", "by": "a", "reason": "r"}'
+    padded = body[:-1] + b" " * (65536 - len(body)) + b"}"
+    assert len(padded) == 65536
+    assert parse_break_command(padded).reason == "r"
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"action": "ack", "break_id": "b", "by": "a\\u0000b"}',
+    b'{"action": "resolve", "break_id": "b", "by": "a", "reason": "\\u0000"}',
+    b'{"action": "ack", "break_id": "b\\u0000", "by": "a"}',
+    b'{"request_id": "r\\u0000", "action": "ack", "break_id": "b", "by": "a"}',
+])
+def test_text_a_database_cannot_hold_is_an_invalid_command(payload: bytes) -> None:
+    # PostgreSQL's text type refuses NUL: stored, it would fail the inbox's transaction
+    with pytest.raises(CommandError) as info:
+        parse_break_command(payload)
+    assert info.value.code == "invalid_command"
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                 max_size=4),
+                     max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), _json.map(lambda v: json.dumps(v).encode()),
+                 st.dictionaries(st.sampled_from(sorted(["request_id", "action", "break_id", "by", "reason",
+                                                         "reply_to", "other"])), _json, max_size=6)
+                 .map(lambda v: json.dumps(v).encode()),
+                 st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n)))
+def test_any_payload_parses_or_is_refused_with_a_code(payload: bytes) -> None:
+    try:
+        command = parse_break_command(payload)
+    except CommandError as exc:
+        assert exc.code in ("malformed_json", "invalid_command") and exc.message
+    else:
+        assert command.action in ("acknowledge", "resolve") and command.by and command.break_id
 
 
 # -- cut-offs and escalation events -------------------------------------------------

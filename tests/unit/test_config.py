@@ -273,6 +273,37 @@ def test_bad_mqtt_port_in_file(tmp_path: Path) -> None:
         load(write(tmp_path, '[mqtt]\nport = "x"\n'), env={})
 
 
+def test_the_embedded_broker_only_when_the_configuration_asks(tmp_path: Path) -> None:
+    from adapters.mqtt import settings_from_config
+
+    # the shipped file asks, for a first look on a fresh machine
+    assert settings_from_config(load(env={})).embedded is True
+    # a configuration naming a broker without asking never gets one (issue 3: the
+    # engine took Mosquitto's port while it was down)
+    named = load(write(tmp_path, '[mqtt]\nhost = "127.0.0.1"\nport = 1884\n'), env={})
+    assert settings_from_config(named).embedded is False
+    asked = load(write(tmp_path, "[mqtt]\nembedded = true\n"), env={})
+    assert settings_from_config(asked).embedded is True
+    assert settings_from_config(load(write(tmp_path, "[mqtt]\nembedded = false\n"), env={})).embedded is False
+
+
+@pytest.mark.parametrize("value", ['"auto"', '"true"', "1"])
+def test_embedded_is_true_or_false(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="embedded must be true"):
+        load(write(tmp_path, f"[mqtt]\nembedded = {value}\n"), env={})
+
+
+def test_request_id_retention(tmp_path: Path) -> None:
+    from adapters.mqtt import settings_from_config
+
+    assert settings_from_config(load(write(tmp_path, "[mqtt]\n"), env={})).request_id_retention_days == 30
+    cfg = load(write(tmp_path, "[mqtt]\nrequest_id_retention_days = 0.5\n"), env={})
+    assert settings_from_config(cfg).request_id_retention_days == 0.5
+    for bad in ("0", "-1", '"7"', "true"):
+        with pytest.raises(ConfigError, match="request_id_retention_days"):
+            load(write(tmp_path, f"[mqtt]\nrequest_id_retention_days = {bad}\n"), env={})
+
+
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
 
