@@ -30,6 +30,7 @@ class BreakType(StrEnum):
     # intake
     EXECID_CONFLICT = "execid_conflict"          # same ExecID, different content
     REJECTED_REPORT = "rejected_report"          # DontKnowTrade / reject sent
+    POISON_MESSAGE = "poison_message"            # the FIX gateway died twice on it: quarantined
     # confirmation (validation and matching)
     UNKNOWN_PAIR = "unknown_pair"
     INVALID_FILL = "invalid_fill"                # side, quantity, CumQty/LeavesQty
@@ -57,6 +58,7 @@ class BreakType(StrEnum):
 DEFAULT_SEVERITY: dict[BreakType, Severity] = {
     BreakType.EXECID_CONFLICT: Severity.HIGH,
     BreakType.REJECTED_REPORT: Severity.MEDIUM,
+    BreakType.POISON_MESSAGE: Severity.CRITICAL,
     BreakType.UNKNOWN_PAIR: Severity.HIGH,
     BreakType.INVALID_FILL: Severity.HIGH,
     BreakType.PRICE_OUT_OF_TOLERANCE: Severity.HIGH,
