@@ -41,8 +41,9 @@ def engine_subcommand(subcommand: str, cfg: EngineConfig, log_level: str | None 
 # [engine] posttrade: in a child process of the engine's, in the engine's event
 # loop, or in a process run separately (`run_engine.py posttrade --standalone`)
 POSTTRADE_MODES = ("process", "inline", "external")
-# [engine] max_message_bytes at most (a message frame on the gateway's pipe must fit)
-MAX_MESSAGE_BYTES_LIMIT = 256 * 1024 * 1024
+# [engine] max_message_bytes at most: quickfix's CheckSum sum overflows from 8.4 MB
+# (adapters/fix_oversize.py), so a larger message is not always seen by fromApp
+MAX_MESSAGE_BYTES_LIMIT = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -615,6 +615,7 @@ def _die_with_parent() -> None:
 
 def run_gateway(cfg: EngineConfig) -> int:
     """The child's main: quickfix sessions until ``stop`` or end of stdin."""
+    from adapters.fix_oversize import ChecksumOverflowWatch
     from adapters.quickfix_sessions import EngineApplication, QuickfixSessions
 
     _die_with_parent()
@@ -633,6 +634,8 @@ def run_gateway(cfg: EngineConfig) -> int:
     threading.Thread(target=outbox.run, name="gateway-writer", daemon=True).start()
     app = EngineApplication(cfg, outbox, {k: int(v) for k, v in start.get("resume", {}).items()})
     sessions = QuickfixSessions(cfg, app)
+    # quickfix drops a message whose CheckSum sum overflows before fromApp: answered from its logs
+    overflow = ChecksumOverflowWatch(cfg, app.session_ids, outbox.put)
     try:
         sessions.start()
     except Exception as exc:       # quickfix's own errors (a port in use, a bad setting)
@@ -640,6 +643,7 @@ def run_gateway(cfg: EngineConfig) -> int:
         return 3
     # quickfix puts SIGINT back to the default when its sessions start
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    overflow.start()
     outbox.put(event_frame("ready", sessions=[s.name for s in cfg.sessions], pid=os.getpid()))
     while True:
         frame = read_frame(0, reader, pending)

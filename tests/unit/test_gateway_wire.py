@@ -174,7 +174,7 @@ def test_an_oversized_message_is_framed_truncated_with_its_true_size() -> None:
 def test_the_pipe_takes_any_message_the_gateway_accepts() -> None:
     """A 17 MB message under a 32 MiB cap used to be read as a corrupt frame
     (MAX_FRAME 16 MiB): the engine killed the gateway, the LP resent it, for ever."""
-    cap = 32 * 1024 * 1024
+    cap = 32 * 1024 * 1024             # above what the configuration allows: the pipe does not care
     big = RAW.replace("\x0110=", "\x0158=" + "x" * 17_000_000 + "\x0110=")
     frame = message_frame("app", 0, 1, big, limit=cap)
     reader = FrameReader(frame_limit(cap))
