@@ -346,8 +346,12 @@ class FixGateway:
             stdout=asyncio.subprocess.PIPE, stderr=None,
             env={**os.environ, "STP_GATEWAY_PARENT": str(os.getpid())})
         self._transport, self._protocol = transport, protocol
-        resume = self.resume()
-        self._write(event_frame("start", resume={k: v for k, v in resume.items() if k in self.sessions}))
+        # every session: one with nothing committed yet starts from 1, not from
+        # quickfix's store (which moved past messages whose frames a dead
+        # gateway never delivered)
+        committed = self.resume()
+        resume = {name: committed.get(name) or 0 for name in self.sessions}
+        self._write(event_frame("start", resume=resume))
         waiting = asyncio.ensure_future(asyncio.shield(self._ready))
         done, _ = await asyncio.wait({waiting, protocol.exited}, timeout=ready_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -385,15 +389,16 @@ class FixGateway:
                 return
             self.restarts += 1
             log.error("fix_gateway_died", returncode=code, restarts=self.restarts)
-            while not self.drained() and not self._stopping:
-                await asyncio.sleep(0.05)
-            if self._stopping:
-                return
-            if self._quarantine():
-                while not self.drained() and not self._stopping:
-                    await asyncio.sleep(0.05)
             delay = 1.0
             while not self._stopping:
+                # what the dead gateway delivered is committed first; then the
+                # message it died on twice, if any, is quarantined (a gateway
+                # that died before it was ready counts as a death too)
+                await self._drain()
+                if self._stopping:
+                    return
+                if self._quarantine():
+                    await self._drain()
                 try:
                     await self._start_once()
                     break
@@ -401,6 +406,14 @@ class FixGateway:
                     log.error("fix_gateway_restart_failed", error=str(exc)[:300], retry_in_s=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
+                    failed = self._protocol
+                    if failed is not None:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.shield(failed.finished), 5.0)
+
+    async def _drain(self) -> None:
+        while not self.drained() and not self._stopping:
+            await asyncio.sleep(0.05)
 
     def _quarantine(self) -> int:
         """A message the gateway died on twice (``PoisonWatch``) goes to the
