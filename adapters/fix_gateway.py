@@ -16,8 +16,13 @@ The engine starts ``run_engine.py gateway --config FILE`` as its child.
   counterparty resends what was not committed), ``send`` (a DontKnowTrade or
   BusinessMessageReject), ``stop`` (log every session out and exit).
 - gateway -> engine (the child's stdout): every application message as
-  quickfix received it (raw text, session, receive time, kind), and events:
-  ``ready`` (the sessions exist; the acceptor listens) and ``send_failed``.
+  quickfix received it (its bytes exactly, UTF-8 or not; over ``[engine]
+  max_message_bytes`` its first 64 KiB and its true size; session, receive
+  time, kind), and events: ``ready`` (the sessions exist; the acceptor
+  listens) and ``send_failed``.  A frame is never longer than the size cap
+  allows, so a longer length can only be corruption.
+
+A message that kills the gateway twice is quarantined (adapters/fix_poison.py).
 
 Exactly once does not depend on the pipe: the engine commits a message's
 fill and the session's sequence number in one transaction, and a gateway
