@@ -91,7 +91,7 @@ async def test_latin1_bytes_and_a_20_mb_message_are_journaled_and_the_session_go
             ("8", er("UTF8-1", t58="caf\xc3\xa9")),             # "café" in UTF-8
             ("8", er("AFTER-2")),
         ])
-        status = await asyncio.to_thread(engine.wait_for, lambda s: s["journal"] >= 12, 90)
+        status = await asyncio.to_thread(engine.wait_for, lambda s: s["journal"] >= 12, 180)
         rejects = [m for m in app.received if m.msg_type == "3"]
         assert sorted((int(m[45]), m[373], m[371]) for m in rejects) == [(seqs[4], "5", "58"),
                                                                          (seqs[6], "5", "58")]
@@ -139,7 +139,7 @@ async def test_latin1_bytes_and_a_20_mb_message_are_journaled_and_the_session_go
     [qf_log] = logs
     copies = qf_log.read_bytes().count(b"\x0117=BIG-1\x01")
     print(f"quickfix message log: {qf_log.stat().st_size} bytes, {copies} copies of the 20 MB message")
-    assert 1 <= copies <= 2
+    assert 1 <= copies <= 3          # 2 here: the original and the one resend quickfix asked for
 
 
 async def test_a_message_that_kills_the_gateway_twice_is_quarantined(
