@@ -33,7 +33,7 @@ import structlog
 
 from adapters.config import EngineConfig, SessionSpec
 from adapters.fix_gateway import message_bytes_frame
-from adapters.fix_poison import _entries, _read, messages_log
+from adapters.fix_poison import Logged, log_entries, messages_log, read_log
 
 log = structlog.get_logger("engine.fix")
 
@@ -108,12 +108,8 @@ class ChecksumOverflowWatch:
             return False
         expected = session.getExpectedTargetNum()
         cap = self.cfg.max_message_bytes
-        for entry in reversed(_entries(_read(messages_log(self.cfg, spec), 0, SEARCH_MAX))):
-            # the message the session waits for, received (and discarded) lately
-            if entry.sender != spec.target_comp_id or entry.seq != expected:
-                continue
-            if len(entry.raw) <= cap:
-                return False
+        entry = discarded(messages_log(self.cfg, spec), spec.target_comp_id, expected, cap)
+        if entry is not None:
             tag = largest_field_tag_bytes(entry.raw) or 58
             self.put(message_bytes_frame("oversized", index, int(time.time() * 1_000_000), entry.raw, cap))
             session.setNextTargetMsgSeqNum(expected + 1)
@@ -129,4 +125,14 @@ class ChecksumOverflowWatch:
                         note="quickfix's CheckSum overflowed: it had discarded the message")
             return True
         return False
+
+
+def discarded(path: Path, sender_comp_id: str, expected: int, cap: int) -> Logged | None:
+    """The latest copy in a quickfix message log of the MsgSeqNum a session
+    expects from ``sender_comp_id``, if it is over the size cap (what quickfix
+    discarded when its CheckSum overflowed)."""
+    for entry in reversed(log_entries(read_log(path, 0, SEARCH_MAX))):
+        if entry.sender == sender_comp_id and entry.seq == expected:
+            return entry if len(entry.raw) > cap else None
+    return None
 

@@ -79,7 +79,7 @@ def _timestamp(text: bytes) -> float | None:
     return whole.timestamp() + float(b"0." + fraction)
 
 
-def _read(path: Path, since: int, tail: int) -> bytes:
+def read_log(path: Path, since: int, tail: int) -> bytes:
     try:
         size = path.stat().st_size
     except OSError:
@@ -92,7 +92,7 @@ def _read(path: Path, since: int, tail: int) -> bytes:
         return f.read(size - start)
 
 
-def _entries(data: bytes) -> list[Logged]:
+def log_entries(data: bytes) -> list[Logged]:
     starts = list(_ENTRY.finditer(data))
     out: list[Logged] = []
     for i, match in enumerate(starts):
@@ -110,7 +110,7 @@ def last_received(path: Path, since: int, sender_comp_id: str, tail: int = TAIL_
     """The last message in a quickfix message log, at or after byte ``since``,
     whose SenderCompID is ``sender_comp_id`` (what the counterparty sent us),
     searched in the log's last ``tail`` bytes."""
-    for entry in reversed(_entries(_read(path, since, tail))):
+    for entry in reversed(log_entries(read_log(path, since, tail))):
         if entry.sender == sender_comp_id:
             return entry
     return None
@@ -125,7 +125,7 @@ def received_before(path: Path, since: int, spec: SessionSpec, committed: int, s
     BusinessMessageReject) or "session_reject" (quickfix rejected it: the
     Reject it sent, as when the gateway journals it).  None when a MsgSeqNum
     in between is not in the log: then nothing may be committed past it."""
-    entries = _entries(_read(path, since, tail))
+    entries = log_entries(read_log(path, since, tail))
     theirs: dict[int, Logged] = {}
     covered: set[int] = set()
     rejects: dict[int, Logged] = {}
