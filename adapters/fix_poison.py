@@ -34,7 +34,7 @@ from adapters.config import EngineConfig, SessionSpec
 
 ADMIN_MSG_TYPES = frozenset({"0", "1", "2", "3", "4", "5", "A"})
 SUPPORTED_APP_TYPES = frozenset({"8", "AE", "W"})     # as adapters.quickfix_sessions
-TAIL_MIN = 4 * 1024 * 1024            # how much of a log's end is searched for the last message
+TAIL_MIN = 16 * 1024 * 1024           # how much of a log's end is searched for the last message (> the cap)
 SEGMENT_MAX = 256 * 1024 * 1024       # how much of a short-lived gateway's log is read for the rest
 # quickfix's FileLog: "<UTC timestamp> : <message>\n" (a message may hold a newline itself)
 _ENTRY = re.compile(rb"(?m)^(\d{8}-\d{2}:\d{2}:\d{2}(?:\.\d+)?) : ")
