@@ -41,6 +41,9 @@ def engine_subcommand(subcommand: str, cfg: EngineConfig, log_level: str | None 
 # [engine] posttrade: in a child process of the engine's, in the engine's event
 # loop, or in a process run separately (`run_engine.py posttrade --standalone`)
 POSTTRADE_MODES = ("process", "inline", "external")
+# [engine] max_message_bytes at most: quickfix's CheckSum sum overflows from 8.4 MB
+# (adapters/fix_oversize.py), so a larger message is not always seen by fromApp
+MAX_MESSAGE_BYTES_LIMIT = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class EngineConfig:
     posttrade_mode: str = "process"     # [engine] posttrade: "process" (its own), "inline" or "external"
     posttrade_batch: int = 500          # [engine] posttrade_batch: fills per post-trade transaction
     posttrade_poll_ms: int = 200        # [engine] posttrade_poll_ms: a standalone post-trade's database poll
+    max_message_bytes: int = 1024 * 1024  # [engine] max_message_bytes: larger inbound messages get a Reject
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -213,6 +217,10 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     if posttrade_mode not in POSTTRADE_MODES:
         raise ConfigError('[engine] posttrade must be "process", "inline" or "external"')
     queue_max = _positive_int(engine, "queue_max", 200_000)
+    max_message_bytes = _positive_int(engine, "max_message_bytes", 1024 * 1024)
+    if not 4096 <= max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
+        raise ConfigError(f"[engine] max_message_bytes must be from 4096 to {MAX_MESSAGE_BYTES_LIMIT}, "
+                          f"got {max_message_bytes}")
     for spec in lps + platforms:
         if len(spec.name) > 64:
             raise ConfigError(f"session name {spec.name[:20]!r}... is longer than 64 characters")
@@ -230,6 +238,7 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         batch_max=batch_max, queue_max=queue_max, posttrade_mode=posttrade_mode,
         posttrade_batch=_positive_int(engine, "posttrade_batch", 500),
         posttrade_poll_ms=_positive_int(engine, "posttrade_poll_ms", 200),
+        max_message_bytes=max_message_bytes,
         lps=lps, platforms=platforms,
         reference_dir=(_resolve(base, engine["reference_dir"]) if "reference_dir" in engine
                        else PROJECT_ROOT / "config" / "reference"),

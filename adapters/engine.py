@@ -174,6 +174,7 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         summary = intake.summary()
         summary["gateway_exit"] = await asyncio.shield(gateway.stop())   # logs the sessions out
         summary["gateway_restarts"] = gateway.restarts
+        summary["gateway_quarantined"] = gateway.quarantined
         summary["gateway_send_failures"] = gateway.send_failures
         if parts is not None:
             summary.update(await close_posttrade(parts))

@@ -16,8 +16,13 @@ The engine starts ``run_engine.py gateway --config FILE`` as its child.
   counterparty resends what was not committed), ``send`` (a DontKnowTrade or
   BusinessMessageReject), ``stop`` (log every session out and exit).
 - gateway -> engine (the child's stdout): every application message as
-  quickfix received it (raw text, session, receive time, kind), and events:
-  ``ready`` (the sessions exist; the acceptor listens) and ``send_failed``.
+  quickfix received it (its bytes exactly, UTF-8 or not; over ``[engine]
+  max_message_bytes`` its first 64 KiB and its true size; session, receive
+  time, kind), and events: ``ready`` (the sessions exist; the acceptor
+  listens) and ``send_failed``.  A frame is never longer than the size cap
+  allows, so a longer length can only be corruption.
+
+A message that kills the gateway twice is quarantined (adapters/fix_poison.py).
 
 Exactly once does not depend on the pipe: the engine commits a message's
 fill and the session's sequence number in one transaction, and a gateway
@@ -50,31 +55,69 @@ from typing import Any
 import structlog
 
 from adapters.config import EngineConfig, engine_subcommand
+from adapters.fix_poison import Logged, PoisonWatch
 
 log = structlog.get_logger("engine.gateway")
 
 # -- the wire between the two processes -------------------------------------
 # A frame: type (1 byte), payload length (4 bytes, little-endian), payload.
 # "M": one inbound message: kind (1 byte), session index (2), receive time in
-#      microseconds since the epoch (8), then the raw message (UTF-8).
+#      microseconds since the epoch (8), the message's true size in bytes (8),
+#      then the message's bytes exactly as quickfix holds them (UTF-8 when the
+#      counterparty sent UTF-8, any other bytes as they came), or their first
+#      ``TRUNCATED_KEEP`` bytes when the message is over the size cap (then the
+#      true size is larger than what follows).
 # "E": an event or a command, as JSON: {"event": ..., ...}.
 HEADER = struct.Struct("<cI")
-MESSAGE_META = struct.Struct("<BHq")
+MESSAGE_META = struct.Struct("<BHqQ")
 MESSAGE = b"M"
 EVENT = b"E"
-KINDS = ("app", "unsupported", "session_reject", "reset")
+KINDS = ("app", "unsupported", "session_reject", "reset", "oversized", "poison")
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
-MAX_FRAME = 16 * 1024 * 1024          # far above any FIX message; a larger length is corruption
+MAX_FRAME = 16 * 1024 * 1024          # the least frame limit: events and capped messages fit far below it
+MAX_MESSAGE_BYTES = 1024 * 1024       # [engine] max_message_bytes by default
+TRUNCATED_KEEP = 64 * 1024            # what an oversized message keeps of itself (journal and pipe)
 
 
 class WireError(ValueError):
     pass
 
 
-def message_frame(kind: str, session_index: int, received_us: int, raw: str) -> bytes:
-    payload = raw.encode()
-    return HEADER.pack(MESSAGE, MESSAGE_META.size + len(payload)) + \
-        MESSAGE_META.pack(KIND_CODE[kind], session_index, received_us) + payload
+def frame_limit(max_message_bytes: int) -> int:
+    """The largest frame either side may send: a message at the size cap fits
+    (a larger one is truncated before it is framed), so a longer length on
+    the pipe can only be corruption."""
+    return max(MAX_FRAME, max_message_bytes + MESSAGE_META.size + 4096)
+
+
+def _cut(data: bytes, keep: int) -> bytes:
+    """The first ``keep`` bytes at most, not ending inside a UTF-8 sequence."""
+    if len(data) <= keep:
+        return data
+    end = keep
+    while end > keep - 3 and end > 0 and 0x80 <= data[end] <= 0xBF:
+        end -= 1                       # data[end] continues a character: cut before it starts
+    return data[:end]
+
+
+def message_bytes_frame(kind: str, session_index: int, received_us: int, data: bytes,
+                        limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    """A message frame from the message's bytes; over ``limit`` only its first
+    ``TRUNCATED_KEEP`` bytes go, with its true size."""
+    size = len(data)
+    if size > limit:
+        data = _cut(data, min(TRUNCATED_KEEP, limit))
+    return HEADER.pack(MESSAGE, MESSAGE_META.size + len(data)) + \
+        MESSAGE_META.pack(KIND_CODE[kind], session_index, received_us, size) + data
+
+
+def message_frame(kind: str, session_index: int, received_us: int, raw: str,
+                  limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    """A message frame from quickfix's string.  quickfix's Python binding
+    decodes the message's bytes as UTF-8 with surrogate escapes: encoding them
+    back the same way gives the bytes exactly (valid UTF-8 or not)."""
+    return message_bytes_frame(kind, session_index, received_us, raw.encode("utf-8", "surrogateescape"),
+                               limit)
 
 
 def event_frame(event: str, **data: Any) -> bytes:
@@ -87,16 +130,34 @@ class Inbound:
     """One message handed from the gateway to the intake."""
 
     session: str                  # configured session name
-    raw: str                      # the message as quickfix received it
+    raw: str                      # the message as quickfix received it (see ``binary``)
     received: float               # time.time() in the callback
-    kind: str                     # "app", "unsupported", "session_reject", "reset"
+    kind: str                     # "app", "unsupported", "session_reject", "reset", "oversized", "poison"
+    # the bytes are not valid UTF-8: ``raw`` holds them with surrogate escapes
+    # (``raw.encode("utf-8", "surrogateescape")`` gives them back exactly)
+    binary: bool = False
+    size: int = -1                # the message's true size in bytes; larger than raw's when truncated
+    truncated: bool = False       # raw is the message's first TRUNCATED_KEEP bytes (it was oversized)
+
+    def wire_bytes(self) -> bytes:
+        return self.raw.encode("utf-8", "surrogateescape")
+
+
+def decode_text(data: bytes) -> tuple[str, bool]:
+    """(text, binary): UTF-8 when the bytes are valid UTF-8, else the bytes
+    with surrogate escapes for the invalid ones (lossless either way)."""
+    try:
+        return data.decode(), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape"), True
 
 
 class FrameReader:
     """Splits a byte stream into frames (pure: feed bytes, get frames)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._rest = b""
+        self.max_frame = max_frame
 
     def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
         buf = self._rest + data if self._rest else data
@@ -104,9 +165,10 @@ class FrameReader:
         pos, n = 0, len(buf)
         unpack = HEADER.unpack_from
         size = HEADER.size
+        max_frame = self.max_frame
         while n - pos >= size:
             kind, length = unpack(buf, pos)
-            if length > MAX_FRAME or kind not in (MESSAGE, EVENT):
+            if length > max_frame or kind not in (MESSAGE, EVENT):
                 raise WireError(f"corrupt frame header {bytes(buf[pos:pos + size])!r}")
             end = pos + size + length
             if end > n:
@@ -118,10 +180,16 @@ class FrameReader:
 
 
 def decode_message(payload: bytes, sessions: tuple[str, ...]) -> Inbound:
-    kind, index, received_us = MESSAGE_META.unpack_from(payload)
+    kind, index, received_us, size = MESSAGE_META.unpack_from(payload)
     if kind >= len(KINDS) or index >= len(sessions):
         raise WireError(f"message frame with kind {kind} for session {index}")
-    return Inbound(sessions[index], payload[MESSAGE_META.size:].decode(), received_us / 1e6, KINDS[kind])
+    data = payload[MESSAGE_META.size:]
+    try:
+        return Inbound(sessions[index], data.decode(), received_us / 1e6, KINDS[kind], False, size,
+                       size != len(data))
+    except UnicodeDecodeError:
+        return Inbound(sessions[index], data.decode("utf-8", "surrogateescape"), received_us / 1e6,
+                       KINDS[kind], True, size, size != len(data))
 
 
 def decode_event(payload: bytes) -> dict[str, Any]:
@@ -185,7 +253,7 @@ class GatewayExited(RuntimeError):
 class _Protocol(asyncio.SubprocessProtocol):
     def __init__(self, gateway: FixGateway) -> None:
         self.gateway = gateway
-        self.reader = FrameReader()
+        self.reader = FrameReader(frame_limit(gateway.cfg.max_message_bytes))
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()
         # the process has exited and everything it wrote has been read
@@ -233,6 +301,8 @@ class FixGateway:
         self.sessions: tuple[str, ...] = tuple(s.name for s in cfg.sessions)
         self.restarts = 0
         self.send_failures = 0
+        self.quarantined = 0
+        self.poison = PoisonWatch(cfg)
         # messages to send that found no gateway (it was being restarted): sent
         # by the next one, in order (their reports are committed: nothing
         # would make the counterparty ask again)
@@ -275,13 +345,18 @@ class FixGateway:
     async def _start_once(self, ready_timeout: float = 60.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
+        self.poison.started()
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(self), *self.command(), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=None,
             env={**os.environ, "STP_GATEWAY_PARENT": str(os.getpid())})
         self._transport, self._protocol = transport, protocol
-        resume = self.resume()
-        self._write(event_frame("start", resume={k: v for k, v in resume.items() if k in self.sessions}))
+        # every session: one with nothing committed yet starts from 1, not from
+        # quickfix's store (which moved past messages whose frames a dead
+        # gateway never delivered)
+        committed = self.resume()
+        resume = {name: committed.get(name) or 0 for name in self.sessions}
+        self._write(event_frame("start", resume=resume))
         waiting = asyncio.ensure_future(asyncio.shield(self._ready))
         done, _ = await asyncio.wait({waiting, protocol.exited}, timeout=ready_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -319,10 +394,16 @@ class FixGateway:
                 return
             self.restarts += 1
             log.error("fix_gateway_died", returncode=code, restarts=self.restarts)
-            while not self.drained() and not self._stopping:
-                await asyncio.sleep(0.05)
             delay = 1.0
             while not self._stopping:
+                # what the dead gateway delivered is committed first; then the
+                # message it died on twice, if any, is quarantined (a gateway
+                # that died before it was ready counts as a death too)
+                await self._drain()
+                if self._stopping:
+                    return
+                if self._quarantine():
+                    await self._drain()
                 try:
                     await self._start_once()
                     break
@@ -330,6 +411,52 @@ class FixGateway:
                     log.error("fix_gateway_restart_failed", error=str(exc)[:300], retry_in_s=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
+                    failed = self._protocol
+                    if failed is not None:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.shield(failed.finished), 5.0)
+
+    async def _drain(self) -> None:
+        while not self.drained() and not self._stopping:
+            await asyncio.sleep(0.05)
+
+    def _quarantine(self) -> int:
+        """A message the gateway died on twice (``PoisonWatch``) goes to the
+        intake as ``poison``: journaled, its MsgSeqNum committed, a break.
+        What quickfix processed before it in the same run and the engine never
+        received (its frames died with the gateway) goes first, from the
+        same log, as the gateway would have handed it over."""
+        try:
+            suspects = self.poison.died(self.resume())
+        except Exception as exc:          # never let the restart wait on this
+            log.error("fix_poison_check_failed", error=repr(exc)[:300])
+            return 0
+        for session, seq in self.poison.unrecoverable:
+            log.error("fix_poison_not_quarantined", session=session, seq=seq,
+                      reason="a MsgSeqNum before it is not in quickfix's message log")
+        self.poison.unrecoverable.clear()
+        for suspect in suspects:
+            for kind, message in suspect.before:
+                self._put_logged(suspect.session, kind, message)
+            self._put_logged(suspect.session, "poison", suspect.message)
+            self.quarantined += 1
+            log.error("fix_poison_quarantined", session=suspect.session, seq=suspect.seq,
+                      msg_type=suspect.message.msg_type, size=len(suspect.message.raw),
+                      recovered_before=len(suspect.before),
+                      note="the gateway died twice on it: journaled as poison, its MsgSeqNum committed")
+        return len(suspects)
+
+    def _put_logged(self, session: str, kind: str, message: Logged) -> None:
+        cap = self.cfg.max_message_bytes
+        data = message.raw
+        size = len(data)
+        if size > cap:
+            data = _cut(data, min(TRUNCATED_KEEP, cap))
+            if kind in ("app", "unsupported"):
+                kind = "oversized"
+        text, binary = decode_text(data)
+        self.queue.put(Inbound(session, text, message.logged_at or time.time(), kind, binary, size,
+                               size != len(data)))
 
     def _frames(self, frames: list[tuple[bytes, bytes]]) -> None:
         put = self.queue.put
@@ -338,7 +465,7 @@ class FixGateway:
             if kind == MESSAGE:
                 try:
                     put(decode_message(payload, sessions))
-                except (WireError, UnicodeDecodeError) as exc:
+                except WireError as exc:
                     # never silently: the counterparty resends it after the next restart
                     log.error("fix_gateway_bad_message_frame", error=str(exc)[:300])
             else:
@@ -506,6 +633,7 @@ def _die_with_parent() -> None:
 
 def run_gateway(cfg: EngineConfig) -> int:
     """The child's main: quickfix sessions until ``stop`` or end of stdin."""
+    from adapters.fix_oversize import ChecksumOverflowWatch
     from adapters.quickfix_sessions import EngineApplication, QuickfixSessions
 
     _die_with_parent()
@@ -524,6 +652,8 @@ def run_gateway(cfg: EngineConfig) -> int:
     threading.Thread(target=outbox.run, name="gateway-writer", daemon=True).start()
     app = EngineApplication(cfg, outbox, {k: int(v) for k, v in start.get("resume", {}).items()})
     sessions = QuickfixSessions(cfg, app)
+    # quickfix drops a message whose CheckSum sum overflows before fromApp: answered from its logs
+    overflow = ChecksumOverflowWatch(cfg, app.session_ids, outbox.put)
     try:
         sessions.start()
     except Exception as exc:       # quickfix's own errors (a port in use, a bad setting)
@@ -531,6 +661,7 @@ def run_gateway(cfg: EngineConfig) -> int:
         return 3
     # quickfix puts SIGINT back to the default when its sessions start
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    overflow.start()
     outbox.put(event_frame("ready", sessions=[s.name for s in cfg.sessions], pid=os.getpid()))
     while True:
         frame = read_frame(0, reader, pending)
@@ -541,8 +672,12 @@ def run_gateway(cfg: EngineConfig) -> int:
         command = decode_event(frame[1])
         name = command.get("event")
         if name == "send":
-            ok = sessions.send(command["session"], command["msg_type"],
-                               [(int(t), str(v)) for t, v in command["body"]])
+            try:
+                ok = sessions.send(command["session"], command["msg_type"],
+                                   [(int(t), str(v)) for t, v in command["body"]])
+            except Exception as exc:          # a value quickfix's binding refuses: not a reason to die
+                log.error("fix_send_error", session=command["session"], error=repr(exc)[:300])
+                ok = False
             if not ok:
                 log.warning("fix_send_failed", session=command["session"], msg_type=command["msg_type"])
                 outbox.put(event_frame("send_failed", session=command["session"]))

@@ -18,6 +18,7 @@ rest.  Duplicates are then recognised by their business key.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,13 +27,20 @@ import structlog
 
 from adapters.config import EngineConfig, SessionSpec
 from adapters.fix.dictionary import standard_dictionary_dir
-from adapters.fix_gateway import message_frame
+from adapters.fix_gateway import message_bytes_frame, message_frame
 
 log = structlog.get_logger("engine.fix")
 
 # ExecutionReport, TradeCaptureReport, MarketDataSnapshotFullRefresh
 SUPPORTED_APP_TYPES = frozenset({"8", "AE", "W"})
 LOGOUT_WAIT_S = 3.0       # LogoutTimeout (2 s) and a heartbeat of quickfix's timer
+# A test aid, never set in production: the gateway process exits at once
+# (status 86, as if it had crashed) on an inbound application message whose
+# text contains this string (tests/integration/test_gateway_input.py drives
+# the poison-message quarantine with it).  Read once when the callbacks are
+# built: without it the callbacks have no test branch at all.
+CRASH_ON_ENV = "STP_TEST_GATEWAY_CRASH_ON"
+CRASH_STATUS = 86
 
 
 class FrameSink(Protocol):
@@ -101,6 +109,18 @@ def session_id_key(begin: str, sender: str, target: str) -> str:
     return f"{begin}:{sender}->{target}"
 
 
+def largest_field_tag(raw: str) -> int:
+    """The tag of the longest field of a message (what made it oversized):
+    the RefTagID of its Reject."""
+    best, tag = -1, 0
+    for part in raw.split("\x01"):
+        if len(part) > best:
+            number = part.split("=", 1)[0]
+            if number.isdigit():
+                best, tag = len(part), int(number)
+    return tag
+
+
 class EngineApplication:
     """quickfix.Application for the engine's sessions (built lazily: importing
     quickfix resets SIGINT, so it is imported only in the gateway)."""
@@ -115,6 +135,7 @@ class EngineApplication:
             for i, s in enumerate(cfg.sessions)}
         self.session_ids: dict[str, Any] = {}     # name -> quickfix.SessionID
         self.logged_on: set[str] = set()
+        self.max_message_bytes = cfg.max_message_bytes
 
 
 def build_quickfix_application(app: EngineApplication) -> Any:
@@ -137,10 +158,12 @@ def build_quickfix_application(app: EngineApplication) -> Any:
         found = known(session_id)
         return None if found is None else found[0]
 
+    cap = app.max_message_bytes
+
     def frame(kind: str, session_id: Any, message: Any, received: float) -> None:
         found = known(session_id)
         if found is not None:
-            put(message_frame(kind, found[1], int(received * 1_000_000), message.toString()))
+            put(message_frame(kind, found[1], int(received * 1_000_000), message.toString(), cap))
 
     class _App(fix.Application):  # type: ignore[misc,name-defined]
         def onCreate(self, session_id: Any) -> None:
@@ -224,20 +247,45 @@ def build_quickfix_application(app: EngineApplication) -> Any:
 
         def fromApp(self, message: Any, session_id: Any) -> None:
             unsupported = False
+            oversized = 0
             try:
                 received = time.time()
                 found = known(session_id)
                 if found is None:
                     return
                 raw = message.toString()
-                unsupported = msg_type_of(raw) not in SUPPORTED_APP_TYPES
-                put(message_frame("unsupported" if unsupported else "app", found[1],
-                                  int(received * 1_000_000), raw))
+                # quickfix's binding hands invalid UTF-8 over as surrogate
+                # escapes: encoded back the same way, the bytes are exact
+                data = raw.encode("utf-8", "surrogateescape")
+                if len(data) > cap:
+                    # journaled truncated with its true size; answered with a
+                    # session Reject (quickfix moves the sequence number on)
+                    oversized = largest_field_tag(raw) or 58
+                    put(message_bytes_frame("oversized", found[1], int(received * 1_000_000), data, cap))
+                    log.warning("fix_message_oversized", session=found[0].name, size=len(data),
+                                max_message_bytes=cap, ref_tag=oversized)
+                else:
+                    unsupported = msg_type_of(raw) not in SUPPORTED_APP_TYPES
+                    put(message_bytes_frame("unsupported" if unsupported else "app", found[1],
+                                            int(received * 1_000_000), data, cap))
             except Exception:
                 log.exception("fix_callback_error", callback="fromApp")
+            if oversized:
+                raise fix.IncorrectTagValue(oversized)
             if unsupported:
                 raise fix.UnsupportedMessageType()
 
+    crash_on = os.environ.get(CRASH_ON_ENV)
+    if crash_on:
+        log.warning("fix_gateway_test_crash_hook", pattern=crash_on, note="a test aid: never in production")
+
+        class _CrashingApp(_App):
+            def fromApp(self, message: Any, session_id: Any) -> None:
+                if crash_on in message.toString():
+                    os._exit(CRASH_STATUS)
+                super().fromApp(message, session_id)
+
+        return _CrashingApp()
     return _App()
 
 

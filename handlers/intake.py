@@ -211,10 +211,14 @@ class Intake:
         parsed: list[tuple[Inbound, int, dict[int, str] | None, Parsed]] = []
         for item in items:
             fields: dict[int, str] | None
-            try:
-                fields = fields_of(item.raw)
-            except GarbledMessage:
-                fields = None
+            text = item.raw if not item.binary else escaped_text(item.raw)
+            if item.kind in ("oversized", "poison") or item.truncated:
+                fields = tolerant_fields(text, item.truncated)
+            else:
+                try:
+                    fields = fields_of(text)
+                except GarbledMessage:
+                    fields = None
             received_us = int(item.received * 1_000_000)
             result: Parsed = None
             if fields is not None and item.kind == "app":
@@ -226,7 +230,7 @@ class Intake:
                         # a resent snapshot: an old price, not the market now
                         result = NotAFill("resent snapshot (PossDupFlag=Y): kept, not applied")
                     else:
-                        result = parse_snapshot(parse_text(item.raw).fields, item.session, at,
+                        result = parse_snapshot(parse_text(text).fields, item.session, at,
                                                 self.known_symbols)
                 else:
                     result = normalise(fields, item.session, at, self.known_symbols)
@@ -273,7 +277,8 @@ class Intake:
             batch.journal.append([
                 journal_id, item.session, seq, f.get(35, "?")[:8], received_us, None,
                 f.get(43) == "Y", exec_id[:64] if exec_id else None,
-                outcome.value if outcome is not None else item.kind, reason, item.raw])
+                outcome.value if outcome is not None else item.kind, reason,
+                *journal_raw(item)])
             if isinstance(result, Quote):
                 quotes.append(result)
                 batch.prices[result.symbol] = (result.symbol, result.session, _text(result.bid),
@@ -286,7 +291,7 @@ class Intake:
             # a refused quote is answered (BMR), journaled and counted, not a break:
             # an LP streaming a pair not traded here would raise one per snapshot
             if outcome in (Outcome.CONFLICT, Outcome.DONT_KNOW, Outcome.BUSINESS_REJECT,
-                           Outcome.SESSION_REJECT) and not isinstance(result, QuoteRejection):
+                           Outcome.SESSION_REJECT, Outcome.POISON) and not isinstance(result, QuoteRejection):
                 problems.append(_intake_break(outcome, item, fields or {}, seq, reason,
                                               staged.known_hash((item.session, exec_id or "")),
                                               result))
@@ -347,6 +352,19 @@ class Intake:
         if item.kind == "reset":
             log.info("intake_sequence_reset", session=item.session)
             return None, "counterparty reset sequence numbers (ResetSeqNumFlag=Y)", None
+        if item.kind == "poison" and fields is not None:
+            log.error("intake_poison_message", session=item.session, seq=fields.get(34),
+                      msg_type=fields.get(35), exec_id=fields.get(17), size=item.size)
+            if fields.get(35) == "8":
+                dk.append((item.session, fields, "Z", "message quarantined: could not be processed"))
+            return Outcome.POISON, ("quarantined: the FIX gateway died twice on this message; its "
+                                    "MsgSeqNum is committed, raw from quickfix's message log"), fields.get(17)
+        if item.kind == "oversized" and fields is not None:
+            log.warning("intake_oversized_message", session=item.session, seq=fields.get(34),
+                        msg_type=fields.get(35), size=item.size)
+            return Outcome.OVERSIZED, (f"{item.size} bytes, over [engine] max_message_bytes: session "
+                                       "Reject sent (quickfix); journaled truncated, raw_size is its "
+                                       "true size"), fields.get(17)
         if fields is None:
             log.error("intake_unparseable", session=item.session, raw=item.raw[:200])
             return Outcome.UNPARSEABLE, "could not parse the message quickfix accepted", None
@@ -407,6 +425,11 @@ def _intake_break(outcome: Outcome, item: Inbound, fields: dict[int, str], seq: 
                      f"{item.session} reused ExecID {exec_id} with other content (MsgSeqNum {seq})",
                      ours={"content_hash": original_hash or ""},
                      theirs={"content_hash": conflicting, "seq": seq, "poss_dup": fields.get(43) == "Y"})
+    if outcome is Outcome.POISON:
+        return Break(BreakType.POISON_MESSAGE, {"session": item.session, "seq": str(seq)},
+                     f"{item.session} MsgSeqNum {seq} quarantined: the FIX gateway died on it twice",
+                     theirs={"msg_type": fields.get(35, ""), "exec_id": exec_id or "", "size": item.size,
+                             "reason": reason or ""})
     keys = {"session": item.session, "exec_id": exec_id} if exec_id else \
         {"session": item.session, "seq": str(seq)}
     if isinstance(result, LimitRejection):
@@ -417,6 +440,40 @@ def _intake_break(outcome: Outcome, item: Inbound, fields: dict[int, str], seq: 
                              "last_qty": fields.get(32, "")[:60], "last_px": fields.get(31, "")[:60]})
     return Break(BreakType.REJECTED_REPORT, keys, f"{item.session} MsgSeqNum {seq}: {reason}",
                  theirs={"msg_type": fields.get(35, ""), "outcome": outcome.value, "reason": reason or ""})
+
+
+def escaped_text(raw: str) -> str:
+    """A message whose bytes are not all UTF-8 (``raw`` holds them with
+    surrogate escapes), as text every field of which can be stored and
+    compared: valid UTF-8 as it is, each other byte as ``\\xNN``.  The same
+    bytes always give the same text (a resent report dedupes as itself), and
+    SOH and '=' are untouched (the fields split the same)."""
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def journal_raw(item: Inbound) -> tuple[str, str, int, bool]:
+    """raw, raw_encoding, raw_size, raw_truncated of a journal row: the
+    message's bytes exactly, as UTF-8 text when they are UTF-8, else as
+    ISO-8859-1 (one character per byte: ``raw.encode("latin-1")`` gives them
+    back)."""
+    if item.binary:
+        data = item.wire_bytes()
+        return data.decode("latin-1"), "latin-1", item.size if item.size >= 0 else len(data), item.truncated
+    size = item.size if item.size >= 0 else len(item.raw.encode())
+    return item.raw, "utf-8", size, item.truncated
+
+
+def tolerant_fields(text: str, truncated: bool) -> dict[int, str]:
+    """The fields that can be read of a message cut short or otherwise
+    suspect: every complete tag=value with a numeric tag, first occurrence."""
+    if truncated:
+        text = text[:text.rfind("\x01") + 1]
+    out: dict[int, str] = {}
+    for part in text.split("\x01"):
+        tag, eq, value = part.partition("=")
+        if eq and tag.isdigit() and int(tag) not in out:
+            out[int(tag)] = value
+    return out
 
 
 def _seq(fields: dict[int, str] | None, kind: str) -> int:

@@ -31,6 +31,7 @@ class BreakType(StrEnum):
     EXECID_CONFLICT = "execid_conflict"          # same ExecID, different content
     REJECTED_REPORT = "rejected_report"          # DontKnowTrade / reject sent
     AMOUNT_LIMIT = "amount_limit"                # DontKnowTrade: quantity or price beyond the pair's limits
+    POISON_MESSAGE = "poison_message"            # the FIX gateway died twice on it: quarantined
     # confirmation (validation and matching)
     UNKNOWN_PAIR = "unknown_pair"
     INVALID_FILL = "invalid_fill"                # side, quantity, CumQty/LeavesQty
@@ -60,6 +61,7 @@ DEFAULT_SEVERITY: dict[BreakType, Severity] = {
     BreakType.EXECID_CONFLICT: Severity.HIGH,
     BreakType.REJECTED_REPORT: Severity.MEDIUM,
     BreakType.AMOUNT_LIMIT: Severity.HIGH,
+    BreakType.POISON_MESSAGE: Severity.CRITICAL,
     BreakType.UNKNOWN_PAIR: Severity.HIGH,
     BreakType.INVALID_FILL: Severity.HIGH,
     BreakType.PRICE_OUT_OF_TOLERANCE: Severity.HIGH,

@@ -20,6 +20,8 @@ class Outcome(StrEnum):
     BUSINESS_REJECT = "business_reject"  # unsupported message type or unusable quote: BMR sent
     SESSION_REJECT = "session_reject"  # failed session-level validation: Reject sent
     UNPARSEABLE = "unparseable"        # could not be read back (should not happen)
+    OVERSIZED = "oversized"            # over [engine] max_message_bytes: session Reject sent, kept truncated
+    POISON = "poison"                  # the FIX gateway died on it twice: quarantined, sequence moved past it
 
 
 REJECTED = frozenset({Outcome.DONT_KNOW, Outcome.BUSINESS_REJECT, Outcome.SESSION_REJECT})

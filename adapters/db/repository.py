@@ -61,7 +61,7 @@ def datetime_to_us(at: datetime) -> int:
 
 
 JOURNAL_COLUMNS = ("id", "session", "seq_num", "msg_type", "received_us", "committed_us", "poss_dup",
-                   "exec_id", "outcome", "reason", "raw")
+                   "exec_id", "outcome", "reason", "raw", "raw_encoding", "raw_size", "raw_truncated")
 FILL_COLUMNS = ("id", "journal_id", "session", "exec_id", "kind", "exec_ref_id", "order_id", "cl_ord_id",
                 "account", "symbol", "side", "currency", "last_qty", "last_px", "cum_qty", "leaves_qty",
                 "avg_px", "order_qty", "trade_date", "settl_type", "settl_date", "transact_us",
@@ -288,6 +288,8 @@ class Database:
             by_session: dict[str, int] = dict((await conn.execute(
                 select(f.session, func.count()).group_by(f.session))).all())
             seqs = (await conn.execute(select(schema.session_state))).all()
+            not_utf8 = (await conn.execute(select(func.count()).select_from(schema.journal)
+                                           .where(j.raw_encoding != "utf-8"))).scalar()
         return {
             "executions": int(executions or 0),
             "executions_by_kind": {str(k): int(v) for k, v in by_kind.items()},
@@ -296,6 +298,9 @@ class Database:
             "rejected": int(sum(outcomes.get(o, 0) for o in REJECTED_OUTCOMES)),
             "rejected_by_outcome": {o: int(outcomes.get(o, 0)) for o in REJECTED_OUTCOMES},
             "not_fills": int(outcomes.get("not_a_fill", 0)),
+            "oversized": int(outcomes.get("oversized", 0)),
+            "poison": int(outcomes.get("poison", 0)),
+            "raw_not_utf8": int(not_utf8 or 0),
             "journal": int(sum(outcomes.values())),
             "sessions": {r.session: {"last_seq": int(r.last_seq), "resets": int(r.resets),
                                      "executions": int(by_session.get(r.session, 0))}

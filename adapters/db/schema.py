@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
 
@@ -64,6 +65,11 @@ journal = Table(
     Column("outcome", String(24), nullable=False),
     Column("reason", Text),
     Column("raw", Text, nullable=False),
+    # raw's bytes are the message's exactly: raw.encode(raw_encoding); "latin-1"
+    # (ISO-8859-1) when the message was not valid UTF-8
+    Column("raw_encoding", String(16), nullable=False, server_default="utf-8"),
+    Column("raw_size", BigInteger),                  # the message's true size in bytes
+    Column("raw_truncated", Boolean, nullable=False, server_default=false()),  # oversized: raw is its start
     Index("ix_journal_session_seq", "session", "seq_num"),
     Index("ix_journal_outcome", "outcome"),
 )

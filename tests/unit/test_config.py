@@ -329,3 +329,13 @@ def test_posttrade_mode(tmp_path: Path) -> None:
     assert load(write(tmp_path, "[engine]\nposttrade_batch = 2000\n"), env={}).posttrade_batch == 2000
     with pytest.raises(ConfigError, match="posttrade_batch"):
         load(write(tmp_path, "[engine]\nposttrade_batch = 0\n"), env={})
+
+
+def test_max_message_bytes_defaults_to_1_mib_and_is_bounded(tmp_path: Path) -> None:
+    assert load(write(tmp_path / "config", ""), env={}).max_message_bytes == 1024 * 1024
+    assert load(write(tmp_path / "config", "[engine]\nmax_message_bytes = 65536\n"),
+                env={}).max_message_bytes == 65536
+    # above 8 MiB quickfix's CheckSum can overflow before fromApp sees the message
+    for bad in ("0", "100", "8388609", "true", '"1MB"'):
+        with pytest.raises(ConfigError, match="max_message_bytes"):
+            load(write(tmp_path / "config", f"[engine]\nmax_message_bytes = {bad}\n"), env={})

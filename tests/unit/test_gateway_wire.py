@@ -8,20 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from adapters.fix.codec import fields_of
 from adapters.fix_gateway import (
     EVENT,
     HEADER,
     MESSAGE,
+    TRUNCATED_KEEP,
     FrameReader,
     Inbound,
     InboundQueue,
     WireError,
+    _cut,
     decode_event,
     decode_message,
     event_frame,
+    frame_limit,
     message_frame,
 )
-from adapters.quickfix_sessions import msg_type_of
+from adapters.quickfix_sessions import largest_field_tag, msg_type_of
+from handlers.intake import escaped_text, journal_raw, tolerant_fields
 
 SESSIONS = ("LP1", "LP2", "PLATFORM")
 RAW = ("8=FIX.4.4\x019=71\x0135=8\x0134=7\x0149=LP1\x0152=20300107-09:00:00.000\x0156=STP\x01"
@@ -33,7 +38,9 @@ def test_a_message_frame_round_trips() -> None:
     [(kind, payload)] = FrameReader().feed(frame)
     assert kind == MESSAGE
     item = decode_message(payload, SESSIONS)
-    assert item == Inbound("PLATFORM", RAW + "é", 1_893_920_400.123456, "session_reject")
+    assert item == Inbound("PLATFORM", RAW + "é", 1_893_920_400.123456, "session_reject",
+                           size=len((RAW + "é").encode()))
+    assert not item.binary and not item.truncated
 
 
 def test_frames_split_anywhere_come_out_whole_and_in_order() -> None:
@@ -117,3 +124,79 @@ async def test_sends_without_a_gateway_are_held_for_the_next_one() -> None:
     await gateway.stop()
     gateway.max_unsent = 10
     assert not gateway.send_dont_know("LP1", fields, "A", "unknown symbol")      # stopping
+
+
+# quickfix's Python binding hands a message whose bytes are not UTF-8 over as
+# a str with surrogate escapes (b"\xff" -> "\udcff")
+LATIN = RAW.replace("\x0110=", "\x0158=caf\xe9 \xff\xfe\x0110=").encode("latin-1")
+FROM_QUICKFIX = LATIN.decode("utf-8", "surrogateescape")
+
+
+def test_a_message_that_is_not_utf8_crosses_the_pipe_byte_exact() -> None:
+    """It used to raise UnicodeEncodeError in message_frame: the fill was lost."""
+    [(_, payload)] = FrameReader().feed(message_frame("app", 0, 5, FROM_QUICKFIX))
+    item = decode_message(payload, SESSIONS)
+    assert item.binary and not item.truncated and item.size == len(LATIN)
+    assert item.wire_bytes() == LATIN
+    raw, encoding, size, truncated = journal_raw(item)
+    assert (encoding, size, truncated) == ("latin-1", len(LATIN), False)
+    assert raw.encode(encoding) == LATIN                      # the journal keeps the bytes exactly
+    valid = decode_message(FrameReader().feed(message_frame("app", 0, 5, RAW + "é"))[0][1], SESSIONS)
+    assert journal_raw(valid) == (RAW + "é", "utf-8", len((RAW + "é").encode()), False)
+
+
+def test_fields_of_a_message_that_is_not_utf8_are_text_and_stable() -> None:
+    """Each byte that is not UTF-8 becomes \\xNN, valid UTF-8 stays: the same
+    bytes always give the same ExecID (dedupe) and nothing else moves."""
+    text = escaped_text(FROM_QUICKFIX.replace("E-1", "E-\udcff\udcfe") + "1=\u00e9\x01")
+    fields = fields_of(text)
+    assert fields[17] == "E-\\xff\\xfe" and fields[58] == "caf\\xe9 \\xff\\xfe" and fields[1] == "é"
+    assert fields[55] == "EUR/USD"
+    fields[17].encode()                                       # storable text
+    assert escaped_text(FROM_QUICKFIX) == escaped_text(LATIN.decode("utf-8", "surrogateescape"))
+
+
+def test_an_oversized_message_is_framed_truncated_with_its_true_size() -> None:
+    big = RAW.replace("\x0110=", "\x0158=" + "é" * 600_000 + "\x0110=")
+    size = len(big.encode())
+    frame = message_frame("oversized", 1, 7, big, limit=1024 * 1024)
+    assert len(frame) < TRUNCATED_KEEP + 64
+    [(_, payload)] = FrameReader().feed(frame)
+    item = decode_message(payload, SESSIONS)
+    assert item.truncated and item.size == size and item.kind == "oversized"
+    assert not item.binary                                    # not cut inside a character
+    assert big.startswith(item.raw)
+    fields = tolerant_fields(item.raw, item.truncated)
+    assert fields[34] == "7" and fields[35] == "8" and 58 not in fields   # the cut field is left out
+    assert journal_raw(item)[2:] == (size, True)
+
+
+def test_the_pipe_takes_any_message_the_gateway_accepts() -> None:
+    """A 17 MB message under a 32 MiB cap used to be read as a corrupt frame
+    (MAX_FRAME 16 MiB): the engine killed the gateway, the LP resent it, for ever."""
+    cap = 32 * 1024 * 1024             # above what the configuration allows: the pipe does not care
+    big = RAW.replace("\x0110=", "\x0158=" + "x" * 17_000_000 + "\x0110=")
+    frame = message_frame("app", 0, 1, big, limit=cap)
+    reader = FrameReader(frame_limit(cap))
+    out = []
+    for i in range(0, len(frame), 1 << 20):
+        out += reader.feed(frame[i:i + (1 << 20)])
+    [(_, payload)] = out
+    assert decode_message(payload, SESSIONS).raw == big
+    with pytest.raises(WireError):
+        FrameReader(frame_limit(cap)).feed(HEADER.pack(MESSAGE, frame_limit(cap) + 1))
+    # at the default cap the same message is truncated into a frame far below any limit
+    assert len(message_frame("app", 0, 1, big)) < TRUNCATED_KEEP + 64
+
+
+def test_a_cut_never_splits_a_character() -> None:
+    for text in ("a" * 10 + "é" * 10, "ab" + "€" * 10, "x" + "😀" * 10):
+        data = text.encode()
+        for keep in range(len(data) + 1):
+            assert _cut(data, keep).decode() == text[:len(_cut(data, keep).decode())]
+            assert keep - 3 <= len(_cut(data, keep)) <= keep
+
+
+def test_the_largest_field_names_the_reject() -> None:
+    assert largest_field_tag(RAW.replace("\x0110=", "\x0158=" + "x" * 500 + "\x0110=")) == 58
+    assert largest_field_tag(RAW) == 52
