@@ -154,13 +154,13 @@ class PostTrade:
                 "AND p.party LIKE 'client:%'"):
             self.margin.on_cash(account, ccy, Decimal(amount))
         self.margin.on_positions(list(positions.values()))
+        self.margin.take_breaks()     # unpriced before the restart: its breaks are stored already
         self.margin.flush([], PostTradeWrite(), now_us())
         # the margin state has hysteresis: an account stays in margin call until
         # its level is above the band, so the state is restored, not re-derived
         # (an unpriced account's: the state of its last full valuation)
         self.margin.restore({account: state for account, state in await store.fetch(
             "SELECT account, COALESCE(priced_state, state) FROM margin_accounts")})
-        self.margin.take_breaks()     # unpriced before the restart: its breaks are stored already
         log.info("posttrade_loaded", cursor=self.cursor, positions=len(positions), nets=len(nets))
 
     # -- feeding ------------------------------------------------------------

@@ -6,6 +6,7 @@ protection, unpriced margin) as configured."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import replace
@@ -216,11 +217,13 @@ async def test_a_failing_timer_retries_with_backoff_not_at_its_period(db: Databa
     try:
         pipeline.tick_now.set()
         async with asyncio.timeout(60):
-            while attempts < 4:
+            while attempts < 4 or pipeline.tick_backoff.failures:     # reset by the success
                 await asyncio.sleep(0.05)
-        assert pipeline.tick_backoff.failures == 0        # reset by the success
+        assert attempts == 4
     finally:
         timer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timer
 
 
 # -- 13. a break that comes back is seen ------------------------------------------------
@@ -381,18 +384,56 @@ async def test_cash_in_a_currency_without_a_rate_makes_the_margin_unpriced_until
     await deposit(db, "ACC001", "USD", "-1.00", "w-1")
     await pipeline.tick()
     assert "unpriced" in (await inbox(db))[-1][2]
-    # a restart neither forgets it nor raises the break again
+    # a restart neither forgets it nor raises the break again (the account moving or not)
     restarted = pipeline_for(db)
     await restarted.load()
+    intake.on_quotes = restarted.submit_quotes
     assert restarted.margin.book.snapshot("ACC001") == snap
+    await deposit(db, "ACC001", "USD", "5.00", "usd-1")
     await restarted.tick()
+    assert restarted.margin.book.snapshot("ACC001").state == "unpriced"
     assert await q(db, "SELECT occurrences FROM breaks WHERE type = 'margin_unpriced'") == [(1,)]
     # the USD/TRY rate arrives: 3,000,000 TRY at 30 = 100,000 USD
     header = "35=W\x0134=2\x0149=LP1\x0152=20300107-09:00:00.000\x0156=STP\x01"
     await intake.process([Inbound("LP1", finish("FIX.4.4", header + md_body("USD/TRY", "29.99", "30.01"))
                                    .decode(), time.time(), "app")])
-    await pipeline.process(pipeline.queue.get_nowait())
-    snap = pipeline.margin.book.snapshot("ACC001")
+    await restarted.process(restarted.queue.get_nowait())
+    snap = restarted.margin.book.snapshot("ACC001")
     assert snap.state == "ok" and snap.unpriced_currencies == ()
-    assert snap.balance == REFERENCE.accounts["ACC001"].opening_balance + Decimal("100000.00")
+    assert snap.balance == REFERENCE.accounts["ACC001"].opening_balance + Decimal("100005.00")
     assert await q(db, "SELECT state FROM margin_accounts WHERE account = 'ACC001'") == [("ok",)]
+
+
+async def test_the_cli_waits_for_the_engine_and_prints_a_refused_withdrawal(
+        db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from adapters.cli import _build_parser, _desk_command
+
+    pipeline = pipeline_for(db)
+    await pipeline.load()
+    cfg = SimpleNamespace(database_url=db.engine.url.render_as_string(hide_password=False))
+
+    async def engine() -> None:
+        while True:
+            await pipeline.tick()
+            await asyncio.sleep(0.05)
+
+    running = asyncio.create_task(engine())
+    try:
+        args = _build_parser().parse_args(["cash", "withdraw", "--account", "ACC006", "--currency", "USD",
+                                           "--amount", "25000000.01", "--reference", "too-much",
+                                           "--wait", "60"])
+        assert await _desk_command(args, cfg) == 1
+        out = capsys.readouterr()
+        assert "refused: withdrawal of 25000000.01 USD exceeds the balance of account ACC006" in out.err
+        assert json.loads(out.out)["result"].startswith("error: withdrawal")
+        args = _build_parser().parse_args(["cash", "withdraw", "--account", "ACC006", "--currency", "USD",
+                                           "--amount", "25000000.00", "--reference", "all", "--wait", "60"])
+        assert await _desk_command(args, cfg) == 0
+        assert json.loads(capsys.readouterr().out)["result"] == "booked C:all"
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert await q(db, "SELECT booking_id FROM bookings") == [("C:all",)]
