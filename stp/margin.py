@@ -56,7 +56,18 @@ sum drifts.
 
 A position whose conversion rate is unknown (no path through the price book)
 cannot be valued: it is left out of the totals and its symbol listed in
-``AccountMargin.unpriced``.
+``AccountMargin.unpriced``.  The balance is kept per currency (opening, cash,
+realised P&L: ``set_balance_amounts``) and converted at the latest rates, its
+rates indexed like a position's; an amount with no rate is listed in
+``AccountMargin.unpriced_balance``.  Either makes the account ``unpriced``:
+no margin level and no threshold decided on a partial figure (never an
+amount counted as zero); the state decided before (``priced_state``) is what
+the hysteresis continues from once the rate arrives.
+
+Money rules: ``withdrawal_refusal`` (a withdrawal may not exceed the free
+margin, for an account without positions its balance) and
+``negative_balance_adjustment`` (the group's negative balance protection: a
+flat account's negative balance is credited back to zero).
 
 Pure: no I/O, no clock, explicit decimal contexts.
 """
