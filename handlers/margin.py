@@ -4,9 +4,10 @@ A fill updates one account (its position and balance) and the pair's price;
 a price updates only the accounts that hold or convert through that pair
 (``stp.margin.MarginBook``).  Balance = opening balance + cash movements +
 realised P&L, each in its currency, converted to the account currency at the
-latest rates (the book revalues it when one of them moves).  Threshold crossings (margin call, stop-out, recovered)
-are stored as events, logged and published (``<prefix>/margin/<account>/events``);
-the current margin per account is stored and published on the retained topic
+latest rates (the book revalues it when one of them moves).  Threshold
+crossings (margin call, stop-out, recovered) are stored as events, logged
+and published (``<prefix>/margin/<account>/events``); the current margin per
+account is stored and published on the retained topic
 ``<prefix>/margin/<account>``.  The state has hysteresis (the group's
 ``recovery_band``), so it depends on the account's previous state: a restart
 restores the stored one (``restore``).

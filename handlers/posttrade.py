@@ -110,6 +110,9 @@ class PostTrade:
         # what it is, a constraint or a bug, at once)
         self.max_command_attempts = 3
         self._command_failures: dict[int, int] = {}
+        # the confirmation expiries of a tick whose commit failed (breaks and
+        # confirmation rows): the matcher has let them go, the recovery commits them
+        self._unsaved_expiry: tuple[list[Break], dict[Any, tuple[Any, ...]]] | None = None
 
     # -- state ------------------------------------------------------------
     async def load(self) -> None:
@@ -289,18 +292,27 @@ class PostTrade:
         async with self._exclusive:
             await self._load_state()
 
-    async def _load_state(self) -> None:
+    async def _load_state(self, keep_confirm: bool = False) -> None:
         """``load`` with the lock held; the state stays marked stale until it
-        succeeds (the next batch or tick reloads first)."""
+        succeeds (the next batch or tick reloads first).  ``keep_confirm``
+        (after a failed tick, which changes nothing in the confirm stage but
+        its expiries, carried in ``_unsaved_expiry``): the fills waiting for
+        their counterpart and the validator's order state are kept, not
+        rebuilt empty."""
+        confirm = self.confirm if keep_confirm else None
         self._stale = True
         await self.load()
+        if confirm is not None:
+            self.confirm = confirm
+        else:
+            self._unsaved_expiry = None
         self._stale = False
 
     # -- the pipeline -----------------------------------------------------------
     async def process(self, fills: list[tuple[int, Fill]]) -> None:
         async with self._exclusive:
-            if self._stale:
-                await self._load_state()
+            if self._stale:                  # after a failed tick
+                await self._load_state(keep_confirm=True)
             await self._process(fills)
 
     async def _process(self, fills: list[tuple[int, Fill]]) -> None:
@@ -442,7 +454,7 @@ class PostTrade:
             if self._reloading:        # a batch failed while this waited for the lock
                 return
             if self._stale:
-                await self._load_state()
+                await self._load_state(keep_confirm=True)
             try:
                 await self._tick(now)
             except Exception as exc:
@@ -466,8 +478,16 @@ class PostTrade:
         now = now or datetime.now(UTC)
         stamp = now_us()
         w = PostTradeWrite()
-        breaks = self.confirm.expire(now, w, stamp) if timers else []
+        breaks: list[Break] = []
         if timers:
+            expired = self.confirm.expire(now, w, stamp)
+            if self._unsaved_expiry is not None:          # a failed tick's, first
+                carried, rows = self._unsaved_expiry
+                expired = carried + expired
+                for key, row in rows.items():
+                    w.rows["confirmations"].setdefault(key, row)
+            self._unsaved_expiry = (expired, dict(w.rows["confirmations"]))
+            breaks += expired
             breaks += self.settle.run_cut_offs(now, w)
         events: list[MarginEvent] = []
         for inbox_id, kind, payload_text in await self._pending_inbox() if inbox is None else inbox:
@@ -497,11 +517,13 @@ class PostTrade:
         if w:
             await self.store.write(w)
             self.committed.set()
+        if timers:
+            self._unsaved_expiry = None
 
     async def _recover_tick(self, now: datetime | None) -> None:
         """After a failed tick (lock held, state stale): reload, then the
         timer's own work, then each waiting command alone."""
-        await self._load_state()
+        await self._load_state(keep_confirm=True)
         await self._tick(now, inbox=[])                # not a command's fault if this fails
         for row in await self._pending_inbox():
             inbox_id = int(row[0])
@@ -511,7 +533,7 @@ class PostTrade:
             except Exception as exc:
                 self._stale = True
                 failures = self._command_failures[inbox_id] = self._command_failures.get(inbox_id, 0) + 1
-                await self._load_state()               # undo what it did in memory
+                await self._load_state(keep_confirm=True)     # undo what it did in memory
                 if _transient(exc) and failures < self.max_command_attempts:
                     raise                              # the database, not the command: back off
                 await self._fail_command(row, exc, now or datetime.now(UTC))

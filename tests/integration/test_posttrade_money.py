@@ -154,6 +154,29 @@ async def test_a_tick_whose_commit_fails_once_is_applied_once_after_a_reload(db:
     assert pipeline.margin.book.snapshot("ACC007").balance == expected
 
 
+async def test_a_failed_tick_keeps_the_fills_waiting_for_their_match_and_commits_its_expiries(
+        db: Database) -> None:
+    """A failed tick changed only expiries in the confirm stage: the reload
+    keeps the fills still waiting for their platform record (rebuilt empty,
+    they were never reported unmatched), and the recovery commits what the
+    failed tick expired."""
+    events = scenario(30)
+    _, pipeline = await intake_and_pipeline(db, [e.lp for e in events], [])    # no platform records
+    waiting = pipeline.confirm.matcher.pending_count
+    assert waiting == 30
+    await _refuse_postings_of(db, "4242.00")
+    await deposit(db, "ACC006", "USD", "4242.00", "poison-1")
+    await pipeline.tick()                                 # nothing expires yet
+    assert (await inbox(db))[0][2].startswith("error: not applied:")
+    assert pipeline.confirm.matcher.pending_count == waiting
+    await deposit(db, "ACC006", "USD", "4242.00", "poison-2")
+    await pipeline.tick(now=datetime.now(UTC) + timedelta(seconds=31))     # the window has passed
+    assert (await inbox(db))[1][2].startswith("error: not applied:")
+    assert await q(db, "SELECT state, COUNT(*) FROM confirmations GROUP BY state") == [("unmatched", 30)]
+    assert await q(db, "SELECT COUNT(*) FROM breaks WHERE type = 'unmatched_lp'") == [(30,)]
+    assert pipeline.confirm.matcher.pending_count == 0
+
+
 async def test_failing_batch_commits_back_off(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """0.5 s doubling, across the reloads in between (each reload used to
     start again from 0.5 s), and from 0.5 s again after a success."""
