@@ -52,6 +52,14 @@ class BreakSink:
         log.warning("break_detected", break_id=brk.break_id, type=brk.type.value,
                     severity=brk.level.value, summary=brk.summary, **brk.keys)
 
+    def resolve(self, brk: Break, by: str, reason: str, w: PostTradeWrite, now_us: int) -> None:
+        """The engine resolves ``brk`` itself (its cause is gone), unless it is
+        resolved already: the state change and its event are written with
+        ``w`` (``PostTradeStore.write_rows``, which knows the stored state)."""
+        w.resolved.append((brk, by, reason, self.prefix, now_us))
+        log.info("break_resolved_by_engine", break_id=brk.break_id, type=brk.type.value, reason=reason,
+                 **brk.keys)
+
     async def escalate(self, store: PostTradeStore, now: datetime, w: PostTradeWrite, stamp: int) -> int:
         """Re-publish, once, every unresolved break whose cut-off is within
         ``escalate_before`` of ``now`` (or past)."""

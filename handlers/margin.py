@@ -47,6 +47,8 @@ class MarginStage:
         # per account, the currencies it holds without a rate to its own
         # (``margin_unpriced`` breaks are raised as one is added)
         self._unpriced: dict[str, tuple[str, ...]] = {}
+        # the unpriced breaks of currencies that have a rate again, to resolve
+        self._priced_again: list[Break] = []
 
     def restore(self, states: dict[str, MarginState]) -> list[MarginEvent]:
         """The states stored at the last commit (``margin_accounts.state``),
@@ -126,7 +128,25 @@ class MarginStage:
             else:
                 self._unpriced.pop(account, None)
             breaks += [unpriced_break(account, m.currency, ccy, m) for ccy in now if ccy not in before]
+            self._priced_again += [unpriced_break(account, m.currency, ccy, m) for ccy in before
+                                   if ccy not in now]
         return breaks
+
+    def take_priced_again(self) -> list[Break]:
+        """The ``margin_unpriced`` breaks whose currency has a rate again
+        (the engine resolves them), since the last call."""
+        out, self._priced_again = self._priced_again, []
+        return out
+
+    def resolve_if_priced(self, account: str, currency: str) -> None:
+        """A stored ``margin_unpriced`` break still open: resolve it (next
+        ``take_priced_again``) if the account is priced in ``currency`` now
+        (a rate came while the engine was down)."""
+        if not self.known(account):
+            return
+        m = self.book.snapshot(account)
+        if currency not in m.unpriced_currencies:
+            self._priced_again.append(unpriced_break(account, m.currency, currency, m))
 
     def negative_balance_adjustment(self, account: str) -> Decimal | None:
         return self.book.negative_balance_adjustment(account) if self.known(account) else None

@@ -158,6 +158,11 @@ class PostTrade:
             self.margin.on_cash(account, ccy, Decimal(amount))
         self.margin.on_positions(list(positions.values()))
         self.margin.take_breaks()     # unpriced before the restart: its breaks are stored already
+        self.margin.take_priced_again()
+        for (keys,) in await store.fetch(
+                "SELECT keys FROM breaks WHERE type = 'margin_unpriced' AND state <> 'resolved'"):
+            key = json.loads(keys)       # priced while the engine was down: resolved at the next commit
+            self.margin.resolve_if_priced(str(key.get("account")), str(key.get("currency")))
         self.margin.flush([], PostTradeWrite(), now_us())
         # the margin state has hysteresis: an account stays in margin call until
         # its level is above the band, so the state is restored, not re-derived
@@ -380,6 +385,7 @@ class PostTrade:
                 if fills:
                     events += self._protect_negative_balance(account, fills[-1][0], w, stamp)
             breaks += self.margin.take_breaks()
+            self._resolve_priced_again(w, stamp)
             self.positions.end_batch(w, stamp)
             breaks += self.settle.on_changes(self.net.end_batch(w, stamp), now, w)
             for brk in breaks:
@@ -401,6 +407,15 @@ class PostTrade:
         if fills:
             self.cursor = fills[-1][0]
             self.processed += len(fills)
+
+    def _resolve_priced_again(self, w: PostTradeWrite, stamp: int) -> None:
+        """A currency an account held without a rate has one now: its
+        ``margin_unpriced`` break is resolved by the engine."""
+        for brk in self.margin.take_priced_again():
+            account, currency = brk.keys["account"], brk.keys["currency"]
+            rate = f"{currency}/{self.reference.accounts[account].currency}"
+            self.breaks.resolve(brk, "engine", f"a {rate} rate arrived: the margin of {account} is priced",
+                                w, stamp)
 
     def _protect_negative_balance(self, account: str, fill_id: int, w: PostTradeWrite,
                                   stamp: int) -> list[MarginEvent]:
@@ -510,6 +525,7 @@ class PostTrade:
                     self._reply(payload, False, now, w, stamp, error=code, message=str(exc))
             w.inbox_done.append((inbox_id, result))
         breaks += self.margin.take_breaks()
+        self._resolve_priced_again(w, stamp)
         for brk in breaks:
             self.breaks.add(brk, w, stamp)
         await self.breaks.escalate(self.store, now, w, stamp)

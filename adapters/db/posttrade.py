@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.db.repository import Database, now_us, us_to_datetime
 from stp.booking import Booking, BookingKind, Posting, TradeAmounts
 from stp.breaks import Break, occurrence_after_detection
-from stp.events import BusEvent, break_detected
+from stp.events import BusEvent, break_changed, break_detected
 from stp.fills import ExecKind, Fill, Side
 from stp.valuedates import CurrencyPair
 
@@ -133,6 +133,8 @@ class PostTradeWrite:
     # resolved break detected again reopens as its next occurrence, with events
     # of their own (``PostTradeStore.write_rows``)
     detected: dict[str, list[tuple[Any, Break, str, int]]] = field(default_factory=dict)
+    # breaks the engine resolves itself: (break, by, reason, topic prefix, stamp)
+    resolved: list[tuple[Break, str, str, str, int]] = field(default_factory=list)
     cursor: int | None = None
 
     def put(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
@@ -149,7 +151,7 @@ class PostTradeWrite:
 
     def __bool__(self) -> bool:
         return any(self.rows.values()) or bool(self.inbox_done) or bool(self.break_states) \
-            or bool(self.escalated) or self.cursor is not None
+            or bool(self.escalated) or bool(self.resolved) or self.cursor is not None
 
 
 class PostTradeStore:
@@ -184,6 +186,7 @@ class PostTradeStore:
     async def write_rows(self, conn: AsyncConnection, w: PostTradeWrite) -> None:
         """The rows of ``w`` inside the caller's transaction."""
         reopened = await self._occurrences(conn, w) if w.detected else []
+        resolved_states, resolved_events = await self._resolutions(conn, w) if w.resolved else ([], [])
         for table in _TABLES:
             rows = w.rows[table]
             if rows:
@@ -195,6 +198,36 @@ class PostTradeStore:
                                        w.escalated)
         if reopened:
             await conn.exec_driver_sql(self.query(_REOPEN), reopened)
+        if resolved_states:
+            await conn.exec_driver_sql(self.query(_BREAK_STATE), resolved_states)
+            await conn.exec_driver_sql(self._sql["outbox"], resolved_events)
+
+    async def _resolutions(self, conn: AsyncConnection, w: PostTradeWrite
+                           ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The state changes and events of the breaks the engine resolves
+        (``w.resolved``) that are stored and not resolved already."""
+        ids = list({brk.break_id for brk, *_ in w.resolved})
+        stored: dict[str, tuple[str, int]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await conn.exec_driver_sql(self.query(
+                "SELECT break_id, state, occurrence FROM breaks WHERE break_id IN ("
+                + ", ".join("?" * len(chunk)) + ")"), tuple(chunk))
+            for row in rows.all():
+                r: tuple[Any, ...] = tuple(row)
+                stored[str(r[0])] = (str(r[1]), int(r[2]))
+        states: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        for brk, by, reason, prefix, stamp in w.resolved:
+            state, occurrence = stored.get(brk.break_id, ("resolved", 1))
+            if state == "resolved":
+                continue
+            stored[brk.break_id] = ("resolved", occurrence)
+            states.append(("resolved", None, None, by, stamp, reason, brk.break_id))
+            e = break_changed(brk.break_id, brk.type.value, brk.keys, "resolved", by, reason, prefix,
+                              us_to_datetime(stamp), occurrence)
+            events.append((e.event_id, e.topic, e.payload, e.retain, stamp))
+        return states, events
 
     async def _occurrences(self, conn: AsyncConnection, w: PostTradeWrite) -> list[tuple[Any, ...]]:
         """The stored state of each break ``w`` detects: one seen again after

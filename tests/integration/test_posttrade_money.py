@@ -460,3 +460,42 @@ async def test_the_cli_waits_for_the_engine_and_prints_a_refused_withdrawal(
         with contextlib.suppress(asyncio.CancelledError):
             await running
     assert await q(db, "SELECT booking_id FROM bookings") == [("C:all",)]
+
+
+async def test_the_engine_resolves_an_unpriced_break_once_the_rate_arrives(db: Database) -> None:
+    """Live (the rate's batch) and across a restart (the rate came while the
+    engine was down): the margin_unpriced break is resolved by the engine."""
+    state = await db.load_intake_state()
+    intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
+    pipeline = pipeline_for(db)
+    await pipeline.load()
+    intake.on_quotes = pipeline.submit_quotes
+    await deposit(db, "ACC006", "TRY", "300.00", "try")
+    await deposit(db, "ACC007", "MXN", "200.00", "mxn")
+    await pipeline.tick()
+    ids = {json.loads(k)["currency"]: b for b, k in await q(
+        db, "SELECT break_id, keys FROM breaks WHERE type = 'margin_unpriced'")}
+    assert set(ids) == {"TRY", "MXN"}
+
+    def quote(seq: int, symbol: str, bid: str, offer: str) -> Inbound:
+        header = f"35=W\x0134={seq}\x0149=LP1\x0152=20300107-09:00:00.000\x0156=STP\x01"
+        text = finish("FIX.4.4", header + md_body(symbol, bid, offer)).decode()
+        return Inbound("LP1", text, time.time(), "app")
+
+    await intake.process([quote(2, "USD/TRY", "29.99", "30.01")])
+    await pipeline.process(pipeline.queue.get_nowait())
+    shown = await desk.show_break(db, ids["TRY"])
+    assert shown is not None and (shown["state"], shown["resolved_by"]) == ("resolved", "engine")
+    assert "USD rate arrived" in shown["resolution"]
+    assert await q(db, f"SELECT COUNT(*) FROM outbox WHERE event_id = '{ids['TRY']}-resolved'") == [(1,)]
+    assert (await desk.show_break(db, ids["MXN"]) or {})["state"] == "open"
+    # USD/MXN arrives while post-trade is down; it resolves the break when it starts
+    intake.on_quotes = None
+    await intake.process([quote(3, "USD/MXN", "19.99", "20.01")])
+    restarted = pipeline_for(db)
+    await restarted.load()
+    assert restarted.margin.book.snapshot("ACC007").state == "ok"
+    await restarted.tick()
+    assert (await desk.show_break(db, ids["MXN"]) or {})["state"] == "resolved"
+    await restarted.tick()                                # once
+    assert await q(db, f"SELECT COUNT(*) FROM outbox WHERE event_id LIKE '{ids['MXN']}%'") == [(2,)]
