@@ -300,6 +300,23 @@ async def test_a_resolved_break_detected_again_reopens_as_a_new_occurrence(db: D
     assert next(r for r in await desk.list_breaks(db) if r["break_id"] == bid)["occurrence"] == 3
 
 
+async def test_a_break_resolved_and_detected_again_in_one_transaction_reopens(db: Database) -> None:
+    pipeline = pipeline_for(db)
+    await pipeline.load()
+    brk = Break(BreakType.UNKNOWN_ACCOUNT, {"session": "LP1", "exec_id": "E1", "account": "X"}, "who is X")
+    w = PostTradeWrite()
+    pipeline.breaks.add(brk, w, now_us())
+    await pipeline.store.write(w)
+    await reports.enqueue(db, "break_resolve", {"break_id": brk.break_id, "by": "ops", "reason": "known now"})
+    real_take = pipeline.margin.take_breaks
+    pipeline.margin.take_breaks = lambda: [*real_take(), brk]   # type: ignore[method-assign]
+    await pipeline.tick()                  # the resolution, then the detection, in one transaction
+    shown = await desk.show_break(db, brk.break_id)
+    assert shown is not None and (shown["state"], shown["occurrence"]) == ("open", 2)
+    assert await q(db, f"SELECT event_id FROM outbox WHERE event_id LIKE '{brk.break_id}%' ORDER BY id") == [
+        (brk.break_id,), (f"{brk.break_id}-resolved",), (f"{brk.break_id}-2",)]
+
+
 # -- 14. money rules -------------------------------------------------------------------
 
 
