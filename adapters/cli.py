@@ -124,6 +124,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cash.add_argument("--amount", type=Decimal, required=True)
     cash.add_argument("--value-date", type=date.fromisoformat, default=None)
     cash.add_argument("--reference", default=None, help="unique reference (default: generated)")
+    cash.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                      help="wait this long for the engine's answer (booked or refused); 0: do not wait")
     brk = sub.add_parser("breaks", help="breaks: list, show, watch the bus")
     brk.add_argument("action", choices=["list", "show", "watch", "ack", "resolve"])
     brk.add_argument("break_id", nargs="?", help="for show, ack, resolve")
@@ -400,6 +402,17 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
             payload = reports.cash_payload(args.account, args.currency, amount, args.value_date,
                                            args.reference)
             inbox_id = await reports.enqueue(db, "cash", payload)
+            result = await reports.wait_applied(db, inbox_id, args.wait) if args.wait > 0 else None
+            if result is not None:
+                print(json.dumps({"inbox": inbox_id, **payload, "result": result}))
+                if result.startswith("error:"):
+                    print(f"refused: {result.removeprefix('error:').strip()} (nothing booked)",
+                          file=sys.stderr)
+                    return 1
+                return 0
+            if args.wait > 0:
+                print(f"not applied within {args.wait:g} s (is the engine running?): it is applied when "
+                      "the engine runs; its result is kept in the inbox", file=sys.stderr)
         print(json.dumps({"queued": inbox_id, **payload}))
         return 0
     finally:

@@ -28,18 +28,20 @@ async def list_breaks(db: Database, state: str | None = None, type_: str | None 
     if type_:
         where.append("type = ?")
         params.append(type_)
-    sql = ("SELECT break_id, type, severity, state, summary, keys, occurrences, detected_us FROM breaks"
+    sql = ("SELECT break_id, type, severity, state, summary, keys, occurrences, detected_us, occurrence "
+           "FROM breaks"
            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY detected_us DESC LIMIT ?")
     rows = await PostTradeStore(db).fetch(sql, (*params, limit))
     return [{"break_id": r[0], "type": r[1], "severity": r[2], "state": r[3], "summary": r[4],
-             "keys": json.loads(r[5]), "occurrences": int(r[6]), "detected_us": int(r[7])} for r in rows]
+             "keys": json.loads(r[5]), "occurrences": int(r[6]), "detected_us": int(r[7]),
+             "occurrence": int(r[8])} for r in rows]
 
 
 async def show_break(db: Database, break_id: str) -> dict[str, Any] | None:
     rows = await PostTradeStore(db).fetch(
         "SELECT break_id, type, severity, state, summary, keys, ours, theirs, occurrences, detected_us, "
         "last_seen_us, acknowledged_by, acknowledged_us, resolved_by, resolved_us, resolution, "
-        "cut_off_us, escalated_us FROM breaks WHERE break_id = ?", (break_id,))
+        "cut_off_us, escalated_us, occurrence, reopened_us FROM breaks WHERE break_id = ?", (break_id,))
     if not rows:
         return None
     r = rows[0]
@@ -47,7 +49,8 @@ async def show_break(db: Database, break_id: str) -> dict[str, Any] | None:
             "keys": json.loads(r[5]), "ours": json.loads(r[6]), "theirs": json.loads(r[7]),
             "occurrences": int(r[8]), "detected_us": int(r[9]), "last_seen_us": int(r[10]),
             "acknowledged_by": r[11], "acknowledged_us": r[12], "resolved_by": r[13], "resolved_us": r[14],
-            "resolution": r[15], "cut_off_us": r[16], "escalated_us": r[17]}
+            "resolution": r[15], "cut_off_us": r[16], "escalated_us": r[17], "occurrence": int(r[18]),
+            "reopened_us": r[19]}
 
 
 def format_break_line(event: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ command is never lost and is applied once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -68,6 +69,22 @@ async def enqueue(db: Database, kind: str, payload: dict[str, Any]) -> int:
     async with db.engine.begin() as conn:
         result = await conn.exec_driver_sql(sql, (kind, json.dumps(payload, sort_keys=True), now_us()))
         return int(result.scalar_one())
+
+
+async def wait_applied(db: Database, inbox_id: int, timeout: float, poll: float = 0.2) -> str | None:
+    """The result of inbox command ``inbox_id`` once the engine has applied
+    (or refused) it: "booked ...", "error: ...", or None if it has not within
+    ``timeout`` seconds (the engine is not running, or behind)."""
+    store = PostTradeStore(db)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        rows = await store.fetch("SELECT applied_us, result FROM inbox WHERE id = ?", (inbox_id,))
+        if rows and rows[0][0] is not None:
+            return str(rows[0][1])
+        if loop.time() >= deadline:
+            return None
+        await asyncio.sleep(poll)
 
 
 @dataclass(frozen=True, slots=True)

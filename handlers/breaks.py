@@ -5,6 +5,10 @@ A break's id is stable (type + keys), so the same discrepancy seen again
 updates ``last_seen_us`` and ``occurrences`` instead of adding a row.
 Each detection also goes into the outbox, in the same transaction, for the
 relay to publish (CloudEvent id = break id: consumers drop repeats).  A
+resolved break detected again reopens (state open, ``occurrence`` + 1,
+``reopened_us``) and its events carry the new occurrence's id (break id +
+``-<n>``), so a consumer that drops repeats sees it come back; seen again
+while open or acknowledged it is the same occurrence (same id).  A
 break that concerns a value date keeps the earliest settlement cut-off of
 its currencies (``cut_off_us``); one still open or acknowledged within
 ``escalate_before`` of it is re-published once as an escalation.
@@ -39,7 +43,8 @@ class BreakSink:
     def add(self, brk: Break, w: PostTradeWrite, now_us: int) -> None:
         self.detected += 1
         cut_off = break_cut_off(brk, self.reference) if self.reference is not None else None
-        w.publish(break_detected(brk, self.prefix, us_to_datetime(now_us)), now_us)
+        key = w.publish(break_detected(brk, self.prefix, us_to_datetime(now_us)), now_us)
+        w.detected.setdefault(brk.break_id, []).append((key, brk, self.prefix, now_us))
         w.put("breaks", brk.break_id, (
             brk.break_id, brk.type.value, brk.level.value, to_json(brk.keys), brk.summary,
             to_json(brk.ours), to_json(brk.theirs), "open", now_us, now_us, 1,
@@ -47,20 +52,28 @@ class BreakSink:
         log.warning("break_detected", break_id=brk.break_id, type=brk.type.value,
                     severity=brk.level.value, summary=brk.summary, **brk.keys)
 
+    def resolve(self, brk: Break, by: str, reason: str, w: PostTradeWrite, now_us: int) -> None:
+        """The engine resolves ``brk`` itself (its cause is gone), unless it is
+        resolved already: the state change and its event are written with
+        ``w`` (``PostTradeStore.write_rows``, which knows the stored state)."""
+        w.resolved.append((brk, by, reason, self.prefix, now_us))
+        log.info("break_resolved_by_engine", break_id=brk.break_id, type=brk.type.value, reason=reason,
+                 **brk.keys)
+
     async def escalate(self, store: PostTradeStore, now: datetime, w: PostTradeWrite, stamp: int) -> int:
         """Re-publish, once, every unresolved break whose cut-off is within
         ``escalate_before`` of ``now`` (or past)."""
         rows = await store.fetch(
-            "SELECT break_id, type, severity, state, keys, summary, cut_off_us FROM breaks "
+            "SELECT break_id, type, severity, state, keys, summary, cut_off_us, occurrence FROM breaks "
             "WHERE escalated_us IS NULL AND cut_off_us IS NOT NULL AND cut_off_us <= ? "
             "AND state <> 'resolved' ORDER BY cut_off_us LIMIT 1000",
             (datetime_to_us(now + self.escalate_before),))
         resolved_now = {change[-1] for change in w.break_states if change[0] == "resolved"}
         rows = [r for r in rows if r[0] not in resolved_now]       # resolved in this same run
-        for break_id, type_, severity, state, keys, summary, cut_off_us in rows:
+        for break_id, type_, severity, state, keys, summary, cut_off_us, occurrence in rows:
             cut_off = us_to_datetime(cut_off_us)
             w.publish(break_escalated(break_id, type_, severity, state, json.loads(keys), summary,
-                                      cut_off, self.prefix, now), stamp)
+                                      cut_off, self.prefix, now, int(occurrence)), stamp)
             w.escalated.append((stamp, break_id))
             log.warning("break_escalated", break_id=break_id, type=type_, state=state,
                         cut_off=cut_off.isoformat(), minutes_left=round((cut_off - now).total_seconds() / 60))

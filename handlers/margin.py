@@ -3,14 +3,18 @@
 A fill updates one account (its position and balance) and the pair's price;
 a price updates only the accounts that hold or convert through that pair
 (``stp.margin.MarginBook``).  Balance = opening balance + cash movements +
-realised P&L, converted to the account currency at the latest rates when the
-account is updated.  Threshold crossings (margin call, stop-out, recovered)
-are stored as events, logged and published (``<prefix>/margin/<account>/events``);
-the current margin per account is stored and published on the retained topic
+realised P&L, each in its currency, converted to the account currency at the
+latest rates (the book revalues it when one of them moves).  Threshold
+crossings (margin call, stop-out, recovered) are stored as events, logged
+and published (``<prefix>/margin/<account>/events``); the current margin per
+account is stored and published on the retained topic
 ``<prefix>/margin/<account>``.  The state has hysteresis (the group's
 ``recovery_band``), so it depends on the account's previous state: a restart
 restores the stored one (``restore``).
-Exposure-limit breaches are breaks.
+Exposure-limit breaches are breaks, and so is an account that holds cash,
+realised P&L or a position in a currency with no rate to its own
+(``margin_unpriced``): its margin is then "unpriced" (no level, no margin
+call decided) until a rate arrives, never valued as if that amount were zero.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from adapters.db.posttrade import PostTradeWrite, text
 from adapters.db.repository import us_to_datetime
 from stp.breaks import Break
 from stp.events import margin_event, margin_state
-from stp.margin import MarginBook, MarginEvent, MarginState, PositionView
+from stp.margin import MarginBook, MarginEvent, MarginState, PositionView, unpriced_break
 from stp.positions import Position
 from stp.reference import ReferenceData
 
@@ -40,6 +44,11 @@ class MarginStage:
         self.next_event_id = next_event_id
         self._touched: set[str] = set()
         self._pending: list[MarginEvent] = []       # from ``restore``, for the next flush
+        # per account, the currencies it holds without a rate to its own
+        # (``margin_unpriced`` breaks are raised as one is added)
+        self._unpriced: dict[str, tuple[str, ...]] = {}
+        # the unpriced breaks of currencies that have a rate again, to resolve
+        self._priced_again: list[Break] = []
 
     def restore(self, states: dict[str, MarginState]) -> list[MarginEvent]:
         """The states stored at the last commit (``margin_accounts.state``),
@@ -91,16 +100,56 @@ class MarginStage:
         return self._refresh_balance(account)
 
     def _refresh_balance(self, account: str) -> list[MarginEvent]:
+        """The balance per currency (opening in the account currency, cash,
+        realised P&L in each pair's quote currency); the book converts it at
+        the latest rates, and an amount without a rate makes the account
+        unpriced rather than counting as zero."""
         acc = self.reference.accounts[account]
-        balance = acc.opening_balance
-        prices = self.book.prices
+        amounts: dict[str, Decimal] = {acc.currency: acc.opening_balance}
         for currency, amount in self.cash.get(account, {}).items():
-            rate = prices.rate(currency, acc.currency)
-            balance += amount * rate if rate is not None else Decimal(0)
+            amounts[currency] = amounts.get(currency, Decimal(0)) + amount
         for pair, pnl in self.realised.get(account, {}).items():
-            rate = prices.rate(pair[-3:], acc.currency)
-            balance += pnl * rate if rate is not None else Decimal(0)
-        return self.book.set_balance(account, balance)
+            quote = pair[-3:]
+            amounts[quote] = amounts.get(quote, Decimal(0)) + pnl
+        return self.book.set_balance_amounts(account, amounts)
+
+    def take_breaks(self) -> list[Break]:
+        """A ``margin_unpriced`` break per account and currency that has
+        become unpriced since the last call (accounts updated since)."""
+        breaks: list[Break] = []
+        for account in sorted(self._touched):
+            m = self.book.snapshot(account)
+            now = m.unpriced_currencies
+            before = self._unpriced.get(account, ())
+            if now == before:
+                continue
+            if now:
+                self._unpriced[account] = now
+            else:
+                self._unpriced.pop(account, None)
+            breaks += [unpriced_break(account, m.currency, ccy, m) for ccy in now if ccy not in before]
+            self._priced_again += [unpriced_break(account, m.currency, ccy, m) for ccy in before
+                                   if ccy not in now]
+        return breaks
+
+    def take_priced_again(self) -> list[Break]:
+        """The ``margin_unpriced`` breaks whose currency has a rate again
+        (the engine resolves them), since the last call."""
+        out, self._priced_again = self._priced_again, []
+        return out
+
+    def resolve_if_priced(self, account: str, currency: str) -> None:
+        """A stored ``margin_unpriced`` break still open: resolve it (next
+        ``take_priced_again``) if the account is priced in ``currency`` now
+        (a rate came while the engine was down)."""
+        if not self.known(account):
+            return
+        m = self.book.snapshot(account)
+        if currency not in m.unpriced_currencies:
+            self._priced_again.append(unpriced_break(account, m.currency, currency, m))
+
+    def negative_balance_adjustment(self, account: str) -> Decimal | None:
+        return self.book.negative_balance_adjustment(account) if self.known(account) else None
 
     def exposure_breaks(self, account: str | None) -> list[Break]:
         if account is None or not self.known(account):
@@ -113,11 +162,14 @@ class MarginStage:
             m = self.book.snapshot(account)
             w.put("margin_accounts", account, (account, m.currency, str(m.balance), str(m.unrealised_pnl),
                                                str(m.equity), str(m.used_margin), str(m.free_margin),
-                                               text(m.margin_level), m.state, now_us))
-            w.publish(margin_state(account, {
+                                               text(m.margin_level), m.state, now_us, m.priced_state))
+            data: dict[str, object] = {
                 "currency": m.currency, "balance": str(m.balance), "unrealised_pnl": str(m.unrealised_pnl),
                 "equity": str(m.equity), "used_margin": str(m.used_margin), "free_margin": str(m.free_margin),
-                "margin_level": text(m.margin_level), "state": m.state}, self.prefix, at, now_us), now_us)
+                "margin_level": text(m.margin_level), "state": m.state}
+            if m.state == "unpriced":
+                data["unpriced"] = list(m.unpriced_currencies)   # the figures leave these out
+            w.publish(margin_state(account, data, self.prefix, at, now_us), now_us)
         self._touched.clear()
         if self._pending:
             events, self._pending = self._pending + events, []

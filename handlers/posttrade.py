@@ -27,14 +27,16 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import structlog
+from sqlalchemy import exc as sa_exc
 
 from adapters.commands import reply_topic
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite
 from adapters.db.repository import Database, now_us, us_to_datetime
+from handlers.backoff import Backoff
 from handlers.book import BookStage, PositionKeeper
 from handlers.breaks import BreakSink
 from handlers.confirm import ConfirmStage
@@ -43,9 +45,10 @@ from handlers.net import NetStage
 from handlers.settle import SettleStage, load_instructions
 from stp.allocation import AllocationError, Houses, unallocated_break_id, with_house_accounts
 from stp.allocation import allocation_booking_id as allocation_id
-from stp.booking import Booking, BookingKind, book_cash
+from stp.booking import Booking, BookingKind, book_cash, book_negative_balance_credit
 from stp.breaks import Break, BreakState, BreakType, IllegalBreakTransition, UnknownBreak, transition
 from stp.confirm import Matcher, MatchState, Validator
+from stp.currency import minor_units
 from stp.events import break_changed, command_reply
 from stp.fills import Fill
 from stp.margin import MarginEvent
@@ -109,6 +112,20 @@ class PostTrade:
         # fills read back per batch; smaller in a process of its own, where each
         # batch's transaction holds SQLite's write lock against the intake's
         self.catch_up_batch = 2000
+        # a failed commit is tried again after 0.5 s, doubling to 30 s
+        self.backoff = Backoff()              # the batches
+        self.tick_backoff = Backoff()         # the timer's work
+        # the in-memory state is ahead of the database (a failed tick): the next
+        # batch or tick reloads it first
+        self._stale = False
+        # a command that fails alone this many times with what looks like a
+        # database outage is marked failed all the same (one that fails for
+        # what it is, a constraint or a bug, at once)
+        self.max_command_attempts = 3
+        self._command_failures: dict[int, int] = {}
+        # the confirmation expiries of a tick whose commit failed (breaks and
+        # confirmation rows): the matcher has let them go, the recovery commits them
+        self._unsaved_expiry: tuple[list[Break], dict[Any, tuple[Any, ...]]] | None = None
 
     # -- state ------------------------------------------------------------
     async def load(self) -> None:
@@ -152,14 +169,22 @@ class PostTrade:
         self._price_at = {symbol: us_to_datetime(received_us) for symbol, (received_us, _) in latest.items()}
         for account, ccy, amount in await store.fetch(
                 "SELECT b.account, p.ledger, p.amount FROM postings p JOIN bookings b "
-                "ON b.booking_id = p.booking_id WHERE b.kind = 'cash' AND p.party LIKE 'client:%'"):
+                "ON b.booking_id = p.booking_id WHERE b.kind IN ('cash', 'adjustment') "
+                "AND p.party LIKE 'client:%'"):
             self.margin.on_cash(account, ccy, Decimal(amount))
         self.margin.on_positions(list(positions.values()))
+        self.margin.take_breaks()     # unpriced before the restart: its breaks are stored already
+        self.margin.take_priced_again()
+        for (keys,) in await store.fetch(
+                "SELECT keys FROM breaks WHERE type = 'margin_unpriced' AND state <> 'resolved'"):
+            key = json.loads(keys)       # priced while the engine was down: resolved at the next commit
+            self.margin.resolve_if_priced(str(key.get("account")), str(key.get("currency")))
         self.margin.flush([], PostTradeWrite(), now_us())
         # the margin state has hysteresis: an account stays in margin call until
         # its level is above the band, so the state is restored, not re-derived
+        # (an unpriced account's: the state of its last full valuation)
         self.margin.restore({account: state for account, state in await store.fetch(
-            "SELECT account, state FROM margin_accounts")})
+            "SELECT account, COALESCE(priced_state, state) FROM margin_accounts")})
         log.info("posttrade_loaded", cursor=self.cursor, positions=len(positions), nets=len(nets))
 
     # -- feeding ------------------------------------------------------------
@@ -214,7 +239,19 @@ class PostTrade:
                 if self._quotes:
                     await self._process_safely([])     # prices alone move margin too
                 return
-            await self._process_safely(fills)
+            if not await self._process_safely(fills):
+                return                                 # stopping after a failure
+
+    async def _catch_up_once(self) -> None:
+        """Everything after the cursor, raising on a failure (the caller
+        reloads and retries)."""
+        while True:
+            fills = await self.store.fills_after(self.cursor, self.catch_up_batch)
+            if not fills:
+                if self._quotes:
+                    await self.process([])
+                return
+            await self.process(fills)
 
     async def run(self) -> None:
         await self.catch_up()
@@ -241,31 +278,62 @@ class PostTrade:
     async def stop(self) -> None:
         self._stopping = True
 
-    async def _process_safely(self, fills: list[tuple[int, Fill]]) -> None:
-        delay = 0.5
+    async def _process_safely(self, fills: list[tuple[int, Fill]]) -> bool:
+        """Process ``fills``.  Should that fail, the in-memory state is rebuilt
+        from the database and everything after the cursor is processed again
+        (the fills are committed), waiting ``self.backoff`` before each new
+        attempt (0.5 s doubling to 30 s, reset by a success).  False when it
+        gave up because the pipeline is stopping (the next start catches up
+        from the cursor)."""
+        backoff = self.backoff
+        reload = False
         while True:
             try:
-                await self.process(fills)
-                return
-            except Exception as exc:
-                self._reloading = True
-                log.error("posttrade_failed", error=repr(exc)[:300], fills=len(fills), retry_in_s=delay)
-                if self._stopping:
-                    return    # committed fills: the next start catches up from the cursor
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                try:          # the in-memory state may be ahead of the database: rebuild it
-                    await self.load()
+                if reload:
+                    await self._reload()
                     self._reloading = False
-                    await self.catch_up()
-                    return    # catch-up processed these fills (they are committed)
-                except Exception as exc2:
-                    self._reloading = True
-                    log.error("posttrade_reload_failed", error=repr(exc2)[:300])
+                    await self._catch_up_once()
+                else:
+                    await self.process(fills)
+                backoff.reset()
+                return True
+            except Exception as exc:
+                self._reloading = True      # the timer's work waits for the reload
+                delay = backoff.next()
+                log.error("posttrade_reload_failed" if reload else "posttrade_failed",
+                          error=repr(exc)[:300], fills=len(fills), retry_in_s=delay)
+                if self._stopping:
+                    return False
+                await asyncio.sleep(delay)
+                reload = True
+
+    async def _reload(self) -> None:
+        """The stages' state from the database (after a failed commit, the
+        in-memory state may be ahead of it)."""
+        async with self._exclusive:
+            await self._load_state()
+
+    async def _load_state(self, keep_confirm: bool = False) -> None:
+        """``load`` with the lock held; the state stays marked stale until it
+        succeeds (the next batch or tick reloads first).  ``keep_confirm``
+        (after a failed tick, which changes nothing in the confirm stage but
+        its expiries, carried in ``_unsaved_expiry``): the fills waiting for
+        their counterpart and the validator's order state are kept, not
+        rebuilt empty."""
+        confirm = self.confirm if keep_confirm else None
+        self._stale = True
+        await self.load()
+        if confirm is not None:
+            self.confirm = confirm
+        else:
+            self._unsaved_expiry = None
+        self._stale = False
 
     # -- the pipeline -----------------------------------------------------------
     async def process(self, fills: list[tuple[int, Fill]]) -> None:
         async with self._exclusive:
+            if self._stale:                  # after a failed tick
+                await self._load_state(keep_confirm=True)
             await self._process(fills)
 
     async def _process(self, fills: list[tuple[int, Fill]]) -> None:
@@ -355,8 +423,12 @@ class PostTrade:
                 changed[symbol] = price
             events += self.margin.on_prices(changed)
             events += self.margin.on_positions(list(positions.values()))
-            for account in {acc for acc, _ in positions}:
+            for account in sorted({acc for acc, _ in positions}):
                 breaks += self.margin.exposure_breaks(account)
+                if fills:
+                    events += self._protect_negative_balance(account, fills[-1][0], w, stamp)
+            breaks += self.margin.take_breaks()
+            self._resolve_priced_again(w, stamp)
             self.positions.end_batch(w, stamp)
             breaks += self.settle.on_changes(self.net.end_batch(w, stamp), now, w)
             for brk in breaks:
@@ -379,36 +451,110 @@ class PostTrade:
             self.cursor = fills[-1][0]
             self.processed += len(fills)
 
+    def _resolve_priced_again(self, w: PostTradeWrite, stamp: int) -> None:
+        """A currency an account held without a rate has one now: its
+        ``margin_unpriced`` break is resolved by the engine."""
+        for brk in self.margin.take_priced_again():
+            account, currency = brk.keys["account"], brk.keys["currency"]
+            rate = f"{currency}/{self.reference.accounts[account].currency}"
+            self.breaks.resolve(brk, "engine", f"a {rate} rate arrived: the margin of {account} is priced",
+                                w, stamp)
+
+    def _protect_negative_balance(self, account: str, fill_id: int, w: PostTradeWrite,
+                                  stamp: int) -> list[MarginEvent]:
+        """Negative balance protection (the account's leverage group): an
+        account left without positions (a stop-out closed them) and with a
+        balance below zero gets it back to zero, booked against the house
+        (``NBP:<account>:<last fill id of the batch>``), with a margin event
+        ``balance_reset`` and a log line."""
+        credit = self.margin.negative_balance_adjustment(account)
+        if credit is None:
+            return []
+        currency = self.reference.accounts[account].currency
+        booking = book_negative_balance_credit(f"NBP:{account}:{fill_id}", account, currency, credit)
+        self.book.write_booking(booking, None, w, stamp)
+        events = self.margin.on_cash(account, currency, credit)
+        m = self.margin.book.snapshot(account)
+        log.warning("negative_balance_protection", account=account, credit=str(credit), currency=currency,
+                    booking_id=booking.booking_id, balance=str(m.balance))
+        return [*events, MarginEvent(account, "balance_reset", m.margin_level, m.equity, m.used_margin,
+                                     Decimal(0))]
+
     async def _timer(self) -> None:
+        """The timer's work every ``timer_seconds`` (or at once when a command
+        arrives); after a failure the next attempt waits ``tick_backoff``
+        (0.5 s doubling to 30 s)."""
+        wait = self.timer_seconds
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.tick_now.wait(), self.timer_seconds)
+                await asyncio.wait_for(self.tick_now.wait(), wait)
             self.tick_now.clear()
             try:
                 await self.tick()
-            except Exception:
-                log.exception("posttrade_timer_failed")
+                self.tick_backoff.reset()
+                wait = self.timer_seconds
+            except Exception as exc:
+                wait = self.tick_backoff.next()
+                log.error("posttrade_timer_failed", error=repr(exc)[:300], retry_in_s=wait)
 
     async def tick(self, now: datetime | None = None) -> None:
+        """The timer's work in one transaction.  Should it fail, the state is
+        reloaded from the database and the work is done again in parts: the
+        expiries, cut-offs and escalations, then each waiting command in a
+        transaction of its own; a command that fails alone is marked failed
+        in the inbox with its error (and answered, if it came from the bus),
+        so the commands after it go through.  Raises only when the database
+        itself fails (the state stays marked stale: the next tick or batch
+        reloads it first)."""
         if self._reloading:
             return
         async with self._exclusive:
-            await self._tick(now)
+            if self._reloading:        # a batch failed while this waited for the lock
+                return
+            if self._stale:
+                await self._load_state(keep_confirm=True)
+            try:
+                await self._tick(now)
+            except Exception as exc:
+                self._stale = True         # its in-memory effects are not in the database
+                log.error("posttrade_tick_failed", error=repr(exc)[:300])
+                try:
+                    await self._recover_tick(now)
+                except BaseException:
+                    self._stale = True
+                    raise
 
-    async def _tick(self, now: datetime | None = None) -> None:
+    async def _pending_inbox(self) -> list[tuple[Any, ...]]:
+        return await self.store.fetch(
+            "SELECT id, kind, payload FROM inbox WHERE applied_us IS NULL ORDER BY id")
+
+    async def _tick(self, now: datetime | None = None, inbox: list[tuple[Any, ...]] | None = None,
+                    timers: bool = True) -> None:
         """Inbox, confirmation expiry, settlement cut-offs and escalations (one
-        transaction)."""
+        transaction); ``inbox``: only these commands, ``timers=False``: no
+        expiry or cut-off."""
         now = now or datetime.now(UTC)
         stamp = now_us()
         w = PostTradeWrite()
-        breaks = self.confirm.expire(now, w, stamp)
-        breaks += self.settle.run_cut_offs(now, w)
+        breaks: list[Break] = []
+        if timers:
+            expired = self.confirm.expire(now, w, stamp)
+            if self._unsaved_expiry is not None:          # a failed tick's, first
+                carried, rows = self._unsaved_expiry
+                expired = carried + expired
+                for key, row in rows.items():
+                    w.rows["confirmations"].setdefault(key, row)
+            self._unsaved_expiry = (expired, dict(w.rows["confirmations"]))
+            breaks += expired
+            breaks += self.settle.run_cut_offs(now, w)
         events: list[MarginEvent] = []
-        for inbox_id, kind, payload_text in await self.store.fetch(
-                "SELECT id, kind, payload FROM inbox WHERE applied_us IS NULL ORDER BY id"):
-            payload = json.loads(payload_text)
-            payload["_inbox_id"] = inbox_id
+        for inbox_id, kind, payload_text in await self._pending_inbox() if inbox is None else inbox:
+            payload: dict[str, Any] = {"_inbox_id": inbox_id}
             try:
+                parsed = json.loads(payload_text)
+                if not isinstance(parsed, dict):
+                    raise ValueError("the command is not a JSON object")
+                payload = {**parsed, "_inbox_id": inbox_id}
                 result, found, evs = await self._apply_inbox(kind, payload, w, stamp)
                 breaks += found
                 events += evs
@@ -417,9 +563,12 @@ class PostTrade:
                 log.warning("inbox_rejected", id=inbox_id, kind=kind, error=str(exc))
                 if payload.get("via") == "mqtt":
                     code = ("unknown_break" if isinstance(exc, UnknownBreak) else "illegal_transition"
-                            if isinstance(exc, IllegalBreakTransition) else "invalid_command")
+                            if isinstance(exc, IllegalBreakTransition) else "withdrawal_refused"
+                            if isinstance(exc, WithdrawalRefused) else "invalid_command")
                     self._reply(payload, False, now, w, stamp, error=code, message=str(exc))
             w.inbox_done.append((inbox_id, result))
+        breaks += self.margin.take_breaks()
+        self._resolve_priced_again(w, stamp)
         for brk in breaks:
             self.breaks.add(brk, w, stamp)
         await self.breaks.escalate(self.store, now, w, stamp)
@@ -427,6 +576,46 @@ class PostTrade:
         if w:
             await self.store.write(w)
             self.committed.set()
+        if timers:
+            self._unsaved_expiry = None
+
+    async def _recover_tick(self, now: datetime | None) -> None:
+        """After a failed tick (lock held, state stale): reload, then the
+        timer's own work, then each waiting command alone."""
+        await self._load_state(keep_confirm=True)
+        await self._tick(now, inbox=[])                # not a command's fault if this fails
+        for row in await self._pending_inbox():
+            inbox_id = int(row[0])
+            try:
+                await self._tick(now, inbox=[row], timers=False)
+                self._command_failures.pop(inbox_id, None)
+            except Exception as exc:
+                self._stale = True
+                failures = self._command_failures[inbox_id] = self._command_failures.get(inbox_id, 0) + 1
+                await self._load_state(keep_confirm=True)     # undo what it did in memory
+                if _transient(exc) and failures < self.max_command_attempts:
+                    raise                              # the database, not the command: back off
+                await self._fail_command(row, exc, now or datetime.now(UTC))
+                self._command_failures.pop(inbox_id, None)
+
+    async def _fail_command(self, row: tuple[Any, ...], exc: Exception, now: datetime) -> None:
+        """Mark a command that cannot be applied failed, with its error, and
+        answer it if it came from the bus; nothing else of it is kept."""
+        inbox_id, kind, payload_text = row
+        message = f"not applied: {type(exc).__name__}: {exc}"[:500]
+        log.error("inbox_failed", id=inbox_id, kind=kind, error=message)
+        w = PostTradeWrite()
+        stamp = now_us()
+        try:
+            payload = json.loads(payload_text)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and payload.get("via") == "mqtt":
+            self._reply({**payload, "_inbox_id": inbox_id}, False, now, w, stamp, error="command_failed",
+                        message=message)
+        w.inbox_done.append((inbox_id, f"error: {message}"))
+        await self.store.write(w)
+        self.committed.set()
 
     async def _apply_inbox(self, kind: str, payload: dict[str, Any], w: PostTradeWrite,
                            stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
@@ -438,16 +627,7 @@ class PostTrade:
         if kind == "allocate":
             return await self._allocate(payload, w, stamp)
         if kind == "cash":
-            account, currency = payload["account"], payload["currency"]
-            if account not in self.reference.accounts:
-                raise ValueError(f"unknown account {account}")
-            amount = Decimal(payload["amount"])
-            booking = book_cash(f"C:{payload['reference']}", account, currency, amount,
-                                date.fromisoformat(payload["value_date"]) if payload.get("value_date")
-                                else None)
-            self.book.write_booking(booking, None, w, stamp)
-            events = self.margin.on_cash(account, currency, amount)
-            return f"booked {booking.booking_id}", [], events
+            return await self._cash(payload, w, stamp)
         raise ValueError(f"unknown inbox kind {kind!r}")
 
 
@@ -529,12 +709,50 @@ class PostTrade:
         w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), BreakState.RESOLVED.value, by,
                                 reason, self.topic_prefix, us_to_datetime(stamp)), stamp)
         log.info("break_changed", break_id=break_id, state=BreakState.RESOLVED.value, by=by, reason=reason)
+    async def _cash(self, payload: dict[str, Any], w: PostTradeWrite,
+                    stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
+        """A deposit (amount > 0) or withdrawal (< 0) of client cash, booked
+        against client money.  Refused (ValueError, nothing booked): an
+        unknown account or currency, an amount that is not a number, a
+        reference already booked, a withdrawal above what the account may take
+        out (``MarginBook.withdrawal_refusal``)."""
+        account, currency = str(payload["account"]), str(payload["currency"])
+        if account not in self.reference.accounts:
+            raise ValueError(f"unknown account {account}")
+        minor_units(currency)                          # ValueError for an unknown currency
+        try:
+            amount = Decimal(str(payload["amount"]))
+        except InvalidOperation:
+            raise ValueError(f"amount {payload['amount']!r} is not a number") from None
+        if not amount.is_finite():
+            raise ValueError(f"amount {payload['amount']!r} is not a number")
+        reference = str(payload["reference"] or "").strip()
+        if not reference:
+            raise ValueError("a cash movement needs a reference")
+        booking_id = f"C:{reference}"
+        if booking_id in w.rows["bookings"] or await self.store.fetch(
+                "SELECT 1 FROM bookings WHERE booking_id = ?", (booking_id,)):
+            raise ValueError(f"reference {reference!r} is already booked ({booking_id}): "
+                             "give each cash movement a reference of its own")
+        value_date = date.fromisoformat(payload["value_date"]) if payload.get("value_date") else None
+        booking = book_cash(booking_id, account, currency, amount, value_date)
+        if amount < 0:
+            refusal = self.margin.book.withdrawal_refusal(account, currency, -amount)
+            if refusal is not None:
+                raise WithdrawalRefused(refusal)
+        self.book.write_booking(booking, None, w, stamp)
+        events = self.margin.on_cash(account, currency, amount)
+        if payload.get("via") == "mqtt":
+            self._reply(payload, True, us_to_datetime(stamp), w, stamp,
+                        result={"booking_id": booking.booking_id, "account": account})
+        return f"booked {booking.booking_id}", [], events
 
     async def _break_lifecycle(self, action: str, payload: dict[str, Any], w: PostTradeWrite,
                                stamp: int) -> str:
         """open -> acknowledged -> resolved, who/when/why; every change is published."""
         break_id, by, reason = str(payload["break_id"]), str(payload.get("by") or ""), payload.get("reason")
-        rows = await self.store.fetch("SELECT state, type, keys FROM breaks WHERE break_id = ?", (break_id,))
+        rows = await self.store.fetch("SELECT state, type, keys, occurrence FROM breaks WHERE break_id = ?",
+                                      (break_id,))
         pending = [s for s in w.break_states if s[-1] == break_id]     # earlier in this tick
         if not rows:
             raise UnknownBreak(break_id)
@@ -546,7 +764,7 @@ class PostTrade:
             w.break_states.append((new.value, None, None, by, stamp, reason, break_id))
         at = us_to_datetime(stamp)
         w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), new.value, by, reason,
-                                self.topic_prefix, at), stamp)
+                                self.topic_prefix, at, int(rows[0][3])), stamp)
         log.info("break_changed", break_id=break_id, state=new.value, by=by, reason=reason)
         if payload.get("via") == "mqtt":
             self._reply(payload, True, at, w, stamp,
@@ -564,6 +782,20 @@ class PostTrade:
                               **answer)
         w.publish(reply, stamp)
         w.inbox_replies[inbox_id] = reply.payload
+
+
+class WithdrawalRefused(ValueError):
+    """A withdrawal above what the account may take out (nothing is booked)."""
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure of the database itself (connection lost, locked, timed out),
+    as opposed to one of what was written (a constraint, bad data) or a bug:
+    worth trying the same again later."""
+    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)):
+        return False
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                            OSError, TimeoutError)) or getattr(exc, "connection_invalidated", False)
 
 
 def _date(value: Any) -> date:

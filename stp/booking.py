@@ -33,6 +33,7 @@ from stp.valuedates import CurrencyPair
 
 __all__ = [
     "CLIENT_MONEY",
+    "HOUSE_NBP",
     "BookResult",
     "Booking",
     "BookingKind",
@@ -41,6 +42,7 @@ __all__ = [
     "TradeAmounts",
     "book_cash",
     "book_fill",
+    "book_negative_balance_credit",
     "book_trade",
     "check_booking",
     "client_party",
@@ -52,6 +54,8 @@ __all__ = [
 
 #: The party opposite a client's cash deposits and withdrawals.
 CLIENT_MONEY = "bank:client-money"
+# what the house writes off when negative balance protection resets a client's balance to zero
+HOUSE_NBP = "house:negative-balance-protection"
 
 _ZERO = Decimal(0)
 
@@ -80,6 +84,7 @@ class BookingKind(StrEnum):
     TRADE = "trade"
     REVERSAL = "reversal"
     CASH = "cash"
+    ADJUSTMENT = "adjustment"      # the engine's own cash booking (negative balance protection)
 
 
 @fast_init
@@ -298,6 +303,22 @@ def book_cash(booking_id: str, account: str, currency: str, amount: Decimal,
     postings = (Posting(currency, client, q, value_date),
                 Posting(currency, CLIENT_MONEY, _neg(q), value_date))
     return Booking(booking_id=booking_id, kind=BookingKind.CASH, fill_key=None, reverses=None,
+                   account=account, counterparty=None, pair=None, postings=postings, trade=None)
+
+
+def book_negative_balance_credit(booking_id: str, account: str, currency: str, amount: Decimal) -> Booking:
+    """Negative balance protection: credit ``amount`` (> 0, the account's
+    negative balance) to the client against the house (``HOUSE_NBP``), a
+    balanced booking of its own.  Raises ValueError for an amount that is not
+    positive or finer than the currency's minor units."""
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"amount must be a Decimal, not {type(amount).__name__}")
+    q = quantize(amount, currency)
+    if q != amount or q <= 0:
+        raise ValueError(f"a negative balance credit must be > 0 in {currency} minor units, not {amount}")
+    postings = (Posting(currency, client_party(account), q, None),
+                Posting(currency, HOUSE_NBP, _neg(q), None))
+    return Booking(booking_id=booking_id, kind=BookingKind.ADJUSTMENT, fill_key=None, reverses=None,
                    account=account, counterparty=None, pair=None, postings=postings, trade=None)
 
 

@@ -50,6 +50,7 @@ class BreakType(StrEnum):
     SETTLEMENT_FAILED = "settlement_failed"
     # risk
     EXPOSURE_LIMIT = "exposure_limit"
+    MARGIN_UNPRICED = "margin_unpriced"          # cash / P&L / position in a currency with no rate
     # end-of-day reconciliation against the LP's statement and position report
     RECON_MISSING_ENGINE = "recon_missing_engine"  # on the LP's statement, not in the engine
     RECON_MISSING_LP = "recon_missing_lp"          # in the engine, not on the LP's statement
@@ -76,6 +77,7 @@ DEFAULT_SEVERITY: dict[BreakType, Severity] = {
     BreakType.AFTER_CUT_OFF: Severity.HIGH,
     BreakType.SETTLEMENT_FAILED: Severity.CRITICAL,
     BreakType.EXPOSURE_LIMIT: Severity.HIGH,
+    BreakType.MARGIN_UNPRICED: Severity.HIGH,
     BreakType.RECON_MISSING_ENGINE: Severity.HIGH,
     BreakType.RECON_MISSING_LP: Severity.HIGH,
     BreakType.RECON_DIFFERENCE: Severity.HIGH,
@@ -145,3 +147,23 @@ def transition(state: str, action: str, by: str, reason: str | None) -> BreakSta
     if new is None:
         raise IllegalBreakTransition(f"cannot {action} a break that is {state}")
     return new
+
+
+def occurrence_id(break_id: str, occurrence: int) -> str:
+    """The id of one occurrence of a break, for its events: the break id for
+    the first, break id + ``-<n>`` for the n-th (a resolved break detected
+    again), so a consumer that drops repeats by id sees it come back."""
+    if occurrence < 1:
+        raise ValueError(f"occurrence must be >= 1, not {occurrence}")
+    return break_id if occurrence == 1 else f"{break_id}-{occurrence}"
+
+
+def occurrence_after_detection(state: str, occurrence: int) -> tuple[int, bool]:
+    """(occurrence, reopened) of a stored break in ``state`` detected again:
+    a resolved one reopens as the next occurrence (state back to open); an
+    open or acknowledged one is the same occurrence seen again."""
+    if state == BreakState.RESOLVED:
+        return occurrence + 1, True
+    if state in (BreakState.OPEN, BreakState.ACKNOWLEDGED):
+        return occurrence, False
+    raise ValueError(f"unknown break state {state!r}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stp.breaks import Break
+from stp.breaks import Break, occurrence_id
 
 SOURCE = "urn:fxstp:engine"
 
@@ -44,32 +44,37 @@ def _break_topic(prefix: str, keys: dict[str, str], break_type: str) -> str:
     return f"{prefix}/breaks/{_topic_part(scope)}/{break_type}"
 
 
-def break_detected(brk: Break, prefix: str, at: datetime) -> BusEvent:
-    """A new (or seen again) break on its topic; id = break id."""
+def break_detected(brk: Break, prefix: str, at: datetime, occurrence: int = 1) -> BusEvent:
+    """A new (or seen again) break on its topic; id = the occurrence's id
+    (the break id, or break id + ``-<n>`` once a resolved break has come back
+    as its n-th occurrence: ``stp.breaks.occurrence_id``)."""
+    event_id = occurrence_id(brk.break_id, occurrence)
     data = {"break_id": brk.break_id, "type": brk.type.value, "severity": brk.level.value,
             "keys": brk.keys, "summary": brk.summary, "ours": brk.ours, "theirs": brk.theirs,
-            "state": "open"}
-    return BusEvent(brk.break_id, _break_topic(prefix, brk.keys, brk.type.value),
-                    cloud_event(brk.break_id, "com.fxstp.break.detected", brk.break_id, data, at))
+            "state": "open", "occurrence": occurrence}
+    return BusEvent(event_id, _break_topic(prefix, brk.keys, brk.type.value),
+                    cloud_event(event_id, "com.fxstp.break.detected", brk.break_id, data, at))
 
 
 def break_changed(break_id: str, break_type: str, keys: dict[str, str], state: str, by: str,
-                  reason: str | None, prefix: str, at: datetime) -> BusEvent:
-    """A lifecycle change, on the break's topic; id = break id + new state."""
-    event_id = f"{break_id}-{state}"
+                  reason: str | None, prefix: str, at: datetime, occurrence: int = 1) -> BusEvent:
+    """A lifecycle change, on the break's topic; id = the occurrence's id + new state."""
+    event_id = f"{occurrence_id(break_id, occurrence)}-{state}"
     data = {"break_id": break_id, "type": break_type, "keys": keys, "state": state, "by": by,
-            "reason": reason}
+            "reason": reason, "occurrence": occurrence}
     return BusEvent(event_id, _break_topic(prefix, keys, break_type),
                     cloud_event(event_id, f"com.fxstp.break.{state}", break_id, data, at))
 
 
 def break_escalated(break_id: str, break_type: str, severity: str, state: str, keys: dict[str, str],
-                    summary: str, cut_off: datetime, prefix: str, at: datetime) -> BusEvent:
+                    summary: str, cut_off: datetime, prefix: str, at: datetime,
+                    occurrence: int = 1) -> BusEvent:
     """An unresolved break near (or past) its settlement cut-off, re-published
-    on the break's topic; id = break id + "-escalated" (once per break)."""
-    event_id = f"{break_id}-escalated"
+    on the break's topic; id = the occurrence's id + "-escalated" (once per
+    occurrence)."""
+    event_id = f"{occurrence_id(break_id, occurrence)}-escalated"
     data = {"break_id": break_id, "type": break_type, "severity": severity, "keys": keys,
-            "state": state, "summary": summary,
+            "state": state, "summary": summary, "occurrence": occurrence,
             "cut_off": cut_off.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "minutes_to_cut_off": int((cut_off - at).total_seconds() // 60)}
     return BusEvent(event_id, _break_topic(prefix, keys, break_type),

@@ -56,7 +56,18 @@ sum drifts.
 
 A position whose conversion rate is unknown (no path through the price book)
 cannot be valued: it is left out of the totals and its symbol listed in
-``AccountMargin.unpriced``.
+``AccountMargin.unpriced``.  The balance is kept per currency (opening, cash,
+realised P&L: ``set_balance_amounts``) and converted at the latest rates, its
+rates indexed like a position's; an amount with no rate is listed in
+``AccountMargin.unpriced_balance``.  Either makes the account ``unpriced``:
+no margin level and no threshold decided on a partial figure (never an
+amount counted as zero); the state decided before (``priced_state``) is what
+the hysteresis continues from once the rate arrives.
+
+Money rules: ``withdrawal_refusal`` (a withdrawal may not exceed the free
+margin, for an account without positions its balance) and
+``negative_balance_adjustment`` (the group's negative balance protection: a
+flat account's negative balance is credited back to zero).
 
 Pure: no I/O, no clock, explicit decimal contexts.
 """
@@ -92,10 +103,14 @@ __all__ = [
     "PriceBook",
     "margin_state_after",
     "rate_dependencies",
+    "unpriced_break",
 ]
 
-MarginState = Literal["ok", "margin_call", "stop_out"]
-MarginEventKind = Literal["margin_call", "stop_out", "recovered"]
+# "unpriced": something the account holds (cash, realised P&L or a position)
+# cannot be converted to the account currency, so no level is reported and
+# no threshold is decided until a rate arrives
+MarginState = Literal["ok", "margin_call", "stop_out", "unpriced"]
+MarginEventKind = Literal["margin_call", "stop_out", "recovered", "balance_reset"]
 
 _USD: Final = "USD"
 _ZERO: Final = Decimal(0)
@@ -244,16 +259,25 @@ class AccountMargin:
     equity: Decimal
     used_margin: Decimal
     free_margin: Decimal
-    margin_level: Decimal | None  # percent, None without used margin
+    margin_level: Decimal | None  # percent, None without used margin or when unpriced
     state: MarginState
     unpriced: tuple[str, ...] = ()  # positions left out: no conversion rate
+    unpriced_balance: tuple[str, ...] = ()  # currencies of cash / realised P&L left out: no rate
+    priced_state: MarginState = "ok"  # the state of the last full valuation (hysteresis)
+
+    @property
+    def unpriced_currencies(self) -> tuple[str, ...]:
+        """Every currency the account holds that cannot be converted to its
+        own: the balance's, and the quote currency of each unpriced position."""
+        return tuple(sorted(set(self.unpriced_balance) | {_pair(s).quote for s in self.unpriced}))
 
 
 @dataclass(frozen=True, slots=True)
 class MarginEvent:
     """The margin level crossed a group threshold (``at_threshold``): the
     margin call or stop-out level on the way down, the margin call level +
-    recovery band for ``recovered``."""
+    recovery band for ``recovered``.  ``balance_reset``: negative balance
+    protection brought the balance back to zero (``at_threshold`` 0)."""
 
     account: str
     kind: MarginEventKind
@@ -306,8 +330,17 @@ class MarginBook:
         self._balances: dict[str, Decimal] = {
             a: quantize(acc.opening_balance, acc.currency) for a, acc in self._accounts.items()
         }
+        # the balance per currency (opening, cash, realised P&L), converted at the latest rates
+        self._amounts: dict[str, dict[str, Decimal]] = {
+            a: {acc.currency: acc.opening_balance} for a, acc in self._accounts.items()
+        }
+        self._balance_deps: dict[str, frozenset[str]] = {a: frozenset() for a in self._accounts}
+        self._unpriced_balance: dict[str, tuple[str, ...]] = {a: () for a in self._accounts}
         self._positions: dict[str, dict[str, _Held]] = {a: {} for a in self._accounts}
-        self._index: dict[str, dict[str, int]] = {}  # symbol -> account -> positions depending
+        # symbol -> account -> positions (and balance) depending
+        self._index: dict[str, dict[str, int]] = {}
+        # the state decided at the last full valuation: an unpriced account keeps it
+        self._decided: dict[str, MarginState] = {a: "ok" for a in self._accounts}
         self._snapshots: dict[str, AccountMargin] = {a: self.recompute(a, "ok") for a in self._accounts}
         self.recomputed_accounts = 0
 
@@ -340,7 +373,7 @@ class MarginBook:
         """
         acc = self._accounts[account]
         values = [(s, *self._value(acc, h.pair, h.view)) for s, h in self._positions[account].items()]
-        return self._build(acc, values, self._snapshots[account].state if previous is None else previous)
+        return self._build(acc, values, self._decided[account] if previous is None else previous)
 
     # -- updates -------------------------------------------------------------
 
@@ -358,6 +391,8 @@ class MarginBook:
         for account, state in states.items():
             if account not in self._accounts:
                 continue
+            if state == "unpriced":
+                state = "ok"          # stored before a full valuation: nothing decided yet
             if state not in _RANK:
                 raise ValueError(f"account {account}: unknown margin state {state!r}")
             events.extend(self._refresh(account, state))
@@ -365,9 +400,80 @@ class MarginBook:
 
     def set_balance(self, account: str, balance: Decimal) -> list[MarginEvent]:
         """Set the balance (opening + cash + realised P&L, account currency)."""
+        return self.set_balance_amounts(account, {self._accounts[account].currency: balance})
+
+    def set_balance_amounts(self, account: str, amounts: Mapping[str, Decimal]) -> list[MarginEvent]:
+        """Set the balance as amounts per currency (opening balance, cash,
+        realised P&L), converted to the account currency at the latest rates
+        and again whenever one of those rates moves.  An amount in a currency
+        with no rate is not counted as zero: the account is ``unpriced`` (no
+        level, no threshold decided) until a rate arrives."""
         acc = self._accounts[account]
-        self._balances[account] = quantize(balance, acc.currency)
+        kept = {ccy: amount for ccy, amount in amounts.items() if not amount.is_zero()}
+        deps: set[str] = set()
+        for ccy in kept:
+            if ccy != acc.currency:
+                deps |= rate_dependencies(ccy, acc.currency)
+        self._unindex(account, self._balance_deps[account])
+        self._balance_deps[account] = frozenset(deps)
+        self._index_deps(account, deps)
+        self._amounts[account] = kept
+        self._convert_balance(account)
         return self._refresh(account)
+
+    def _convert_balance(self, account: str) -> None:
+        acc = self._accounts[account]
+        a = self._amount
+        total = _ZERO
+        unpriced: list[str] = []
+        for ccy, amount in self._amounts[account].items():
+            rate = self._prices.rate(ccy, acc.currency)
+            if rate is None:
+                unpriced.append(ccy)
+            else:
+                total = a.add(total, a.multiply(amount, rate))
+        self._balances[account] = quantize(total, acc.currency)
+        self._unpriced_balance[account] = tuple(sorted(unpriced))
+
+    def withdrawal_refusal(self, account: str, currency: str, amount: Decimal) -> str | None:
+        """Why a withdrawal of ``amount`` (> 0) ``currency`` is refused, or
+        None: it may not exceed the free margin (for an account without
+        positions that is its balance), valued at the latest rate; an account
+        that is unpriced, or a currency with no rate, cannot be checked and is
+        refused."""
+        acc = self._accounts[account]
+        snap = self._snapshots[account]
+        missing = snap.unpriced_currencies
+        if missing:
+            return (f"account {account} is unpriced (no rate for {', '.join(missing)} to {acc.currency}): "
+                    "its free margin is not known")
+        rate = self._prices.rate(currency, acc.currency)
+        if rate is None:
+            return f"no {currency}/{acc.currency} rate to value a withdrawal in {currency}"
+        value = self._amount.multiply(amount, rate)
+        shown = f"{amount} {currency}" + ("" if currency == acc.currency
+                                          else f" ({quantize(value, acc.currency)} {acc.currency})")
+        if self._positions[account]:
+            if value > snap.free_margin:
+                return (f"withdrawal of {shown} exceeds the free margin of account {account} "
+                        f"({snap.free_margin} {acc.currency})")
+        elif value > snap.balance:
+            return (f"withdrawal of {shown} exceeds the balance of account {account} "
+                    f"({snap.balance} {acc.currency})")
+        return None
+
+    def negative_balance_adjustment(self, account: str) -> Decimal | None:
+        """What negative balance protection credits the account (account
+        currency, > 0), or None: only for a group with
+        ``negative_balance_protection``, an account without open positions
+        (the stop-out closed them) and fully priced, whose balance is below
+        zero; the credit brings it back to zero."""
+        if not self._groups[account].negative_balance_protection:
+            return None
+        snap = self._snapshots[account]
+        if self._positions[account] or snap.unpriced_currencies or snap.balance >= 0:
+            return None
+        return -snap.balance
 
     def on_position(self, view: PositionView) -> list[MarginEvent]:
         """Replace one position of one account (quantity 0 closes it)."""
@@ -408,6 +514,8 @@ class MarginBook:
         events: list[MarginEvent] = []
         for account, symbols in touched.items():
             acc = self._accounts[account]
+            if not self._balance_deps[account].isdisjoint(symbols):
+                self._convert_balance(account)
             for h in self._positions[account].values():
                 if not h.depends_on.isdisjoint(symbols):
                     h.unrealised, h.used, h.priced = self._value(acc, h.pair, h.view)
@@ -512,6 +620,11 @@ class MarginBook:
             if level.is_zero() and level.is_signed():
                 level = level.copy_abs()
         state = margin_state_after(previous, level, self._groups[acc.account_id])
+        priced_state = state
+        unpriced_balance = self._unpriced_balance[acc.account_id]
+        if unpriced or unpriced_balance:
+            level = None              # a level of what could be valued would be a wrong number
+            state, priced_state = "unpriced", previous
         return AccountMargin(
             account=acc.account_id,
             currency=ccy,
@@ -523,15 +636,21 @@ class MarginBook:
             margin_level=level,
             state=state,
             unpriced=tuple(sorted(unpriced)),
+            unpriced_balance=unpriced_balance,
+            priced_state=priced_state,
         )
 
     def _refresh(self, account: str, previous: MarginState | None = None) -> list[MarginEvent]:
         acc = self._accounts[account]
         values = [(s, h.unrealised, h.used, h.priced) for s, h in self._positions[account].items()]
-        before = self._snapshots[account].state if previous is None else previous
+        before = self._decided[account] if previous is None else previous
         new = self._build(acc, values, before)
         self._snapshots[account] = new
         self.recomputed_accounts += 1
+        if new.state == "unpriced":
+            self._decided[account] = before
+            return []                 # nothing is decided on a partial valuation
+        self._decided[account] = new.state
         return self._crossings(self._groups[account], before, new)
 
     @staticmethod
@@ -548,3 +667,17 @@ class MarginBook:
             MarginEvent(now.account, kind, now.margin_level, now.equity, now.used_margin, threshold)
             for kind, threshold in crossed
         ]
+
+
+def unpriced_break(account: str, account_currency: str, currency: str, margin: AccountMargin) -> Break:
+    """MARGIN_UNPRICED: ``account`` holds an amount in ``currency`` that no
+    price converts to ``account_currency``; its margin is unpriced."""
+    return Break(
+        type=BreakType.MARGIN_UNPRICED,
+        keys={"account": account, "currency": currency},
+        summary=(f"account {account}: no {currency}/{account_currency} rate; its margin is unpriced "
+                 "(no level, no margin call decided) until one arrives"),
+        ours={"currency": currency, "account_currency": account_currency,
+              "unpriced_positions": list(margin.unpriced), "unpriced_balance": list(margin.unpriced_balance)},
+        theirs={},
+    )

@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db.repository import Database, now_us
+from adapters.db.repository import Database, now_us, us_to_datetime
 from stp.booking import Booking, BookingKind, Posting, TradeAmounts
-from stp.events import BusEvent
+from stp.breaks import Break, occurrence_after_detection
+from stp.events import BusEvent, break_changed, break_detected
 from stp.fills import ExecKind, Fill, Side
 from stp.valuedates import CurrencyPair
 
@@ -54,12 +55,13 @@ _UPSERTS = {
                       "updated_us) VALUES ({}) ON CONFLICT (fill_id) DO UPDATE SET state = excluded.state, "
                       "differences = excluded.differences, updated_us = excluded.updated_us", 6),
     "margin_accounts": ("INSERT INTO margin_accounts (account, currency, balance, unrealised_pnl, equity, "
-                        "used_margin, free_margin, margin_level, state, updated_us) VALUES ({}) "
+                        "used_margin, free_margin, margin_level, state, updated_us, priced_state) "
+                        "VALUES ({}) "
                         "ON CONFLICT (account) DO UPDATE SET balance = excluded.balance, "
                         "unrealised_pnl = excluded.unrealised_pnl, equity = excluded.equity, "
                         "used_margin = excluded.used_margin, free_margin = excluded.free_margin, "
                         "margin_level = excluded.margin_level, state = excluded.state, "
-                        "updated_us = excluded.updated_us", 10),
+                        "updated_us = excluded.updated_us, priced_state = excluded.priced_state", 11),
     "margin_events": ("INSERT INTO margin_events (id, account, kind, margin_level, equity, used_margin, "
                       "at_us) VALUES ({})", 7),
     # events for the bus, committed with what they describe (transactional outbox)
@@ -69,6 +71,10 @@ _BREAK_STATE = ("UPDATE breaks SET state = ?, acknowledged_by = COALESCE(?, ackn
                 "acknowledged_us = COALESCE(?, acknowledged_us), resolved_by = COALESCE(?, resolved_by), "
                 "resolved_us = COALESCE(?, resolved_us), resolution = COALESCE(?, resolution) "
                 "WHERE break_id = ?")
+# a resolved break detected again: open again, as its next occurrence
+_REOPEN = ("UPDATE breaks SET state = 'open', occurrence = ?, reopened_us = ?, severity = ?, summary = ?, "
+           "ours = ?, theirs = ?, cut_off_us = ?, escalated_us = NULL "
+           "WHERE break_id = ? AND state = 'resolved'")
 # unreversed trade bookings (callers add their conditions)
 _ACTIVE_TRADES = ("SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
                   "b.quote_amount, b.price, b.value_date FROM bookings b WHERE b.kind = 'trade' "
@@ -123,21 +129,29 @@ class PostTradeWrite:
     inbox_replies: dict[int, str] = field(default_factory=dict)        # id -> the reply published
     break_states: list[tuple[Any, ...]] = field(default_factory=list)  # lifecycle changes
     escalated: list[tuple[int, str]] = field(default_factory=list)     # (stamp, break_id)
+    # break id -> its detections' (outbox key, break, topic prefix, stamp): a
+    # resolved break detected again reopens as its next occurrence, with events
+    # of their own (``PostTradeStore.write_rows``)
+    detected: dict[str, list[tuple[Any, Break, str, int]]] = field(default_factory=dict)
+    # breaks the engine resolves itself: (break, by, reason, topic prefix, stamp)
+    resolved: list[tuple[Break, str, str, str, int]] = field(default_factory=list)
     cursor: int | None = None
 
     def put(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
         """Upserted tables keep the last row per key; insert-only tables need unique keys."""
         self.rows[table][key] = row
 
-    def publish(self, event: BusEvent, stamp_us: int) -> None:
-        """Queue a bus event; retained topics keep only the batch's last state."""
+    def publish(self, event: BusEvent, stamp_us: int) -> Any:
+        """Queue a bus event (its key in the outbox rows is returned);
+        retained topics keep only the batch's last state."""
         outbox = self.rows["outbox"]
         key = event.topic if event.retain else (event.event_id, len(outbox))
         outbox[key] = (event.event_id, event.topic, event.payload, event.retain, stamp_us)
+        return key
 
     def __bool__(self) -> bool:
         return any(self.rows.values()) or bool(self.inbox_done) or bool(self.break_states) \
-            or bool(self.escalated) or self.cursor is not None
+            or bool(self.escalated) or bool(self.resolved) or self.cursor is not None
 
 
 class PostTradeStore:
@@ -171,6 +185,8 @@ class PostTradeStore:
 
     async def write_rows(self, conn: AsyncConnection, w: PostTradeWrite) -> None:
         """The rows of ``w`` inside the caller's transaction."""
+        reopened = await self._occurrences(conn, w) if w.detected else []
+        resolved_states, resolved_events = await self._resolutions(conn, w) if w.resolved else ([], [])
         for table in _TABLES:
             rows = w.rows[table]
             if rows:
@@ -180,6 +196,72 @@ class PostTradeStore:
         if w.escalated:
             await conn.exec_driver_sql(self.query("UPDATE breaks SET escalated_us = ? WHERE break_id = ?"),
                                        w.escalated)
+        if reopened:
+            await conn.exec_driver_sql(self.query(_REOPEN), reopened)
+        if resolved_states:
+            await conn.exec_driver_sql(self.query(_BREAK_STATE), resolved_states)
+            await conn.exec_driver_sql(self._sql["outbox"], resolved_events)
+
+    async def _resolutions(self, conn: AsyncConnection, w: PostTradeWrite
+                           ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The state changes and events of the breaks the engine resolves
+        (``w.resolved``) that are stored and not resolved already."""
+        ids = list({brk.break_id for brk, *_ in w.resolved})
+        stored: dict[str, tuple[str, int]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await conn.exec_driver_sql(self.query(
+                "SELECT break_id, state, occurrence FROM breaks WHERE break_id IN ("
+                + ", ".join("?" * len(chunk)) + ")"), tuple(chunk))
+            for row in rows.all():
+                r: tuple[Any, ...] = tuple(row)
+                stored[str(r[0])] = (str(r[1]), int(r[2]))
+        states: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        for brk, by, reason, prefix, stamp in w.resolved:
+            state, occurrence = stored.get(brk.break_id, ("resolved", 1))
+            if state == "resolved":
+                continue
+            stored[brk.break_id] = ("resolved", occurrence)
+            states.append(("resolved", None, None, by, stamp, reason, brk.break_id))
+            e = break_changed(brk.break_id, brk.type.value, brk.keys, "resolved", by, reason, prefix,
+                              us_to_datetime(stamp), occurrence)
+            events.append((e.event_id, e.topic, e.payload, e.retain, stamp))
+        return states, events
+
+    async def _occurrences(self, conn: AsyncConnection, w: PostTradeWrite) -> list[tuple[Any, ...]]:
+        """The stored state of each break ``w`` detects: one seen again after
+        its occurrence n, or resolved (it reopens as occurrence n + 1), gets
+        that occurrence's events (``stp.breaks.occurrence_id``) instead of the
+        first's.  Returns the reopenings to write (``_REOPEN``)."""
+        ids = list(w.detected)
+        stored: dict[str, tuple[str, int]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await conn.exec_driver_sql(self.query(
+                "SELECT break_id, state, occurrence FROM breaks WHERE break_id IN ("
+                + ", ".join("?" * len(chunk)) + ")"), tuple(chunk))
+            for row in rows.all():
+                r: tuple[Any, ...] = tuple(row)
+                stored[str(r[0])] = (str(r[1]), int(r[2]))
+        for change in w.break_states:       # changed earlier in this same transaction
+            if change[-1] in stored:
+                stored[change[-1]] = (change[0], stored[change[-1]][1])
+        reopened: list[tuple[Any, ...]] = []
+        outbox = w.rows["outbox"]
+        for break_id, (state, occurrence) in stored.items():
+            n, reopens = occurrence_after_detection(state, occurrence)
+            if n == 1:
+                continue                    # the events queued already carry the break id
+            stamp = 0
+            for key, brk, prefix, stamp in w.detected[break_id]:
+                event = break_detected(brk, prefix, us_to_datetime(stamp), n)
+                outbox[key] = (event.event_id, event.topic, event.payload, event.retain, stamp)
+            if reopens:
+                new = w.rows["breaks"][break_id]
+                # the new occurrence's values, its cut-off, not escalated yet
+                reopened.append((n, stamp, new[2], new[4], new[5], new[6], new[11], break_id))
+        return reopened
 
     async def _set_cursor(self, conn: AsyncConnection, fill_id: int, stamp: int) -> None:
         result = await conn.exec_driver_sql(
