@@ -700,12 +700,11 @@ class PostTrade:
         rows = await self.store.fetch("SELECT state, type, keys FROM breaks WHERE break_id = ?", (break_id,))
         if not rows:
             return
-        pending = [s for s in w.break_states if s[-1] == break_id]
-        state = pending[-1][0] if pending else rows[0][0]
+        state = w.changed_state.get(break_id, rows[0][0])
         if state == BreakState.RESOLVED.value:
             return
         by = by[:80]
-        w.break_states.append((BreakState.RESOLVED.value, None, None, by, stamp, reason, break_id))
+        w.change_break((BreakState.RESOLVED.value, None, None, by, stamp, reason, break_id))
         w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), BreakState.RESOLVED.value, by,
                                 reason, self.topic_prefix, us_to_datetime(stamp)), stamp)
         log.info("break_changed", break_id=break_id, state=BreakState.RESOLVED.value, by=by, reason=reason)
@@ -753,15 +752,14 @@ class PostTrade:
         break_id, by, reason = str(payload["break_id"]), str(payload.get("by") or ""), payload.get("reason")
         rows = await self.store.fetch("SELECT state, type, keys, occurrence FROM breaks WHERE break_id = ?",
                                       (break_id,))
-        pending = [s for s in w.break_states if s[-1] == break_id]     # earlier in this tick
         if not rows:
             raise UnknownBreak(break_id)
-        state = pending[-1][0] if pending else rows[0][0]
+        state = w.changed_state.get(break_id, rows[0][0])     # changed earlier in this tick?
         new = transition(state, action, by, reason)
         if new is BreakState.ACKNOWLEDGED:
-            w.break_states.append((new.value, by, stamp, None, None, None, break_id))
+            w.change_break((new.value, by, stamp, None, None, None, break_id))
         else:
-            w.break_states.append((new.value, None, None, by, stamp, reason, break_id))
+            w.change_break((new.value, None, None, by, stamp, reason, break_id))
         at = us_to_datetime(stamp)
         w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), new.value, by, reason,
                                 self.topic_prefix, at, int(rows[0][3])), stamp)

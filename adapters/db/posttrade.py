@@ -128,6 +128,9 @@ class PostTradeWrite:
     inbox_done: list[tuple[int, str]] = field(default_factory=list)    # (id, result)
     inbox_replies: dict[int, str] = field(default_factory=dict)        # id -> the reply published
     break_states: list[tuple[Any, ...]] = field(default_factory=list)  # lifecycle changes
+    # break id -> its state after this batch's changes (a tick of N commands
+    # looked them up by scanning break_states: N^2/2)
+    changed_state: dict[str, str] = field(default_factory=dict)
     escalated: list[tuple[int, str]] = field(default_factory=list)     # (stamp, break_id)
     # break id -> its detections' (outbox key, break, topic prefix, stamp): a
     # resolved break detected again reopens as its next occurrence, with events
@@ -140,6 +143,11 @@ class PostTradeWrite:
     def put(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
         """Upserted tables keep the last row per key; insert-only tables need unique keys."""
         self.rows[table][key] = row
+
+    def change_break(self, change: tuple[Any, ...]) -> None:
+        """A lifecycle change: (state, acknowledged by, at, resolved by, at, reason, break id)."""
+        self.break_states.append(change)
+        self.changed_state[change[-1]] = change[0]
 
     def publish(self, event: BusEvent, stamp_us: int) -> Any:
         """Queue a bus event (its key in the outbox rows is returned);
