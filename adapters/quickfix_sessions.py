@@ -18,6 +18,8 @@ rest.  Duplicates are then recognised by their business key.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +29,8 @@ import structlog
 from adapters.config import EngineConfig, SessionSpec
 from adapters.fix.dictionary import standard_dictionary_dir
 from adapters.fix_gateway import message_frame
+from adapters.fix_guard import LogonGuard, confine_to_loopback
+from adapters.secure import redact
 
 log = structlog.get_logger("engine.fix")
 
@@ -54,8 +58,12 @@ def _import_quickfix() -> Any:
     return quickfix
 
 
-def session_settings_text(cfg: EngineConfig, role: str) -> str:
-    """quickfix settings for the configured LP (initiator) or platform (acceptor) sessions."""
+def session_settings_text(cfg: EngineConfig, role: str, accept_ports: dict[str, int] | None = None) -> str:
+    """quickfix settings for the configured LP (initiator) or platform (acceptor) sessions.
+
+    ``accept_ports``: the loopback port quickfix's acceptor takes for each
+    platform session behind the pre-logon guard (adapters/fix_guard.py); the
+    configured port is the guard's."""
     spec_dir = standard_dictionary_dir()
     qf = cfg.quickfix_dir
     lines = [
@@ -92,13 +100,122 @@ def session_settings_text(cfg: EngineConfig, role: str) -> str:
             lines += [f"SocketConnectHost={s.host}", f"SocketConnectPort={s.port}",
                       f"ReconnectInterval={s.reconnect_interval}"]
         else:
-            lines += [f"SocketAcceptPort={s.port}"]
+            lines += [f"SocketAcceptPort={(accept_ports or {}).get(s.name, s.port)}"]
         lines.append("")
     return "\n".join(lines)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def session_id_key(begin: str, sender: str, target: str) -> str:
     return f"{begin}:{sender}->{target}"
+
+
+def scrub_passwords(paths: list[Path], passwords: list[str]) -> int:
+    """Overwrite, in place and with as many characters, every password field
+    holding one of ``passwords`` in the files under ``paths`` (quickfix's
+    store and logs).  The same length keeps the store's offsets valid; the
+    Logons there are never resent (admin messages are gap-filled).  Returns
+    how many were overwritten."""
+    needles = [(b"\x01554=" + p.encode() + b"\x01", b"\x01554=" + b"*" * len(p.encode()) + b"\x01")
+               for p in passwords if p]
+    if not needles:
+        return 0
+    count = 0
+    files = [f for path in paths for f in ([path] if path.is_file() else sorted(path.glob("*")))
+             if f.is_file()]
+    for file in files:
+        try:
+            with open(file, "r+b") as fh:
+                data = fh.read()
+                for needle, stars in needles:
+                    pos = data.find(needle)
+                    while pos >= 0:
+                        fh.seek(pos)
+                        fh.write(stars)
+                        count += 1
+                        pos = data.find(needle, pos + len(needle))
+        except OSError as exc:
+            log.warning("fix_scrub_failed", file=str(file), error=str(exc))
+    return count
+
+
+def scrub_store(cfg: EngineConfig, spec: SessionSpec) -> None:
+    """Our password out of an LP session's store (quickfix persists the Logon
+    it sends, password included, before sending it)."""
+    prefix = f"{spec.begin_string}-{spec.sender_comp_id}-{spec.target_comp_id}"
+    scrub_passwords([cfg.quickfix_dir / "store" / f"{prefix}.body"], [spec.password or ""])
+
+
+def redacting_log_factory(fix: Any, directory: Path) -> Any:
+    """A quickfix LogFactory in Python: quickfix's FileLog's files and line
+    format, with password fields redacted (the Logon we send an LP carries
+    our password).  The binding's director classes work when ``create``
+    returns its Log ``__disown__()``-ed (without it the constructor hangs in
+    ``SwigDirector_LogFactory::create``); bench/quickfix_ceiling.py measures
+    what it costs per message."""
+    from adapters.fix.codec import SendingTimeClock
+
+    class _Log(fix.Log):  # type: ignore[misc]
+        def __init__(self, prefix: str) -> None:
+            super().__init__()
+            self._prefix = prefix
+            self._clock = SendingTimeClock()
+            self._open()
+
+        def _open(self) -> None:
+            self._messages = open(directory / f"{self._prefix}.messages.current.log", "a",  # noqa: SIM115
+                                  encoding="latin-1", newline="\n")
+            self._events = open(directory / f"{self._prefix}.event.current.log", "a",  # noqa: SIM115
+                                encoding="latin-1", newline="\n")
+
+        def _line(self, file: Any, text: str) -> None:
+            try:
+                file.write(f"{self._clock.format(time.time())} : {text}\n")
+                file.flush()
+            except Exception:
+                log.exception("fix_log_write_failed", prefix=self._prefix)
+
+        def clear(self) -> None:
+            for f in (self._messages, self._events):
+                with contextlib.suppress(Exception):
+                    f.truncate(0)
+
+        def backup(self) -> None:
+            pass
+
+        def onIncoming(self, text: str) -> None:
+            self._line(self._messages, redact(text) if "\x0135=A\x01" in text else text)
+
+        def onOutgoing(self, text: str) -> None:
+            self._line(self._messages, redact(text) if "\x0135=A\x01" in text else text)
+
+        def onEvent(self, text: str) -> None:
+            self._line(self._events, text)
+
+    class _Factory(fix.LogFactory):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.logs: list[Any] = []
+
+        def create(self, *args: Any) -> Any:
+            prefix = "GLOBAL"
+            if args:
+                sid = args[0]
+                prefix = (f"{sid.getBeginString().getString()}-{sid.getSenderCompID().getString()}-"
+                          f"{sid.getTargetCompID().getString()}")
+            entry = _Log(prefix)
+            self.logs.append(entry)
+            return entry.__disown__()
+
+        def destroy(self, entry: Any) -> None:
+            pass
+
+    return _Factory()
 
 
 class EngineApplication:
@@ -138,9 +255,11 @@ def build_quickfix_application(app: EngineApplication) -> Any:
         return None if found is None else found[0]
 
     def frame(kind: str, session_id: Any, message: Any, received: float) -> None:
+        # admin messages only (a Logon with ResetSeqNumFlag, a Reject): never
+        # a password in the journal
         found = known(session_id)
         if found is not None:
-            put(message_frame(kind, found[1], int(received * 1_000_000), message.toString()))
+            put(message_frame(kind, found[1], int(received * 1_000_000), redact(message.toString())))
 
     class _App(fix.Application):  # type: ignore[misc,name-defined]
         def onCreate(self, session_id: Any) -> None:
@@ -198,7 +317,9 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 log.exception("fix_callback_error", callback="toAdmin")
 
         def fromAdmin(self, message: Any, session_id: Any) -> None:
-            reject: str | None = None
+            # a platform's credentials are checked by the pre-logon guard
+            # (adapters/fix_guard.py) before quickfix sees the Logon: quickfix
+            # resets sequence numbers on ResetSeqNumFlag=Y before calling this
             try:
                 header = message.getHeader()
                 if header.getField(35) != "A":
@@ -206,18 +327,12 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 spec = spec_of(session_id)
                 if spec is None:
                     return
-                if spec.role == "platform" and (spec.username or spec.password):
-                    user = message.getField(553) if message.isSetField(553) else None
-                    password = message.getField(554) if message.isSetField(554) else None
-                    if user != spec.username or password != spec.password:
-                        reject = "invalid username or password"
-                        log.warning("fix_logon_rejected", session=spec.name, reason=reject)
-                if reject is None and message.isSetField(141) and message.getField(141) == "Y":
+                if spec.role == "lp" and spec.password:
+                    scrub_store(app.cfg, spec)      # our Logon is in the store by now
+                if message.isSetField(141) and message.getField(141) == "Y":
                     frame("reset", session_id, message, time.time())
             except Exception:
                 log.exception("fix_callback_error", callback="fromAdmin")
-            if reject is not None:
-                raise fix.RejectLogon(reject)
 
         def toApp(self, message: Any, session_id: Any) -> None:
             pass
@@ -251,6 +366,8 @@ class QuickfixSessions:
         self._acceptor: Any = None
         self._qf_app: Any = None
         self._keep: list[Any] = []
+        self.guard: LogonGuard | None = None
+        self.loopback_ports: dict[str, int] = {}     # platform -> quickfix's loopback port
 
     def start(self) -> None:
         fix = _import_quickfix()
@@ -261,22 +378,33 @@ class QuickfixSessions:
         # quickfix keeps raw pointers to the settings and factories: their
         # Python proxies must outlive the initiator/acceptor, or stopping it
         # frees sessions through deleted factories (a segmentation fault)
+        # passwords a store or log of an older version kept in clear
+        scrub_passwords([qf / "store", qf / "log"], [s.password for s in self.cfg.sessions if s.password])
         if self.cfg.lps:
             settings = self._settings(fix, "lp")
-            store, logs = fix.FileStoreFactory(settings), fix.FileLogFactory(settings)
+            store = fix.FileStoreFactory(settings)
+            # the Logon we send carries our password: a log that redacts it
+            logs = (redacting_log_factory(fix, qf / "log") if any(s.password for s in self.cfg.lps)
+                    else fix.FileLogFactory(settings))
             self._keep += [settings, store, logs]
             self._initiator = fix.SocketInitiator(self._qf_app, store, settings, logs)
             self._initiator.start()
         if self.cfg.platforms:
-            settings = self._settings(fix, "platform")
+            # quickfix's acceptor behind the pre-logon guard (adapters/fix_guard.py)
+            internal = {s.name: _free_port() for s in self.cfg.platforms}
+            settings = self._settings(fix, "platform", internal)
             store, logs = fix.FileStoreFactory(settings), fix.FileLogFactory(settings)
             self._keep += [settings, store, logs]
             self._acceptor = fix.SocketAcceptor(self._qf_app, store, settings, logs)
             self._acceptor.start()
+            self.loopback_ports = {name: confine_to_loopback(port) for name, port in internal.items()}
+            self.guard = LogonGuard([("", s.port, [s], ("127.0.0.1", self.loopback_ports[s.name]))
+                                     for s in self.cfg.platforms])
+            self.guard.start()
 
-    def _settings(self, fix: Any, role: str) -> Any:
+    def _settings(self, fix: Any, role: str, accept_ports: dict[str, int] | None = None) -> Any:
         path: Path = self.cfg.quickfix_dir / f"{role}.cfg"
-        path.write_text(session_settings_text(self.cfg, role))
+        path.write_text(session_settings_text(self.cfg, role, accept_ports))
         return fix.SessionSettings(str(path))
 
     def stop(self) -> None:
