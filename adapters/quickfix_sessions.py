@@ -401,6 +401,8 @@ class QuickfixSessions:
             self.guard = LogonGuard([("", s.port, [s], ("127.0.0.1", self.loopback_ports[s.name]))
                                      for s in self.cfg.platforms])
             self.guard.start()
+            log.info("fix_guard_listening", ports={s.name: s.port for s in self.cfg.platforms},
+                     quickfix_loopback_ports=self.loopback_ports)
 
     def _settings(self, fix: Any, role: str, accept_ports: dict[str, int] | None = None) -> Any:
         path: Path = self.cfg.quickfix_dir / f"{role}.cfg"
