@@ -18,8 +18,9 @@ rest.  Duplicates are then recognised by their business key.
 
 from __future__ import annotations
 
-import contextlib
+import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,107 +116,57 @@ def session_id_key(begin: str, sender: str, target: str) -> str:
     return f"{begin}:{sender}->{target}"
 
 
-def scrub_passwords(paths: list[Path], passwords: list[str]) -> int:
-    """Overwrite, in place and with as many characters, every password field
-    holding one of ``passwords`` in the files under ``paths`` (quickfix's
-    store and logs).  The same length keeps the store's offsets valid; the
-    Logons there are never resent (admin messages are gap-filled).  Returns
-    how many were overwritten."""
+def scrub_passwords(paths: list[Path], passwords: list[str], tail: int | None = None) -> int:
+    """Overwrite, in place and with as many characters, every Password (554)
+    field holding one of ``passwords`` in the files under ``paths``
+    (quickfix's store and message logs; ``tail``: only their last bytes).
+    The same length keeps the store's offsets valid, and quickfix appends
+    to both (its writes go to the end); the Logons in the store are never
+    resent (admin messages are gap-filled).  Returns how many were
+    overwritten."""
     needles = [(b"\x01554=" + p.encode() + b"\x01", b"\x01554=" + b"*" * len(p.encode()) + b"\x01")
                for p in passwords if p]
     if not needles:
         return 0
+    longest = max(len(n) for n, _ in needles)
     count = 0
     files = [f for path in paths for f in ([path] if path.is_file() else sorted(path.glob("*")))
              if f.is_file()]
     for file in files:
         try:
             with open(file, "r+b") as fh:
-                data = fh.read()
-                for needle, stars in needles:
-                    pos = data.find(needle)
-                    while pos >= 0:
-                        fh.seek(pos)
-                        fh.write(stars)
-                        count += 1
-                        pos = data.find(needle, pos + len(needle))
+                size = fh.seek(0, os.SEEK_END)
+                pos = max(0, size - tail) if tail is not None else 0
+                while pos < size:
+                    fh.seek(pos)
+                    chunk = fh.read(1 << 20)
+                    for needle, stars in needles:
+                        at = chunk.find(needle)
+                        while at >= 0:
+                            fh.seek(pos + at)
+                            fh.write(stars)
+                            count += 1
+                            at = chunk.find(needle, at + len(needle))
+                    if len(chunk) < longest:
+                        break
+                    pos += len(chunk) - longest + 1
         except OSError as exc:
             log.warning("fix_scrub_failed", file=str(file), error=str(exc))
     return count
 
 
-def scrub_store(cfg: EngineConfig, spec: SessionSpec) -> None:
-    """Our password out of an LP session's store (quickfix persists the Logon
-    it sends, password included, before sending it)."""
+def scrub_session_files(cfg: EngineConfig, spec: SessionSpec) -> None:
+    """Our password out of an LP session's store and message log: quickfix
+    persists and logs the Logon it sends us, password included (a Python
+    Log that redacts it works, but costs 11-15 us a message: measured in
+    bench/quickfix_ceiling.py).  Called just after the Logon is sent and when
+    its answer arrives; only the files' last 256 KiB are read."""
     prefix = f"{spec.begin_string}-{spec.sender_comp_id}-{spec.target_comp_id}"
-    scrub_passwords([cfg.quickfix_dir / "store" / f"{prefix}.body"], [spec.password or ""])
-
-
-def redacting_log_factory(fix: Any, directory: Path) -> Any:
-    """A quickfix LogFactory in Python: quickfix's FileLog's files and line
-    format, with password fields redacted (the Logon we send an LP carries
-    our password).  The binding's director classes work when ``create``
-    returns its Log ``__disown__()``-ed (without it the constructor hangs in
-    ``SwigDirector_LogFactory::create``); bench/quickfix_ceiling.py measures
-    what it costs per message."""
-    from adapters.fix.codec import SendingTimeClock
-
-    class _Log(fix.Log):  # type: ignore[misc]
-        def __init__(self, prefix: str) -> None:
-            super().__init__()
-            self._prefix = prefix
-            self._clock = SendingTimeClock()
-            self._open()
-
-        def _open(self) -> None:
-            self._messages = open(directory / f"{self._prefix}.messages.current.log", "a",  # noqa: SIM115
-                                  encoding="latin-1", newline="\n")
-            self._events = open(directory / f"{self._prefix}.event.current.log", "a",  # noqa: SIM115
-                                encoding="latin-1", newline="\n")
-
-        def _line(self, file: Any, text: str) -> None:
-            try:
-                file.write(f"{self._clock.format(time.time())} : {text}\n")
-                file.flush()
-            except Exception:
-                log.exception("fix_log_write_failed", prefix=self._prefix)
-
-        def clear(self) -> None:
-            for f in (self._messages, self._events):
-                with contextlib.suppress(Exception):
-                    f.truncate(0)
-
-        def backup(self) -> None:
-            pass
-
-        def onIncoming(self, text: str) -> None:
-            self._line(self._messages, redact(text) if "\x0135=A\x01" in text else text)
-
-        def onOutgoing(self, text: str) -> None:
-            self._line(self._messages, redact(text) if "\x0135=A\x01" in text else text)
-
-        def onEvent(self, text: str) -> None:
-            self._line(self._events, text)
-
-    class _Factory(fix.LogFactory):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.logs: list[Any] = []
-
-        def create(self, *args: Any) -> Any:
-            prefix = "GLOBAL"
-            if args:
-                sid = args[0]
-                prefix = (f"{sid.getBeginString().getString()}-{sid.getSenderCompID().getString()}-"
-                          f"{sid.getTargetCompID().getString()}")
-            entry = _Log(prefix)
-            self.logs.append(entry)
-            return entry.__disown__()
-
-        def destroy(self, entry: Any) -> None:
-            pass
-
-    return _Factory()
+    qf = cfg.quickfix_dir
+    found = scrub_passwords([qf / "store" / f"{prefix}.body", qf / "log" / f"{prefix}.messages.current.log"],
+                            [spec.password or ""], tail=256 * 1024)
+    if found:
+        log.info("fix_password_scrubbed", session=spec.name, fields=found)
 
 
 class EngineApplication:
@@ -309,6 +260,8 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                         message.setField(553, spec.username)
                     if spec.password:
                         message.setField(554, spec.password)
+                        # quickfix stores and logs it once this returns
+                        threading.Timer(0.05, scrub_session_files, (app.cfg, spec)).start()
                 elif msg_type == "3":
                     # a session-level Reject we send: journal it (the message it
                     # answers never reaches the application)
@@ -328,7 +281,7 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 if spec is None:
                     return
                 if spec.role == "lp" and spec.password:
-                    scrub_store(app.cfg, spec)      # our Logon is in the store by now
+                    scrub_session_files(app.cfg, spec)    # our Logon is stored and logged by now
                 if message.isSetField(141) and message.getField(141) == "Y":
                     frame("reset", session_id, message, time.time())
             except Exception:
@@ -378,14 +331,14 @@ class QuickfixSessions:
         # quickfix keeps raw pointers to the settings and factories: their
         # Python proxies must outlive the initiator/acceptor, or stopping it
         # frees sessions through deleted factories (a segmentation fault)
-        # passwords a store or log of an older version kept in clear
-        scrub_passwords([qf / "store", qf / "log"], [s.password for s in self.cfg.sessions if s.password])
+        # passwords a store or log of an older version kept in clear (in the
+        # background: the logs may be large)
+        threading.Thread(target=scrub_passwords, name="fix-scrub", daemon=True,
+                         args=([qf / "store", qf / "log"], [s.password for s in self.cfg.sessions
+                                                           if s.password])).start()
         if self.cfg.lps:
             settings = self._settings(fix, "lp")
-            store = fix.FileStoreFactory(settings)
-            # the Logon we send carries our password: a log that redacts it
-            logs = (redacting_log_factory(fix, qf / "log") if any(s.password for s in self.cfg.lps)
-                    else fix.FileLogFactory(settings))
+            store, logs = fix.FileStoreFactory(settings), fix.FileLogFactory(settings)
             self._keep += [settings, store, logs]
             self._initiator = fix.SocketInitiator(self._qf_app, store, settings, logs)
             self._initiator.start()

@@ -275,7 +275,8 @@ async def test_no_password_is_kept_in_clear(tmp_path: Path, engine_factory: Any)
     logons = [r for r in raws if "\x0135=A\x01" in r]
     assert logons and all("\x01553=desk\x01" in r for r in logons)      # the reset Logon is journaled ...
     state = _files(tmp_path / "engine") + [p for p in tmp_path.iterdir() if p.name.startswith("stp.db")]
-    assert any(p.name.endswith(".messages.current.log") and "LP1" in p.name for p in state)
+    lp_log = next(p for p in state if p.name.endswith(".messages.current.log") and "LP1" in p.name)
+    assert b"\x0135=A\x01" in lp_log.read_bytes() and b"\x01554=**************\x01" in lp_log.read_bytes()
     assert any(p.name.endswith(".body") and "LP1" in p.name for p in state)
     for path in state:
         data = path.read_bytes()
