@@ -198,6 +198,7 @@ class LogonGuard:
         threading.Thread(target=self._serve, name="fix-guard", daemon=True).start()
 
     def stop(self) -> None:
+        """Stop accepting (within the selector's 0.5 s); relayed connections go on."""
         self._stopped.set()
 
     # -- the selector thread ------------------------------------------------
@@ -214,6 +215,11 @@ class LogonGuard:
             except Exception:
                 log.exception("fix_guard_error")
                 time.sleep(0.1)
+        for entry in list(self._pending.values()):
+            self._drop(entry)
+        for server in self._listeners:
+            self._selector.unregister(server)
+            server.close()
 
     def _accept(self, server: socket.socket, port: int, specs: list[SessionSpec],
                 upstream: tuple[str, int]) -> None:

@@ -283,3 +283,52 @@ async def test_no_password_is_kept_in_clear(tmp_path: Path, engine_factory: Any)
         for password in (b"lp-pass-WORD-1", b"pf-pass-WORD-2"):        # ... without any password
             assert password not in data, (path, password)
         assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+
+
+def test_the_guard_bounds_time_and_waiting_connections() -> None:
+    """A LogonGuard alone, in front of a plain server standing in for quickfix:
+    a Logon never completed is closed after the time bound; past the bound on
+    waiting connections the oldest is dropped; a good Logon still passes and
+    is relayed both ways, without its password."""
+    from adapters.config import SessionSpec
+    from adapters.fix_guard import LogonGuard
+
+    spec = SessionSpec(role="platform", name="PLATFORM", port=0, sender_comp_id="STP",
+                       target_comp_id="PLATFORM", username="desk", password="s3cret")
+    upstream = socket.create_server(("127.0.0.1", 0))
+    port = free_port()
+    guard = LogonGuard([("127.0.0.1", port, [spec], ("127.0.0.1", upstream.getsockname()[1]))],
+                       timeout_s=1.0, pending_max=3)
+    guard.start()
+    try:
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(logon()[:30])                        # and then nothing
+        slow.settimeout(15)
+        started = time.monotonic()
+        assert slow.recv(100) == b""                      # closed by the guard ...
+        assert time.monotonic() - started < 10            # ... at its time bound, not at ours
+        waiting = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        for sock in waiting:
+            sock.settimeout(15)
+        with contextlib.suppress(ConnectionResetError):
+            assert waiting[0].recv(100) == b""            # the oldest dropped for the fourth
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(logon() + b"after")
+        upstream.settimeout(15)
+        conn, _ = upstream.accept()
+        conn.settimeout(15)
+        got = b""
+        while not got.endswith(b"after"):
+            got += conn.recv(4096)
+        assert b"\x0135=A\x01" in got and b"s3cret" not in got and b"554=" not in got
+        conn.sendall(b"reply")
+        client.settimeout(15)
+        assert client.recv(100) == b"reply"
+        conn.close()
+        assert client.recv(100) == b""                    # quickfix closing closes the client
+        for sock in [slow, *waiting, client]:
+            sock.close()
+        assert guard.passed == 1 and guard.refused >= 2
+    finally:
+        guard.stop()
+        upstream.close()
