@@ -4,7 +4,7 @@ redacted in what is kept, and state files only the engine's user can read.
 - ``redact``: the password fields of a FIX message (Password 554,
   NewPassword 925, EncryptedPassword 1402, EncryptedNewPassword 1404) with
   their values replaced by ``***``; applied to the admin messages the gateway
-  hands to the journal, and to the LP Logon in quickfix's message log.
+  hands to the journal.
 - ``restrict_state``: umask 077 for the process (every file it creates from
   then on is 0600, every directory 0700) and the same modes put on the state
   that exists already (the SQLite database and its side files, quickfix's
@@ -22,7 +22,6 @@ from pathlib import Path
 PASSWORD_TAGS = (554, 925, 1402, 1404)
 REDACTED = "***"
 _PASSWORD_FIELD = re.compile("(\x01(?:" + "|".join(str(t) for t in PASSWORD_TAGS) + ")=)[^\x01]*")
-_PASSWORD_FIELD_B = re.compile(_PASSWORD_FIELD.pattern.encode("latin-1"))
 
 
 def redact(text: str) -> str:
@@ -30,10 +29,6 @@ def redact(text: str) -> str:
     if "\x01554=" not in text and "\x01925=" not in text and "\x01140" not in text:
         return text
     return _PASSWORD_FIELD.sub(r"\g<1>" + REDACTED, text)
-
-
-def redact_bytes(data: bytes) -> bytes:
-    return _PASSWORD_FIELD_B.sub(rb"\g<1>" + REDACTED.encode(), data)
 
 
 def restrict_state(paths: list[Path]) -> None:
