@@ -102,7 +102,7 @@ def redacting_log_factory(fix: Any, directory: Path) -> Any:
     every message), so the engine keeps quickfix's FileLog and overwrites
     the password in place instead (``scrub_session_files``).  The binding's
     director classes work when ``create`` returns its Log ``__disown__()``-ed:
-    without it the SocketInitiator's constructor hangs in
+    without it a SocketAcceptor's constructor hung in
     ``SwigDirector_LogFactory::create`` (``swig_acquire_ownership_obj``)."""
     from adapters.fix.codec import SendingTimeClock
 
