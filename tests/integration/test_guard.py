@@ -195,8 +195,16 @@ async def test_a_wrong_password_cannot_reset_the_session(tmp_path: Path, engine_
             sent.extend(exec_ids)
         finally:
             await initiator.stop(logout_wait=2.0)
+        connections.append(None)
+        # until quickfix has taken the Logout (through the relay) and counted its number
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len([
+                e for e in engine.events() if e.get("event") == "fix_logout"
+                and e.get("session") == "PLATFORM"]) < len(connections):
+            await asyncio.sleep(0.1)
 
     sent: list[str] = []
+    connections: list[None] = []
     await connect_and_send(["PF-1", "PF-2", "PF-3"])
     session.config = SessionConfig("FIX.4.4", "PLATFORM", "STP", initiator=True, username="desk",
                                    password="s3cret")            # from now on it keeps its numbers
