@@ -206,6 +206,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _restrict_state(cfg: Any) -> None:
+    """umask 077 (every state file created from here on is 0600), and the
+    same modes on the state that exists: the SQLite database and its side
+    files, quickfix's stores, logs and generated settings (adapters/secure.py)."""
+    from adapters.config import sqlite_path
+    from adapters.secure import restrict_state, sqlite_state_files
+
+    db_file = sqlite_path(cfg.database_url)
+    restrict_state([cfg.quickfix_dir, *(sqlite_state_files(db_file) if db_file is not None else [])])
+
+
 def _engine_command(args: argparse.Namespace) -> int:
     from adapters import config
     from adapters.reference import ReferenceError, load_reference
@@ -217,6 +228,7 @@ def _engine_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logs.configure(args.log_level or cfg.log_level, json=cfg.log_format != "console")
+    _restrict_state(cfg)
     if args.command == "status":
         from adapters.engine import status
 

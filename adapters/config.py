@@ -60,7 +60,7 @@ class SessionSpec:
     heartbeat_interval: int = 30
     reconnect_interval: int = 2
     username: str | None = None  # LP: sent on Logon; platform: required on Logon
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)   # or password_env / password_file
     start_time: str = "00:00:00"
     end_time: str = "00:00:00"   # equal to start_time: a session that never ends
     match_key: str = "exec_id"   # platform: how its records are matched (exec_id, cl_ord_id, order_id)
@@ -81,7 +81,7 @@ class EngineConfig:
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_topic_prefix: str = "fxstp"
-    mqtt_extra: dict[str, Any] = field(default_factory=dict)   # client_id, username, password, tls, ...
+    mqtt_extra: dict[str, Any] = field(default_factory=dict, repr=False)  # client_id, username, password, tls
     log_level: str = "info"
     log_format: str = "json"
     batch_max: int = 2000               # messages per intake transaction at most
@@ -135,8 +135,44 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
-def _session(role: str, raw: dict[str, Any], index: int) -> SessionSpec:
+def secret(section: dict[str, Any], key: str, where: str, env: dict[str, str]) -> str | None:
+    """``key`` from the section itself, or from the environment variable
+    named by ``key_env``, or from the file named by ``key_file`` (its
+    content without the final newline): at most one of the three."""
+    given = [k for k in (key, f"{key}_env", f"{key}_file") if k in section]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: give one of {', '.join(given)}")
+    if not given:
+        return None
+    name = given[0]
+    value = section[name]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {name} must be a non-empty string")
+    if name == key:
+        return value
+    if name.endswith("_env"):
+        if not env.get(value):
+            raise ConfigError(f"{where}: {name}: the environment variable {value} is not set")
+        return env[value]
+    try:
+        text = Path(value).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{where}: {name}: cannot read {value}: {exc.strerror}") from None
+    text = text[:-1] if text.endswith("\n") else text
+    text = text[:-1] if text.endswith("\r") else text
+    if not text:
+        raise ConfigError(f"{where}: {name}: {value} is empty")
+    return text
+
+
+def _session(role: str, raw: dict[str, Any], index: int, env: dict[str, str] | None = None) -> SessionSpec:
     where = f"[[{role}]] #{index + 1}"
+    raw = dict(raw)
+    password = secret(raw, "password", f"[[{role}]] {raw.get('name', index + 1)}", env or {})
+    for key in ("password", "password_env", "password_file"):
+        raw.pop(key, None)
+    if password is not None:
+        raw["password"] = password
     required = ["name", "port", "sender_comp_id", "target_comp_id"] + (["host"] if role == "lp" else [])
     missing = [k for k in required if k not in raw]
     if missing:
@@ -179,8 +215,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     url = _resolve_sqlite_url(base, url)
     if "state_dir" not in engine and (db_file := sqlite_path(url)) is not None:
         state_dir = db_file.parent          # session state beside the database
-    lps = tuple(_session("lp", raw, i) for i, raw in enumerate(data.get("lp", [])))
-    platforms = tuple(_session("platform", raw, i) for i, raw in enumerate(data.get("platform", [])))
+    lps = tuple(_session("lp", raw, i, env) for i, raw in enumerate(data.get("lp", [])))
+    platforms = tuple(_session("platform", raw, i, env) for i, raw in enumerate(data.get("platform", [])))
     lp_names = {s.name for s in lps}
     for spec in platforms:
         if spec.match_key not in ("exec_id", "cl_ord_id", "order_id"):
@@ -232,7 +268,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
             **{k: mqtt[k] for k in ("client_id", "username", "password", "tls", "ca_file", "enabled",
                                     "embedded", "request_id_retention_days") if k in mqtt},
             "username": env.get("STP_MQTT_USERNAME") or mqtt.get("username"),
-            "password": env.get("STP_MQTT_PASSWORD") or mqtt.get("password")}.items() if v is not None},
+            "password": env.get("STP_MQTT_PASSWORD") or secret(mqtt, "password", "[mqtt]", env)}.items()
+            if v is not None},
         log_level=env.get("STP_LOG_LEVEL") or logging_.get("level", "info"),
         log_format=logging_.get("format", "json"),
         batch_max=batch_max, queue_max=queue_max, posttrade_mode=posttrade_mode,

@@ -19,6 +19,8 @@ rest.  Duplicates are then recognised by their business key.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +30,8 @@ import structlog
 from adapters.config import EngineConfig, SessionSpec
 from adapters.fix.dictionary import standard_dictionary_dir
 from adapters.fix_gateway import message_bytes_frame, message_frame
+from adapters.fix_guard import LogonGuard, confine_to_loopback
+from adapters.secure import redact
 
 log = structlog.get_logger("engine.fix")
 
@@ -62,8 +66,12 @@ def _import_quickfix() -> Any:
     return quickfix
 
 
-def session_settings_text(cfg: EngineConfig, role: str) -> str:
-    """quickfix settings for the configured LP (initiator) or platform (acceptor) sessions."""
+def session_settings_text(cfg: EngineConfig, role: str, accept_ports: dict[str, int] | None = None) -> str:
+    """quickfix settings for the configured LP (initiator) or platform (acceptor) sessions.
+
+    ``accept_ports``: the loopback port quickfix's acceptor takes for each
+    platform session behind the pre-logon guard (adapters/fix_guard.py); the
+    configured port is the guard's."""
     spec_dir = standard_dictionary_dir()
     qf = cfg.quickfix_dir
     lines = [
@@ -100,9 +108,15 @@ def session_settings_text(cfg: EngineConfig, role: str) -> str:
             lines += [f"SocketConnectHost={s.host}", f"SocketConnectPort={s.port}",
                       f"ReconnectInterval={s.reconnect_interval}"]
         else:
-            lines += [f"SocketAcceptPort={s.port}"]
+            lines += [f"SocketAcceptPort={(accept_ports or {}).get(s.name, s.port)}"]
         lines.append("")
     return "\n".join(lines)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def session_id_key(begin: str, sender: str, target: str) -> str:
@@ -119,6 +133,57 @@ def largest_field_tag(raw: str) -> int:
             if number.isdigit():
                 best, tag = len(part), int(number)
     return tag
+def scrub_passwords(paths: list[Path], passwords: list[str], tail: int | None = None) -> int:
+    """Overwrite, in place and with as many characters, every Password (554)
+    field holding one of ``passwords`` in the files under ``paths``
+    (quickfix's store and message logs; ``tail``: only their last bytes).
+    The same length keeps the store's offsets valid, and quickfix appends
+    to both (its writes go to the end); the Logons in the store are never
+    resent (admin messages are gap-filled).  Returns how many were
+    overwritten."""
+    needles = [(b"\x01554=" + p.encode() + b"\x01", b"\x01554=" + b"*" * len(p.encode()) + b"\x01")
+               for p in passwords if p]
+    if not needles:
+        return 0
+    longest = max(len(n) for n, _ in needles)
+    count = 0
+    files = [f for path in paths for f in ([path] if path.is_file() else sorted(path.glob("*")))
+             if f.is_file()]
+    for file in files:
+        try:
+            with open(file, "r+b") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                pos = max(0, size - tail) if tail is not None else 0
+                while pos < size:
+                    fh.seek(pos)
+                    chunk = fh.read(1 << 20)
+                    for needle, stars in needles:
+                        at = chunk.find(needle)
+                        while at >= 0:
+                            fh.seek(pos + at)
+                            fh.write(stars)
+                            count += 1
+                            at = chunk.find(needle, at + len(needle))
+                    if len(chunk) < longest:
+                        break
+                    pos += len(chunk) - longest + 1
+        except OSError as exc:
+            log.warning("fix_scrub_failed", file=str(file), error=str(exc))
+    return count
+
+
+def scrub_session_files(cfg: EngineConfig, spec: SessionSpec) -> None:
+    """Our password out of an LP session's store and message log: quickfix
+    persists and logs the Logon it sends us, password included (a Python
+    Log that redacts it works, but costs 11-15 us a message: measured in
+    bench/quickfix_ceiling.py).  Called just after the Logon is sent and when
+    its answer arrives; only the files' last 256 KiB are read."""
+    prefix = f"{spec.begin_string}-{spec.sender_comp_id}-{spec.target_comp_id}"
+    qf = cfg.quickfix_dir
+    found = scrub_passwords([qf / "store" / f"{prefix}.body", qf / "log" / f"{prefix}.messages.current.log"],
+                            [spec.password or ""], tail=256 * 1024)
+    if found:
+        log.info("fix_password_scrubbed", session=spec.name, fields=found)
 
 
 class EngineApplication:
@@ -161,9 +226,11 @@ def build_quickfix_application(app: EngineApplication) -> Any:
     cap = app.max_message_bytes
 
     def frame(kind: str, session_id: Any, message: Any, received: float) -> None:
+        # admin messages only (a Logon with ResetSeqNumFlag, a Reject): never
+        # a password in the journal
         found = known(session_id)
         if found is not None:
-            put(message_frame(kind, found[1], int(received * 1_000_000), message.toString(), cap))
+            put(message_frame(kind, found[1], int(received * 1_000_000), redact(message.toString()), cap))
 
     class _App(fix.Application):  # type: ignore[misc,name-defined]
         def onCreate(self, session_id: Any) -> None:
@@ -213,6 +280,8 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                         message.setField(553, spec.username)
                     if spec.password:
                         message.setField(554, spec.password)
+                        # quickfix stores and logs it once this returns
+                        threading.Timer(0.05, scrub_session_files, (app.cfg, spec)).start()
                 elif msg_type == "3":
                     # a session-level Reject we send: journal it (the message it
                     # answers never reaches the application)
@@ -221,7 +290,9 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 log.exception("fix_callback_error", callback="toAdmin")
 
         def fromAdmin(self, message: Any, session_id: Any) -> None:
-            reject: str | None = None
+            # a platform's credentials are checked by the pre-logon guard
+            # (adapters/fix_guard.py) before quickfix sees the Logon: quickfix
+            # resets sequence numbers on ResetSeqNumFlag=Y before calling this
             try:
                 header = message.getHeader()
                 if header.getField(35) != "A":
@@ -229,18 +300,12 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 spec = spec_of(session_id)
                 if spec is None:
                     return
-                if spec.role == "platform" and (spec.username or spec.password):
-                    user = message.getField(553) if message.isSetField(553) else None
-                    password = message.getField(554) if message.isSetField(554) else None
-                    if user != spec.username or password != spec.password:
-                        reject = "invalid username or password"
-                        log.warning("fix_logon_rejected", session=spec.name, reason=reject)
-                if reject is None and message.isSetField(141) and message.getField(141) == "Y":
+                if spec.role == "lp" and spec.password:
+                    scrub_session_files(app.cfg, spec)    # our Logon is stored and logged by now
+                if message.isSetField(141) and message.getField(141) == "Y":
                     frame("reset", session_id, message, time.time())
             except Exception:
                 log.exception("fix_callback_error", callback="fromAdmin")
-            if reject is not None:
-                raise fix.RejectLogon(reject)
 
         def toApp(self, message: Any, session_id: Any) -> None:
             pass
@@ -299,6 +364,8 @@ class QuickfixSessions:
         self._acceptor: Any = None
         self._qf_app: Any = None
         self._keep: list[Any] = []
+        self.guard: LogonGuard | None = None
+        self.loopback_ports: dict[str, int] = {}     # platform -> quickfix's loopback port
 
     def start(self) -> None:
         fix = _import_quickfix()
@@ -309,6 +376,11 @@ class QuickfixSessions:
         # quickfix keeps raw pointers to the settings and factories: their
         # Python proxies must outlive the initiator/acceptor, or stopping it
         # frees sessions through deleted factories (a segmentation fault)
+        # passwords a store or log of an older version kept in clear (in the
+        # background: the logs may be large)
+        threading.Thread(target=scrub_passwords, name="fix-scrub", daemon=True,
+                         args=([qf / "store", qf / "log"], [s.password for s in self.cfg.sessions
+                                                           if s.password])).start()
         if self.cfg.lps:
             settings = self._settings(fix, "lp")
             store, logs = fix.FileStoreFactory(settings), fix.FileLogFactory(settings)
@@ -316,15 +388,23 @@ class QuickfixSessions:
             self._initiator = fix.SocketInitiator(self._qf_app, store, settings, logs)
             self._initiator.start()
         if self.cfg.platforms:
-            settings = self._settings(fix, "platform")
+            # quickfix's acceptor behind the pre-logon guard (adapters/fix_guard.py)
+            internal = {s.name: _free_port() for s in self.cfg.platforms}
+            settings = self._settings(fix, "platform", internal)
             store, logs = fix.FileStoreFactory(settings), fix.FileLogFactory(settings)
             self._keep += [settings, store, logs]
             self._acceptor = fix.SocketAcceptor(self._qf_app, store, settings, logs)
             self._acceptor.start()
+            self.loopback_ports = {name: confine_to_loopback(port) for name, port in internal.items()}
+            self.guard = LogonGuard([("", s.port, [s], ("127.0.0.1", self.loopback_ports[s.name]))
+                                     for s in self.cfg.platforms])
+            self.guard.start()
+            log.info("fix_guard_listening", ports={s.name: s.port for s in self.cfg.platforms},
+                     quickfix_loopback_ports=self.loopback_ports)
 
-    def _settings(self, fix: Any, role: str) -> Any:
+    def _settings(self, fix: Any, role: str, accept_ports: dict[str, int] | None = None) -> Any:
         path: Path = self.cfg.quickfix_dir / f"{role}.cfg"
-        path.write_text(session_settings_text(self.cfg, role))
+        path.write_text(session_settings_text(self.cfg, role, accept_ports))
         return fix.SessionSettings(str(path))
 
     def stop(self) -> None:
