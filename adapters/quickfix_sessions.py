@@ -19,14 +19,16 @@ rest.  Duplicates are then recognised by their business key.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from adapters.config import EngineConfig, SessionSpec
+from adapters.config import EngineConfig, SessionSpec, gateway_time_zone, session_schedule
 from adapters.fix.dictionary import standard_dictionary_dir
-from adapters.fix_gateway import message_frame
+from adapters.fix_gateway import event_frame, message_frame
+from stp.sessions import DAY_NAMES, UTC_ZONES, SessionSchedule, session_day
 
 log = structlog.get_logger("engine.fix")
 
@@ -76,6 +78,7 @@ def session_settings_text(cfg: EngineConfig, role: str) -> str:
         "",
     ]
     sessions = cfg.lps if role == "lp" else cfg.platforms
+    local_zone = gateway_time_zone(cfg)
     for s in sessions:
         dictionary = spec_dir / f"{s.begin_string.replace('.', '')}.xml"
         lines += [
@@ -83,8 +86,7 @@ def session_settings_text(cfg: EngineConfig, role: str) -> str:
             f"BeginString={s.begin_string}",
             f"SenderCompID={s.sender_comp_id}",
             f"TargetCompID={s.target_comp_id}",
-            f"StartTime={s.start_time}",
-            f"EndTime={s.end_time}",
+            *schedule_settings(session_schedule(s), local_zone),
             f"HeartBtInt={s.heartbeat_interval}",
             f"DataDictionary={dictionary}",
         ]
@@ -97,6 +99,24 @@ def session_settings_text(cfg: EngineConfig, role: str) -> str:
     return "\n".join(lines)
 
 
+def schedule_settings(schedule: SessionSchedule, local_zone: str = "UTC") -> list[str]:
+    """quickfix's lines for a session's schedule (README: Session schedules).
+    The gateway runs with TZ = ``local_zone`` (``gateway_time_zone``): a
+    session in that zone uses quickfix's local time (UseLocalTime=Y, read in
+    whole seconds: the day changes exactly at start_time); a UTC session
+    beside sessions in another zone uses quickfix's UTC clock (sub-second:
+    out of session, and reset, from end_time, the second before start_time)."""
+    if schedule.non_stop:
+        return ["NonStopSession=Y"]
+    lines = [f"StartTime={schedule.start:%H:%M:%S}", f"EndTime={schedule.end:%H:%M:%S}"]
+    if schedule.start_day is not None and schedule.end_day is not None:
+        lines += [f"StartDay={DAY_NAMES[schedule.start_day - 1].title()}",
+                  f"EndDay={DAY_NAMES[schedule.end_day - 1].title()}"]
+    local = schedule.zone == local_zone or (schedule.utc and local_zone in UTC_ZONES)
+    lines.append(f"UseLocalTime={'Y' if local else 'N'}")
+    return lines
+
+
 def session_id_key(begin: str, sender: str, target: str) -> str:
     return f"{begin}:{sender}->{target}"
 
@@ -105,10 +125,15 @@ class EngineApplication:
     """quickfix.Application for the engine's sessions (built lazily: importing
     quickfix resets SIGINT, so it is imported only in the gateway)."""
 
-    def __init__(self, cfg: EngineConfig, sink: FrameSink, resume: dict[str, int]) -> None:
+    def __init__(self, cfg: EngineConfig, sink: FrameSink, resume: dict[str, int],
+                 days: dict[str, str | None] | None = None,
+                 outbound: dict[str, int] | None = None) -> None:
         self.cfg = cfg
         self.sink = sink
         self.resume = resume                       # session name -> last committed seq
+        self.days = days or {}                     # session name -> the session day it was committed in
+        self.outbound = outbound or {}             # session name -> next outbound seq set by ops
+        self.reasons: dict[str, str] = {}          # session name -> why it was last logged out
         # a session's index in cfg.sessions names it on the wire
         self.by_id: dict[str, tuple[SessionSpec, int]] = {
             session_id_key(s.begin_string, s.sender_comp_id, s.target_comp_id): (s, i)
@@ -151,12 +176,23 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 app.session_ids[spec.name] = session_id
                 last = app.resume.get(spec.name)
                 session = fix.Session.lookupSession(session_id)
+                committed_day = app.days.get(spec.name)
+                today = session_day(session_schedule(spec), datetime.now(UTC))
+                if last is not None and spec.name in app.days and committed_day != today:
+                    # the session day changed since the engine looked: both sides count
+                    # from 1 again (quickfix has reset, or resets at its next tick)
+                    log.info("fix_session_new_day", session=spec.name, committed_day=committed_day,
+                             session_day=today, committed_seq=last)
+                    last = 0
                 if last is not None and session is not None:
                     session.setNextTargetMsgSeqNum(last + 1)
+                outbound = app.outbound.get(spec.name)
+                if outbound is not None and session is not None:
+                    session.setNextSenderMsgSeqNum(outbound)
                 log.info("fix_session_created", session=spec.name, role=spec.role,
                          next_target_seq=session.getExpectedTargetNum() if session else None,
                          next_sender_seq=session.getExpectedSenderNum() if session else None,
-                         resumed_from=last)
+                         resumed_from=last, session_day=today, outbound_set=outbound)
             except Exception:
                 log.exception("fix_callback_error", callback="onCreate")
 
@@ -165,16 +201,30 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 spec = spec_of(session_id)
                 if spec is not None:
                     app.logged_on.add(spec.name)
-                    log.info("fix_logon", session=spec.name)
+                    app.reasons.pop(spec.name, None)
+                    session = fix.Session.lookupSession(session_id)
+                    # quickfix's numbers now, before any application message of
+                    # this logon: the engine sees a reset when they went back
+                    next_target = session.getExpectedTargetNum() if session is not None else None
+                    next_sender = session.getExpectedSenderNum() if session is not None else None
+                    put(event_frame("session_logon", session=spec.name, next_target=next_target,
+                                    next_sender=next_sender, at_us=int(time.time() * 1_000_000)))
+                    log.info("fix_logon", session=spec.name, next_target=next_target,
+                             next_sender=next_sender)
             except Exception:
                 log.exception("fix_callback_error", callback="onLogon")
 
         def onLogout(self, session_id: Any) -> None:
             try:
                 spec = spec_of(session_id)
-                if spec is not None and spec.name in app.logged_on:
+                if spec is not None:
+                    was_logged_on = spec.name in app.logged_on
                     app.logged_on.discard(spec.name)
-                    log.info("fix_logout", session=spec.name)
+                    reason = app.reasons.pop(spec.name, None) or (
+                        "disconnected" if was_logged_on else "logon not answered (disconnected)")
+                    put(event_frame("session_logout", session=spec.name, reason=reason,
+                                    was_logged_on=was_logged_on, at_us=int(time.time() * 1_000_000)))
+                    log.info("fix_logout", session=spec.name, reason=reason, was_logged_on=was_logged_on)
             except Exception:
                 log.exception("fix_callback_error", callback="onLogout")
 
@@ -194,6 +244,9 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                     # a session-level Reject we send: journal it (the message it
                     # answers never reaches the application)
                     frame("session_reject", session_id, message, time.time())
+                elif msg_type == "5":
+                    text = message.getField(58) if message.isSetField(58) else ""
+                    app.reasons[spec.name] = f"we logged out: {text}" if text else "we logged out"
             except Exception:
                 log.exception("fix_callback_error", callback="toAdmin")
 
@@ -201,16 +254,22 @@ def build_quickfix_application(app: EngineApplication) -> Any:
             reject: str | None = None
             try:
                 header = message.getHeader()
-                if header.getField(35) != "A":
-                    return
+                msg_type = header.getField(35)
                 spec = spec_of(session_id)
                 if spec is None:
+                    return
+                if msg_type == "5":
+                    text = message.getField(58) if message.isSetField(58) else ""
+                    app.reasons[spec.name] = (f"counterparty logged out: {text}" if text
+                                              else "counterparty logged out")
+                if msg_type != "A":
                     return
                 if spec.role == "platform" and (spec.username or spec.password):
                     user = message.getField(553) if message.isSetField(553) else None
                     password = message.getField(554) if message.isSetField(554) else None
                     if user != spec.username or password != spec.password:
                         reject = "invalid username or password"
+                        app.reasons[spec.name] = f"we refused the logon: {reject}"
                         log.warning("fix_logon_rejected", session=spec.name, reason=reject)
                 if reject is None and message.isSetField(141) and message.getField(141) == "Y":
                     frame("reset", session_id, message, time.time())
@@ -307,6 +366,31 @@ class QuickfixSessions:
             # points to) until the process exits
         else:
             self._keep.clear()
+
+    def set_sequence(self, session: str, next_target: int | None, next_sender: int | None,
+                     reason: str) -> dict[str, Any]:
+        """Ops' ``session reset``: log the session out if it is logged on (its
+        counterparty, or our initiator, logs on again with the new numbers),
+        then set quickfix's next inbound (target) and outbound (sender)
+        MsgSeqNum.  Returns the numbers before and after."""
+        fix = _import_quickfix()
+        session_id = self.app.session_ids.get(session)
+        found = fix.Session.lookupSession(session_id) if session_id is not None else None
+        if found is None:
+            return {"ok": False, "error": f"no quickfix session {session}"}
+        if found.isLoggedOn():
+            found.logout(reason[:100])
+            deadline = time.monotonic() + LOGOUT_WAIT_S
+            while time.monotonic() < deadline and found.isLoggedOn():
+                time.sleep(0.05)
+        before = {"next_target": found.getExpectedTargetNum(), "next_sender": found.getExpectedSenderNum()}
+        if next_target is not None:
+            found.setNextTargetMsgSeqNum(next_target)
+        if next_sender is not None:
+            found.setNextSenderMsgSeqNum(next_sender)
+        after = {"next_target": found.getExpectedTargetNum(), "next_sender": found.getExpectedSenderNum()}
+        log.warning("fix_sequence_set", session=session, before=before, after=after, reason=reason)
+        return {"ok": True, "before": before, "after": after}
 
     def send(self, session: str, msg_type: str, body: list[tuple[int, str]]) -> bool:
         """An application message to a session's counterparty (a
