@@ -101,6 +101,7 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     state = await db.load_intake_state()
     schedules = {s.name: session_schedule(s) for s in cfg.sessions}
     await _session_days_at_start(db, state, schedules)
+    await db.set_sessions_down(list(schedules), "engine started: not logged on yet")
     queue = InboundQueue(cfg.queue_max)
     intake = Intake(queue, db, state, batch_max=cfg.batch_max, known_symbols=reference.symbols,
                     topic_prefix=cfg.mqtt_topic_prefix)
@@ -165,6 +166,10 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         await asyncio.shield(intake_task)
         summary = intake.summary()
         summary["gateway_exit"] = await asyncio.shield(gateway.stop())   # logs the sessions out
+        try:
+            await db.set_sessions_down(list(schedules), "engine stopped")
+        except Exception as exc:
+            log.error("session_status_not_written", error=repr(exc)[:300])
         summary["gateway_restarts"] = gateway.restarts
         summary["gateway_send_failures"] = gateway.send_failures
         if parts is not None:

@@ -379,7 +379,7 @@ class QuickfixSessions:
         if found is None:
             return {"ok": False, "error": f"no quickfix session {session}"}
         if found.isLoggedOn():
-            found.logout(reason[:100])
+            found.logout(reason[:100])            # quickfix's logout also disables the session
             deadline = time.monotonic() + LOGOUT_WAIT_S
             while time.monotonic() < deadline and found.isLoggedOn():
                 time.sleep(0.05)
@@ -388,6 +388,7 @@ class QuickfixSessions:
             found.setNextTargetMsgSeqNum(next_target)
         if next_sender is not None:
             found.setNextSenderMsgSeqNum(next_sender)
+        found.logon()                             # enabled again: it logs on with the new numbers
         after = {"next_target": found.getExpectedTargetNum(), "next_sender": found.getExpectedSenderNum()}
         log.warning("fix_sequence_set", session=session, before=before, after=after, reason=reason)
         return {"ok": True, "before": before, "after": after}

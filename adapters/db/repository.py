@@ -265,7 +265,8 @@ class Database:
                 await self._set_last_seq(conn, session, seq, session in batch.resets, stamp,
                                          batch.session_days.get(session, KEEP))
             for session, values in batch.status.items():
-                await self._set_session_status(conn, session, values, stamp)
+                if values:
+                    await self._set_session_status(conn, session, values, stamp)
             for applied in batch.resets_applied:
                 r = schema.session_resets
                 await conn.execute(r.update().where(r.c.id == applied["id"]).values(
@@ -337,6 +338,15 @@ class Database:
                 if held:
                     with contextlib.suppress(Exception):
                         await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+
+    async def set_sessions_down(self, sessions: Sequence[str], reason: str) -> None:
+        """Every session not logged on (the engine starts or stops)."""
+        s = schema.session_state
+        stamp = now_us()
+        async with self.engine.begin() as conn:
+            for session in sessions:
+                await conn.execute(s.update().where((s.c.session == session) & (s.c.logged_on.is_(True)))
+                                   .values(logged_on=False, last_logout_us=stamp, last_reason=reason))
 
     async def clear_pending_outbound(self, sessions: Sequence[str]) -> None:
         s = schema.session_state
