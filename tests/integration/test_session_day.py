@@ -179,8 +179,10 @@ def test_engine_down_across_the_boundary_resumes_from_1(tmp_path: Path, engine_f
         engine.proc.wait()
         while datetime.now(UTC) < boundary + timedelta(seconds=3):
             time.sleep(0.2)
+        restarted = datetime.now(UTC).isoformat()
         engine = engine_factory(cfg)
-        status = engine.wait_for(lambda s: s["sessions"]["LP1"]["logged_on"], timeout=60)
+        status = engine.wait_for(lambda s: s["sessions"]["LP1"]["logged_on"]
+                                 and s["sessions"]["LP1"]["last_logon"] > restarted, timeout=60)
         assert status["sessions"]["LP1"]["session_day"] == day_of(boundary)
         assert status["sessions"]["LP1"]["last_seq"] < 10
         stop(lp)
