@@ -246,7 +246,13 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                     frame("session_reject", session_id, message, time.time())
                 elif msg_type == "5":
                     text = message.getField(58) if message.isSetField(58) else ""
-                    app.reasons[spec.name] = f"we logged out: {text}" if text else "we logged out"
+                    reason = f"we logged out: {text}" if text else "we logged out"
+                    app.reasons[spec.name] = reason
+                    if spec.role == "platform" and spec.name not in app.logged_on:
+                        # a platform's Logon refused (sequence number, password): quickfix
+                        # calls no onLogout for a session it never logged on
+                        put(event_frame("session_logout", session=spec.name, reason=reason,
+                                        was_logged_on=False, at_us=int(time.time() * 1_000_000)))
             except Exception:
                 log.exception("fix_callback_error", callback="toAdmin")
 

@@ -312,3 +312,31 @@ def test_session_reset_through_the_engine_and_on_the_database(tmp_path: Path, en
         stop(lp)
 
 
+
+
+async def test_a_refused_platform_logon_shows_in_status(tmp_path: Path, engine_factory: Any) -> None:  # noqa: F811
+    """quickfix calls no onLogout for an acceptor session it never logged on:
+    the gateway reports the Logout it sends instead."""
+    from adapters.fix.transport import FixInitiator
+
+    pf_port = free_port()
+    cfg = config(tmp_path, pf_port=pf_port, pf_extra='username = "desk"\npassword = "s3cret"')
+    engine = engine_factory(cfg)
+    app = RecordingApp()
+    session = Session(SessionConfig("FIX.4.4", "PLATFORM", "STP", initiator=True, username="desk",
+                                    password="wrong"), app, MemoryStore())
+    deadline = time.monotonic() + 60
+    initiator = FixInitiator(session, "127.0.0.1", pf_port, reconnect_interval=1)
+    await initiator.start()
+    try:
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = engine.status()["sessions"].get("PLATFORM", {})
+            if status.get("last_reason"):
+                break
+            await asyncio.sleep(0.5)
+        assert status["logged_on"] is False
+        assert "invalid username or password" in status["last_reason"]
+    finally:
+        await initiator.stop(logout_wait=0.5)
+    assert engine.stop() == 0
