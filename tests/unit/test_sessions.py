@@ -8,6 +8,8 @@ from datetime import time as dtime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.config import ConfigError, gateway_time_zone, load, session_schedule
 from adapters.quickfix_sessions import schedule_settings, session_settings_text
@@ -179,3 +181,52 @@ def test_session_down_when_it_keeps_being_disconnected() -> None:
     # a logout now and then is not a session down
     calm = SessionHealth("LP2")
     assert all(calm.logout(t + timedelta(minutes=10 * i), "disconnected", True) is None for i in range(10))
+
+
+# -- session_day against quickfix's own pairwise rule ---------------------------
+# quickfix decides "same period" for two moments (TimeRange::isInSameRange,
+# called as isInSameRange(now, creation time of its store)); session_day
+# names periods instead.  Transcribed from quickfix 1.16's TimeRange.cpp
+# (daily case), on wall-clock times in whole seconds:
+
+def _qf_in_range(st: dtime, et: dtime, t: datetime) -> bool:
+    tod = t.time()
+    return st <= tod <= et if st < et else (tod >= st or tod <= et)
+
+
+def _secs(t: dtime) -> int:
+    return t.hour * 3600 + t.minute * 60 + t.second
+
+
+def _qf_same_daily(st: dtime, et: dtime, time1: datetime, time2: datetime) -> bool:
+    if not (_qf_in_range(st, et, time1) and _qf_in_range(st, et, time2)):
+        return False
+    if time1 == time2:
+        return True
+    if st <= et:
+        return time1.date() == time2.date()
+    session_length = 86400 - (_secs(st) - _secs(et))
+    if time1 > time2:
+        delta = _secs(time2.time()) - _secs(st)
+        if delta < 0:
+            delta = 86400 - abs(delta)
+        return (time1 - time2).total_seconds() < session_length - delta
+    return (time2 - time1).total_seconds() < session_length
+
+
+@given(st.integers(0, 86399), st.integers(0, 86399),
+       st.datetimes(datetime(2026, 1, 1), datetime(2026, 12, 31)), st.integers(1, 3 * 86400))
+@settings(max_examples=3000, deadline=None)
+def test_session_day_agrees_with_quickfix_is_in_same_range(start_s: int, end_s: int, creation: datetime,
+                                                          later_s: int) -> None:
+    start = (datetime(2000, 1, 1) + timedelta(seconds=start_s)).time()
+    end = (datetime(2000, 1, 1) + timedelta(seconds=end_s)).time()
+    if start == end:
+        return                              # never given to quickfix (see daily_reset_end)
+    schedule = SessionSchedule(start, end, "UTC")
+    created = creation.replace(microsecond=0)
+    now = created + timedelta(seconds=later_s)
+    day_now = session_day(schedule, now.replace(tzinfo=UTC))
+    day_created = session_day(schedule, created.replace(tzinfo=UTC))
+    same = day_now is not None and day_now == day_created
+    assert same == _qf_same_daily(start, end, now, created)
