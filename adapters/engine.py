@@ -216,7 +216,11 @@ async def _session_resets(db: Database, gateway: FixGateway, every_s: float = 0.
     gateway sets quickfix's numbers and answers; the intake commits the new
     state with the audit row."""
     sent: set[int] = set()
+    restarts = gateway.restarts
     while True:
+        if gateway.restarts != restarts:       # a new gateway: what the old one had not answered, again
+            restarts = gateway.restarts
+            sent.clear()
         try:
             for row in await db.pending_session_resets():
                 if row["id"] in sent:
