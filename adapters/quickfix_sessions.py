@@ -134,6 +134,7 @@ class EngineApplication:
         self.days = days or {}                     # session name -> the session day it was committed in
         self.outbound = outbound or {}             # session name -> next outbound seq set by ops
         self.reasons: dict[str, str] = {}          # session name -> why it was last logged out
+        self.attempting: set[str] = set()          # Logon sent, no logout reported since
         # a session's index in cfg.sessions names it on the wire
         self.by_id: dict[str, tuple[SessionSpec, int]] = {
             session_id_key(s.begin_string, s.sender_comp_id, s.target_comp_id): (s, i)
@@ -219,12 +220,18 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 spec = spec_of(session_id)
                 if spec is not None:
                     was_logged_on = spec.name in app.logged_on
+                    attempted = spec.name in app.attempting
                     app.logged_on.discard(spec.name)
-                    reason = app.reasons.pop(spec.name, None) or (
+                    app.attempting.discard(spec.name)
+                    # the last reason given stays until the next logon: an attempt
+                    # that ends without one (the connection dropped) is most likely
+                    # refused for the same reason
+                    reason = app.reasons.get(spec.name) or (
                         "disconnected" if was_logged_on else "logon not answered (disconnected)")
-                    put(event_frame("session_logout", session=spec.name, reason=reason,
-                                    was_logged_on=was_logged_on, at_us=int(time.time() * 1_000_000)))
-                    log.info("fix_logout", session=spec.name, reason=reason, was_logged_on=was_logged_on)
+                    if was_logged_on or attempted:
+                        put(event_frame("session_logout", session=spec.name, reason=reason,
+                                        was_logged_on=was_logged_on, at_us=int(time.time() * 1_000_000)))
+                        log.info("fix_logout", session=spec.name, reason=reason, was_logged_on=was_logged_on)
             except Exception:
                 log.exception("fix_callback_error", callback="onLogout")
 
@@ -235,6 +242,8 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 spec = spec_of(session_id)
                 if spec is None:
                     return
+                if msg_type == "A":
+                    app.attempting.add(spec.name)
                 if msg_type == "A" and spec.role == "lp":
                     if spec.username:
                         message.setField(553, spec.username)

@@ -87,8 +87,10 @@ def day_of(boundary: datetime, at: datetime | None = None) -> str | None:
 
 def sim(role: str, port: int, count: int, tmp: Path, rate: float, reset_at: datetime | None,
         *extra: str, fresh: bool = True) -> subprocess.Popen[str]:
+    seed = extra[extra.index("--seed") + 1] if "--seed" in extra else "21"
+    extra = tuple(x for i, x in enumerate(extra) if "--seed" not in extra[max(0, i - 1):i + 1])
     cmd = [sys.executable, str(ROOT / "run_engine.py"), "--log-level", "info", "simulate", role,
-           "--port", str(port), "--count", str(count), "--seed", "21", "--start", START.isoformat(),
+           "--port", str(port), "--count", str(count), "--seed", seed, "--start", START.isoformat(),
            "--state-dir", str(tmp / f"sim-{role}"), "--linger", "-1", "--no-progress", "--wait-logon", "120",
            "--rate", str(rate), *extra]
     if fresh:
@@ -340,3 +342,38 @@ async def test_a_refused_platform_logon_shows_in_status(tmp_path: Path, engine_f
     finally:
         await initiator.stop(logout_wait=0.5)
     assert engine.stop() == 0
+
+
+def test_an_lp_that_restarted_from_1_is_session_down_until_ops_reset(tmp_path: Path,
+                                                                     engine_factory: Any) -> None:  # noqa: F811
+    """The LP starts again from MsgSeqNum 1 outside any agreed schedule: the
+    engine is logged out at every logon ("MsgSeqNum too low"), raises
+    session_down, and ops' `session reset` gets it logged on again."""
+    lp_port = free_port()
+    cfg = config(tmp_path, lp_port, "non_stop = true")
+    # far enough ahead that the new LP's numbers (its Logons) do not catch up during the test
+    lp = sim("lp", lp_port, 1000, tmp_path, rate=1000, reset_at=None)
+    try:
+        engine = engine_factory(cfg)
+        engine.wait_for(lambda s: s["sessions"].get("LP1", {}).get("executions", 0) >= 1000, timeout=90)
+        stop(lp)
+        lp = sim("lp", lp_port, 100, tmp_path, 400, None, "--seed", "22")     # fresh: from 1
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _breaks(tmp_path, "session_down"):
+            time.sleep(0.5)
+        (found,) = _breaks(tmp_path, "session_down")
+        assert "MsgSeqNum too low" in found[2]
+        assert "MsgSeqNum too low" in engine.status()["sessions"]["LP1"]["last_reason"]
+        # the LP counts its side from 1 again; it has kept up with ours (our Logons)
+        done = _session_cli(cfg, "--session", "LP1", "--inbound", "1", "--by", "ops1",
+                            "--reason", "LP restarted from 1")
+        assert done.returncode == 0, done.stderr
+        row = json.loads(done.stdout)
+        assert (row["state"], row["after_inbound"]) == ("applied", 1)
+        assert row["after_outbound"] == row["before_outbound"]
+        status = engine.wait_for(lambda s: s["sessions"]["LP1"]["executions"] >= 1100
+                                 and s["sessions"]["LP1"]["logged_on"], timeout=90)
+        assert status["sessions"]["LP1"]["executions"] == 1100
+        assert engine.stop() == 0
+    finally:
+        stop(lp)
