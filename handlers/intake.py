@@ -278,13 +278,14 @@ class Intake:
         staged.apply(self)
         counters = self.counters
         counters.batches += 1
-        counters.messages += len(items)
+        counters.messages += len(batch.journal)          # the gateway's session events are not messages
         outcomes = counters.outcomes
         for row in batch.journal:
             outcomes[row[8]] = outcomes.get(row[8], 0) + 1
         add = self.latency.add
         for item in items:
-            add(committed - item.received)
+            if item.kind not in SESSION_EVENTS:
+                add(committed - item.received)
         if batch.breaks is not None and self.committed is not None:
             self.committed.set()
         if self.after_commit is not None:
