@@ -128,9 +128,9 @@ def test_lp_new_day_from_1_while_fills_stream_then_kill_and_restart(tmp_path: Pa
     while fills stream; the engine SIGKILLed after the boundary and restarted:
     every fill journaled once, the session logged on at the end."""
     lp_port = free_port()
-    boundary = boundary_in(40)
+    boundary = boundary_in(60)        # generous: the engine streams well before it
     cfg = config(tmp_path, lp_port, daily_at(boundary))
-    count = 5000
+    count = 8000
     # the LP's own boundary half a second after ours (it sends nothing in its
     # day's last second, as LPs do over the 17:00 roll)
     lp = sim("lp", lp_port, count, tmp_path, rate=100, reset_at=boundary + timedelta(seconds=0.5))
@@ -147,7 +147,7 @@ def test_lp_new_day_from_1_while_fills_stream_then_kill_and_restart(tmp_path: Pa
         engine = engine_factory(cfg)
         ids = expected_ids(count, "", 21, "lp")
         status = engine.wait_for(lambda s: s["sessions"]["LP1"]["executions"] >= len(ids)
-                                 and s["sessions"]["LP1"]["logged_on"], timeout=120)
+                                 and s["sessions"]["LP1"]["logged_on"], timeout=240)
         time.sleep(1.0)
         status = engine.status()
         lp1 = status["sessions"]["LP1"]
@@ -169,7 +169,7 @@ def test_engine_down_across_the_boundary_resumes_from_1(tmp_path: Path, engine_f
     must not hand quickfix the previous day's number ("expecting 401 but
     received 1")."""
     lp_port = free_port()
-    boundary = boundary_in(40)
+    boundary = boundary_in(60)
     cfg = config(tmp_path, lp_port, daily_at(boundary))
     lp = sim("lp", lp_port, 400, tmp_path, rate=200, reset_at=boundary + timedelta(seconds=0.5))
     try:
