@@ -12,6 +12,7 @@
   allocate              move an unallocated LP fill from its house account to a client account
   recon statement       end of day: the LP's trade statement (CSV) against the engine's fills
   recon positions       end of day: the LP's position report (CSV) against the engine's nets
+  session reset         set a FIX session's sequence numbers (audited; through the running engine)
   simulate lp           LP simulator (FIX acceptor streaming ExecutionReports)
   simulate platform     trading-platform simulator (FIX initiator)
   simulate sink         a counting FIX peer that checks exactly-once delivery
@@ -73,6 +74,12 @@ def _add_sim_options(p: argparse.ArgumentParser, role: str) -> None:
     p.add_argument("--heartbeat", type=int, default=30)
     p.add_argument("--wait-logon", type=float, default=None,
                    help="give up after this many seconds without a counterparty")
+    p.add_argument("--session-reset-at", type=_start_time, default=None,
+                   help="ISO 8601 moment of the simulator's session-day boundary: drop the connection "
+                        "and start again from MsgSeqNum 1 (the scenario goes on)")
+    p.add_argument("--reset-flag", action="store_true",
+                   help="with --session-reset-at: log on again with ResetSeqNumFlag=Y (an initiator: "
+                        "the platform simulator)")
     if role == "lp":
         p.add_argument("--quotes-every", type=int, default=0,
                        help="send a market-data snapshot (35=W) of the pair after every N fills (0: none)")
@@ -154,6 +161,19 @@ def _build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--trade-date", type=date.fromisoformat, default=None,
                      help="statement: only this trade date (default: the dates the statement lists)")
     rec.add_argument("--json", action="store_true")
+    ses = sub.add_parser("session", help="FIX sessions: reset a session's sequence numbers (audited)")
+    ses.add_argument("action", choices=["reset"])
+    ses.add_argument("--config", default=None)
+    ses.add_argument("--session", required=True, help="the [[lp]] or [[platform]] session name")
+    ses.add_argument("--inbound", type=int, default=None,
+                     help="the next MsgSeqNum expected from the counterparty (default: 1 when "
+                          "--outbound is not given either)")
+    ses.add_argument("--outbound", type=int, default=None,
+                     help="the next MsgSeqNum we send (default: 1 when --inbound is not given either)")
+    ses.add_argument("--by", default=None, help="who (default: the login name)")
+    ses.add_argument("--reason", default=None)
+    ses.add_argument("--timeout", type=float, default=30.0,
+                     help="seconds to wait for the running engine to apply it")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--config", default=None)
@@ -197,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args([*(argv or [])[:0], *(["--log-level", args.log_level]
                                                        if args.log_level else []), "run"])
     if args.command in ("run", "posttrade", "gateway", "status", "db", "report", "settlement", "cash",
-                        "breaks", "recon", "allocate"):
+                        "breaks", "recon", "allocate", "session"):
         return _engine_command(args)
     logs.configure(args.log_level)
     if args.command == "simulate":
@@ -241,6 +261,8 @@ def _engine_command(args: argparse.Namespace) -> int:
         return _breaks_command(args, cfg)
     if args.command == "recon":
         return asyncio.run(_recon_command(args, cfg))
+    if args.command == "session":
+        return asyncio.run(_session_command(args, cfg))
     if args.command == "db":
         from adapters.db.repository import Database
 
@@ -317,7 +339,8 @@ def _simulate(args: argparse.Namespace) -> int:
                      begin_string=args.begin_string, state_dir=args.state_dir, reset=args.reset,
                      start=args.start, linger=args.linger, heartbeat=args.heartbeat,
                      lp_name=args.lp_name, progress=args.progress, wait_logon=args.wait_logon,
-                     quotes_every=getattr(args, "quotes_every", 0))
+                     quotes_every=getattr(args, "quotes_every", 0),
+                     session_reset_at=args.session_reset_at, reset_flag=args.reset_flag)
     try:
         return _run_async(run_simulator(opt))
     except OSError as exc:
@@ -470,6 +493,58 @@ async def _recon_command(args: argparse.Namespace, cfg: Any) -> int:
         for bad in result["unreadable_lines"]:
             print(f"  line {bad['line']}: {bad['error']}", file=sys.stderr)
     return 1 if result["unreadable_lines"] else 0
+
+
+async def _session_command(args: argparse.Namespace, cfg: Any) -> int:
+    """`session reset`: through the running engine (it owns the session: the
+    gateway sets quickfix's numbers, the intake commits them with the audit
+    row), or on the database directly when no engine runs (the next start
+    hands quickfix the new numbers)."""
+    import getpass
+
+    from adapters.config import session_schedule
+    from adapters.db.repository import Database
+    from stp.sessions import session_day
+
+    spec = next((s for s in cfg.sessions if s.name == args.session), None)
+    if spec is None:
+        print(f"error: no [[lp]] or [[platform]] session named {args.session}", file=sys.stderr)
+        return 2
+    inbound, outbound = args.inbound, args.outbound
+    if inbound is None and outbound is None:
+        inbound = outbound = 1
+    for name, value in (("--inbound", inbound), ("--outbound", outbound)):
+        if value is not None and value < 1:
+            print(f"error: {name} must be a MsgSeqNum of 1 or more", file=sys.stderr)
+            return 2
+    by = (args.by or getpass.getuser()).strip()
+    if not by or len(by) > 80:
+        print("error: --by must say who, in at most 80 characters", file=sys.stderr)
+        return 2
+    db = Database(cfg.database_url)
+    try:
+        await db.migrate()
+        async with db.try_exclusive("engine") as no_engine:
+            if no_engine:
+                day = session_day(session_schedule(spec), datetime.now(UTC))
+                result = await db.apply_session_reset(spec.name, by, args.reason, inbound, outbound, day)
+                print(json.dumps(result, sort_keys=True))
+                return 0
+        reset_id = await db.request_session_reset(spec.name, by, args.reason, inbound, outbound)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.timeout
+        row = await db.session_reset_row(reset_id)
+        while row is not None and row["state"] == "pending" and loop.time() < deadline:
+            await asyncio.sleep(0.3)
+            row = await db.session_reset_row(reset_id)
+        print(json.dumps(row, sort_keys=True))
+        if row is None or row["state"] == "pending":
+            print(f"error: the running engine has not applied reset {reset_id} within {args.timeout:g} s "
+                  "(it stays queued)", file=sys.stderr)
+            return 1
+        return 0 if row["state"] == "applied" else 1
+    finally:
+        await db.close()
 
 
 def _run_async(coro: Coroutine[Any, Any, Any]) -> int:

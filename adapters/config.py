@@ -15,8 +15,12 @@ import os
 import sys
 import tomllib
 from dataclasses import dataclass, field
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from stp.sessions import DAY_NAMES, SessionSchedule, daily_reset_end
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "engine.toml"
@@ -61,8 +65,16 @@ class SessionSpec:
     reconnect_interval: int = 2
     username: str | None = None  # LP: sent on Logon; platform: required on Logon
     password: str | None = field(default=None, repr=False)   # or password_env / password_file
-    start_time: str = "00:00:00"
-    end_time: str = "00:00:00"   # equal to start_time: a session that never ends
+    # the session schedule (README "Session schedules"; validated by session_schedule):
+    # daily from start_time to end_time in time_zone (end_time left out or equal:
+    # a daily reset at start_time), weekly from start_day to end_day, or non_stop;
+    # nothing given: the FX day, a daily reset at 17:00 America/New_York
+    start_time: str | None = None
+    end_time: str | None = None
+    time_zone: str | None = None
+    start_day: str | None = None
+    end_day: str | None = None
+    non_stop: bool = False
     match_key: str = "exec_id"   # platform: how its records are matched (exec_id, cl_ord_id, order_id)
     confirms: str | None = None  # platform: the LP session it reports (default: every LP)
     house_account: str | None = None  # LP: where its unallocated fills book (default HOUSE-<name>)
@@ -189,6 +201,76 @@ def _session(role: str, raw: dict[str, Any], index: int, env: dict[str, str] | N
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _clock_time(where: str, key: str, value: Any) -> dtime:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key} must be a time \"HH:MM:SS\", got {value!r}")
+    try:
+        parsed = dtime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {key} must be a time \"HH:MM:SS\", got {value!r}") from None
+    if parsed.tzinfo is not None or parsed.microsecond:
+        raise ConfigError(f"{where}: {key} is a wall-clock time in time_zone, whole seconds: {value!r}")
+    return parsed
+
+
+def _day(where: str, key: str, value: Any) -> int:
+    text = value.strip().lower() if isinstance(value, str) else ""
+    for i, name in enumerate(DAY_NAMES):
+        if len(text) >= 3 and name.startswith(text):
+            return i + 1
+    raise ConfigError(f"{where}: {key} must be a day of the week (sunday .. saturday), got {value!r}")
+
+
+def session_schedule(spec: SessionSpec) -> SessionSchedule:
+    """The session's schedule in quickfix's terms (README: Session schedules)."""
+    where = f"[[{spec.role}]] {spec.name}"
+    if not isinstance(spec.non_stop, bool):
+        raise ConfigError(f"{where}: non_stop must be true or false")
+    given = [k for k in ("start_time", "end_time", "time_zone", "start_day", "end_day")
+             if getattr(spec, k) is not None]
+    if spec.non_stop:
+        if given:
+            raise ConfigError(f"{where}: non_stop = true never resets: leave out {', '.join(given)}")
+        return SessionSchedule(non_stop=True, zone="UTC")
+    if spec.end_time is not None and spec.start_time is None:
+        raise ConfigError(f"{where}: end_time needs a start_time")
+    if (spec.start_day is None) != (spec.end_day is None):
+        raise ConfigError(f"{where}: start_day and end_day go together (a weekly session)")
+    if spec.start_time is None:
+        if spec.start_day is not None:
+            raise ConfigError(f"{where}: a weekly session needs start_time and end_time")
+        start = dtime(17, 0, 0)
+        zone = spec.time_zone or "America/New_York"
+    else:
+        start = _clock_time(where, "start_time", spec.start_time)
+        zone = spec.time_zone or "UTC"
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: time_zone {zone!r} is not an IANA time zone "
+                          "(e.g. America/New_York, Europe/London, UTC)") from None
+    end = start if spec.end_time is None else _clock_time(where, "end_time", spec.end_time)
+    if spec.start_day is not None:
+        start_day, end_day = _day(where, "start_day", spec.start_day), _day(where, "end_day", spec.end_day)
+        if start_day == end_day:
+            raise ConfigError(f"{where}: start_day and end_day must differ (a weekly session from one "
+                              "day to another; a daily session has neither)")
+        if spec.end_time is None:
+            raise ConfigError(f"{where}: a weekly session needs end_time")
+        return SessionSchedule(start, end, zone, start_day, end_day)
+    if end == start:
+        end = daily_reset_end(start)     # quickfix resets StartTime == EndTime at midnight instead
+    return SessionSchedule(start, end, zone)
+
+
+def gateway_time_zone(cfg: EngineConfig) -> str:
+    """The gateway process's time zone (TZ): the one zone other than UTC the
+    sessions use, else UTC.  quickfix 1.16 (C++) has no per-session
+    TimeZone, only UseLocalTime=Y, which reads the process's zone."""
+    zones = {sch.zone for sch in (session_schedule(s) for s in cfg.sessions) if not sch.utc}
+    return next(iter(zones)) if zones else "UTC"
+
+
 def _positive_int(section: dict[str, Any], key: str, default: int) -> int:
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -257,9 +339,17 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     if not 4096 <= max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
         raise ConfigError(f"[engine] max_message_bytes must be from 4096 to {MAX_MESSAGE_BYTES_LIMIT}, "
                           f"got {max_message_bytes}")
+    zones: set[str] = set()
     for spec in lps + platforms:
         if len(spec.name) > 64:
             raise ConfigError(f"session name {spec.name[:20]!r}... is longer than 64 characters")
+        schedule = session_schedule(spec)
+        if not schedule.utc:
+            zones.add(schedule.zone)
+    if len(zones) > 1:
+        raise ConfigError(f"sessions in more than one time zone ({', '.join(sorted(zones))}): quickfix "
+                          "1.16 has no per-session TimeZone (only UseLocalTime, the gateway's zone); "
+                          "give the others in UTC or in the same zone")
     return EngineConfig(
         path=file, database_url=url, state_dir=state_dir,
         mqtt_host=env.get("STP_MQTT_HOST") or mqtt.get("host", "127.0.0.1"), mqtt_port=mqtt_port,

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import gc
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +26,8 @@ import structlog
 from adapters import reports
 from adapters.broker import EmbeddedBroker, broker_reachable
 from adapters.commands import CommandListener
-from adapters.config import EngineConfig
-from adapters.db.repository import Database
+from adapters.config import EngineConfig, session_schedule
+from adapters.db.repository import Database, IntakeState, us_to_datetime
 from adapters.fix_gateway import FixGateway, InboundQueue
 from adapters.mqtt import MqttSettings, OutboxRelay, settings_from_config
 from adapters.posttrade_process import PostTradeProcess
@@ -35,6 +35,7 @@ from adapters.reference import load_reference
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
 from stp.reference import ReferenceData
+from stp.sessions import SessionSchedule, resume_in_same_day, session_day
 
 log = structlog.get_logger("engine")
 
@@ -119,15 +120,25 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     reference = load_reference(cfg.reference_dir)
     db = Database(cfg.database_url)
     await db.migrate()
+    # one engine per database: `session reset` knows from this lock whether an
+    # engine owns the sessions (a killed engine's lock goes with it)
+    owner = db.exclusive("engine")
+    await owner.__aenter__()
     state = await db.load_intake_state()
+    schedules = {s.name: session_schedule(s) for s in cfg.sessions}
+    await _session_days_at_start(db, state, schedules)
+    await db.set_sessions_down(list(schedules), "engine started: not logged on yet")
     queue = InboundQueue(cfg.queue_max)
     intake = Intake(queue, db, state, batch_max=cfg.batch_max, known_symbols=reference.symbols,
                     topic_prefix=cfg.mqtt_topic_prefix, limits=reference.amount_limits())
     await intake.load_reference_prices()
-    # (re)started with the committed sequence numbers, once the intake has
-    # committed what an earlier gateway delivered
+    intake.schedules = schedules
+    pending_outbound = dict(state.pending_outbound)
+    # (re)started with the committed sequence numbers and their session days,
+    # once the intake has committed what an earlier gateway delivered
     gateway = FixGateway(cfg, queue, resume=lambda: dict(intake.last_seq), log_level=log_level,
-                         drained=intake.drained)
+                         drained=intake.drained, days=lambda: dict(intake.days),
+                         outbound=lambda: dict(pending_outbound))
     intake.send_dont_know = gateway.send_dont_know
     intake.send_business_reject = gateway.send_business_reject
     intake.quote_sessions = frozenset(s.name for s in cfg.lps)
@@ -152,11 +163,18 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
     # collector's scans (full collections paused the loop for 75-160 ms)
     gc.collect()
     gc.freeze()
+    resets_task: asyncio.Task[None] | None = None
     try:
         ready = await gateway.start()
+        if pending_outbound:
+            await db.clear_pending_outbound(list(pending_outbound))
+            log.info("session_outbound_applied", outbound=pending_outbound)
+            pending_outbound.clear()
+        resets_task = asyncio.create_task(_session_resets(db, gateway), name="session-resets")
         log.info("engine_started", config=str(cfg.path), database=_redact(cfg.database_url),
                  lps=[s.name for s in cfg.lps], platforms=[s.name for s in cfg.platforms],
                  resume={s.name: state.last_seq.get(s.name) for s in cfg.sessions},
+                 session_days={s.name: state.session_days.get(s.name) for s in cfg.sessions},
                  posttrade=cfg.posttrade_mode, gateway_pid=ready.get("pid"))
         if started is not None:
             started.set()
@@ -168,11 +186,17 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
         # Commit what was received, log the sessions out, then let post-trade
         # finish.  What arrives after the queue closes is resent on the next
         # start.
+        if resets_task is not None:
+            resets_task.cancel()
         queue.closed = True
         await intake.drain_and_stop()
         await asyncio.shield(intake_task)
         summary = intake.summary()
         summary["gateway_exit"] = await asyncio.shield(gateway.stop())   # logs the sessions out
+        try:
+            await db.set_sessions_down(list(schedules), "engine stopped")
+        except Exception as exc:
+            log.error("session_status_not_written", error=repr(exc)[:300])
         summary["gateway_restarts"] = gateway.restarts
         summary["gateway_quarantined"] = gateway.quarantined
         summary["gateway_send_failures"] = gateway.send_failures
@@ -183,8 +207,65 @@ async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
             summary["posttrade_process_exit"] = await asyncio.shield(child.stop())
             summary["posttrade_process_restarts"] = child.restarts
         log.info("engine_stopped", **summary)
+        await owner.__aexit__(None, None, None)
         await db.close()
     return summary
+
+
+async def _session_days_at_start(db: Database, state: IntakeState,
+                                 schedules: dict[str, SessionSchedule]) -> None:
+    """Resume a session's committed inbound MsgSeqNum only within the session
+    day it was committed in.  After the boundary both sides count from 1: the
+    new day is committed now (last_seq 0), so the gateway hands quickfix 1 and
+    not the previous day's number."""
+    now = datetime.now(UTC)
+    for name, schedule in schedules.items():
+        if name not in state.last_seq:
+            continue
+        stored = state.session_days.get(name)
+        if stored is None and name in state.updated_us:       # a row from before session days
+            stored = session_day(schedule, us_to_datetime(state.updated_us[name]))
+        current = session_day(schedule, now)
+        if resume_in_same_day(schedule, stored, now):
+            if state.session_days.get(name) is None:
+                await db.commit_session_day(name, current, state.last_seq[name], reset=False)
+                state.session_days[name] = current
+            continue
+        log.info("session_new_day", session=name, committed_day=stored, session_day=current,
+                 committed_seq=state.last_seq[name], schedule=schedule.describe(),
+                 note="the previous day's numbers are not resumed: both sides start from 1")
+        await db.commit_session_day(name, current, 0)
+        state.last_seq[name] = 0
+        state.session_days[name] = current
+
+
+async def _session_resets(db: Database, gateway: FixGateway, every_s: float = 0.5) -> None:
+    """Ops' `session reset` requests (``session_resets`` rows, pending): the
+    gateway sets quickfix's numbers and answers; the intake commits the new
+    state with the audit row."""
+    sent: set[int] = set()
+    restarts = gateway.restarts
+    while True:
+        if gateway.restarts != restarts:       # a new gateway: what the old one had not answered, again
+            restarts = gateway.restarts
+            sent.clear()
+        try:
+            for row in await db.pending_session_resets():
+                if row["id"] in sent:
+                    continue
+                sent.add(row["id"])
+                inbound, outbound = row["inbound"], row["outbound"]
+                if row["session"] not in gateway.sessions:
+                    await db.fail_session_reset(row["id"], f"this engine runs no session {row['session']}")
+                elif not gateway.set_sequence(row["session"], row["id"], inbound, outbound,
+                                              f"sequence numbers reset by {row['requested_by']}"):
+                    sent.discard(row["id"])           # no gateway at the moment: next round
+                else:
+                    log.warning("session_reset_requested", session=row["session"], by=row["requested_by"],
+                                inbound=inbound, outbound=outbound, request=row["id"])
+        except Exception as exc:
+            log.error("session_reset_poll_failed", error=repr(exc)[:300])
+        await asyncio.sleep(every_s)
 
 
 async def _embedded_broker(mqtt: MqttSettings) -> EmbeddedBroker | None:
@@ -234,7 +315,14 @@ async def status(cfg: EngineConfig) -> dict[str, Any]:
         result = await db.status()
     finally:
         await db.close()
+    now = datetime.now(UTC)
     for spec in cfg.sessions:
-        result["sessions"].setdefault(spec.name, {"last_seq": None, "resets": 0, "executions": 0})
-        result["sessions"][spec.name]["role"] = spec.role
+        entry = result["sessions"].setdefault(spec.name, {"last_seq": None, "resets": 0, "executions": 0,
+                                                           "session_day": None, "logged_on": None,
+                                                           "last_logon": None, "last_logout": None,
+                                                           "last_reason": None})
+        entry["role"] = spec.role
+        schedule = session_schedule(spec)
+        entry["schedule"] = schedule.describe()
+        entry["session_day_now"] = session_day(schedule, now)
     return result

@@ -54,7 +54,7 @@ from typing import Any
 
 import structlog
 
-from adapters.config import EngineConfig, engine_subcommand
+from adapters.config import EngineConfig, engine_subcommand, gateway_time_zone
 from adapters.fix_poison import Logged, PoisonWatch
 
 log = structlog.get_logger("engine.gateway")
@@ -73,6 +73,9 @@ MESSAGE_META = struct.Struct("<BHqQ")
 MESSAGE = b"M"
 EVENT = b"E"
 KINDS = ("app", "unsupported", "session_reject", "reset", "oversized", "poison")
+# gateway -> engine events about a session, handed to the intake in order with
+# the messages (as ``Inbound`` with the event's JSON as ``raw``)
+SESSION_EVENTS = frozenset({"session_logon", "session_logout", "seq_set"})
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 MAX_FRAME = 16 * 1024 * 1024          # the least frame limit: events and capped messages fit far below it
 MAX_MESSAGE_BYTES = 1024 * 1024       # [engine] max_message_bytes by default
@@ -292,10 +295,17 @@ class FixGateway:
     dead gateway delivered."""
 
     def __init__(self, cfg: EngineConfig, queue: InboundQueue, resume: Callable[[], dict[str, int]],
-                 log_level: str | None = None, drained: Callable[[], bool] | None = None) -> None:
+                 log_level: str | None = None, drained: Callable[[], bool] | None = None,
+                 days: Callable[[], dict[str, str | None]] | None = None,
+                 outbound: Callable[[], dict[str, int]] | None = None) -> None:
         self.cfg = cfg
         self.queue = queue
         self.resume = resume
+        # the session day each committed number belongs to (the gateway resumes
+        # a number only within its day) and outbound numbers ops set while no
+        # engine ran (applied when quickfix creates the session)
+        self.days = days or (lambda: {})
+        self.outbound = outbound or (lambda: {})
         self.drained = drained or (lambda: not len(queue))
         self.log_level = log_level
         self.sessions: tuple[str, ...] = tuple(s.name for s in cfg.sessions)
@@ -356,7 +366,9 @@ class FixGateway:
         # gateway never delivered)
         committed = self.resume()
         resume = {name: committed.get(name) or 0 for name in self.sessions}
-        self._write(event_frame("start", resume=resume))
+        self._write(event_frame("start", resume=resume,
+                                days={k: v for k, v in self.days().items() if k in self.sessions},
+                                outbound={k: v for k, v in self.outbound().items() if k in self.sessions}))
         waiting = asyncio.ensure_future(asyncio.shield(self._ready))
         done, _ = await asyncio.wait({waiting, protocol.exited}, timeout=ready_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -478,6 +490,11 @@ class FixGateway:
                 self._ready.set_result(event)
         elif name == "send_failed":
             self.send_failures += 1
+        elif name in SESSION_EVENTS and event.get("session") in self.sessions:
+            # in order with the messages around it: the intake commits what
+            # it means for the session's sequence state and status
+            self.queue.put(Inbound(event["session"], json.dumps(event), int(event.get("at_us") or 0) / 1e6,
+                                   name))
 
     def _write(self, frame: bytes) -> bool:
         transport = self._transport
@@ -512,6 +529,15 @@ class FixGateway:
         cannot use (a quote for an unknown pair, without a price, crossed)."""
         return self.send(session, "j", [(45, fields.get(34, "0")), (372, fields.get(35, "?")),
                                         (380, reason), (58, text[:120])])
+
+    def set_sequence(self, session: str, request: int, next_target: int | None, next_sender: int | None,
+                     reason: str) -> bool:
+        """Ops' ``session reset``: the gateway sets quickfix's numbers and
+        answers ``seq_set``, which the intake commits with the audit row."""
+        if session not in self.sessions:
+            return False
+        return self._write(event_frame("set_seq", session=session, request=request,
+                                       next_target=next_target, next_sender=next_sender, reason=reason))
 
     def send(self, session: str, msg_type: str, body: list[tuple[int, str]]) -> bool:
         """Hand a message to the gateway (quickfix numbers, stores and sends
@@ -650,7 +676,12 @@ def run_gateway(cfg: EngineConfig) -> int:
         return 2
     outbox = GatewayOutbox(out_fd)
     threading.Thread(target=outbox.run, name="gateway-writer", daemon=True).start()
-    app = EngineApplication(cfg, outbox, {k: int(v) for k, v in start.get("resume", {}).items()})
+    # quickfix's UseLocalTime=Y reads the process's local time zone
+    os.environ["TZ"] = gateway_time_zone(cfg)
+    time.tzset()
+    app = EngineApplication(cfg, outbox, {k: int(v) for k, v in start.get("resume", {}).items()},
+                            days=dict(start.get("days", {})),
+                            outbound={k: int(v) for k, v in start.get("outbound", {}).items()})
     sessions = QuickfixSessions(cfg, app)
     # quickfix drops a message whose CheckSum sum overflows before fromApp: answered from its logs
     overflow = ChecksumOverflowWatch(cfg, app.session_ids, outbox.put)
@@ -681,6 +712,11 @@ def run_gateway(cfg: EngineConfig) -> int:
             if not ok:
                 log.warning("fix_send_failed", session=command["session"], msg_type=command["msg_type"])
                 outbox.put(event_frame("send_failed", session=command["session"]))
+        elif name == "set_seq":
+            result = sessions.set_sequence(command["session"], command.get("next_target"),
+                                           command.get("next_sender"), str(command.get("reason") or ""))
+            outbox.put(event_frame("seq_set", session=command["session"], request=command.get("request"),
+                                   at_us=int(time.time() * 1_000_000), **result))
         elif name == "stop":
             sessions.stop()
             outbox.flush()

@@ -22,16 +22,18 @@ import os
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from adapters.config import EngineConfig, SessionSpec
+from adapters.config import EngineConfig, SessionSpec, gateway_time_zone, session_schedule
 from adapters.fix.dictionary import standard_dictionary_dir
-from adapters.fix_gateway import message_bytes_frame, message_frame
+from adapters.fix_gateway import event_frame, message_bytes_frame, message_frame
 from adapters.fix_guard import LogonGuard, confine_to_loopback
 from adapters.secure import redact
+from stp.sessions import DAY_NAMES, UTC_ZONES, SessionSchedule, session_day
 
 log = structlog.get_logger("engine.fix")
 
@@ -92,6 +94,7 @@ def session_settings_text(cfg: EngineConfig, role: str, accept_ports: dict[str, 
         "",
     ]
     sessions = cfg.lps if role == "lp" else cfg.platforms
+    local_zone = gateway_time_zone(cfg)
     for s in sessions:
         dictionary = spec_dir / f"{s.begin_string.replace('.', '')}.xml"
         lines += [
@@ -99,8 +102,7 @@ def session_settings_text(cfg: EngineConfig, role: str, accept_ports: dict[str, 
             f"BeginString={s.begin_string}",
             f"SenderCompID={s.sender_comp_id}",
             f"TargetCompID={s.target_comp_id}",
-            f"StartTime={s.start_time}",
-            f"EndTime={s.end_time}",
+            *schedule_settings(session_schedule(s), local_zone),
             f"HeartBtInt={s.heartbeat_interval}",
             f"DataDictionary={dictionary}",
         ]
@@ -117,6 +119,24 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def schedule_settings(schedule: SessionSchedule, local_zone: str = "UTC") -> list[str]:
+    """quickfix's lines for a session's schedule (README: Session schedules).
+    The gateway runs with TZ = ``local_zone`` (``gateway_time_zone``): a
+    session in that zone uses quickfix's local time (UseLocalTime=Y, read in
+    whole seconds: the day changes exactly at start_time); a UTC session
+    beside sessions in another zone uses quickfix's UTC clock (sub-second:
+    out of session, and reset, from end_time, the second before start_time)."""
+    if schedule.non_stop:
+        return ["NonStopSession=Y"]
+    lines = [f"StartTime={schedule.start:%H:%M:%S}", f"EndTime={schedule.end:%H:%M:%S}"]
+    if schedule.start_day is not None and schedule.end_day is not None:
+        lines += [f"StartDay={DAY_NAMES[schedule.start_day - 1].title()}",
+                  f"EndDay={DAY_NAMES[schedule.end_day - 1].title()}"]
+    local = schedule.zone == local_zone or (schedule.utc and local_zone in UTC_ZONES)
+    lines.append(f"UseLocalTime={'Y' if local else 'N'}")
+    return lines
 
 
 def session_id_key(begin: str, sender: str, target: str) -> str:
@@ -190,10 +210,16 @@ class EngineApplication:
     """quickfix.Application for the engine's sessions (built lazily: importing
     quickfix resets SIGINT, so it is imported only in the gateway)."""
 
-    def __init__(self, cfg: EngineConfig, sink: FrameSink, resume: dict[str, int]) -> None:
+    def __init__(self, cfg: EngineConfig, sink: FrameSink, resume: dict[str, int],
+                 days: dict[str, str | None] | None = None,
+                 outbound: dict[str, int] | None = None) -> None:
         self.cfg = cfg
         self.sink = sink
         self.resume = resume                       # session name -> last committed seq
+        self.days = days or {}                     # session name -> the session day it was committed in
+        self.outbound = outbound or {}             # session name -> next outbound seq set by ops
+        self.reasons: dict[str, str] = {}          # session name -> why it was last logged out
+        self.attempting: set[str] = set()          # Logon sent, no logout reported since
         # a session's index in cfg.sessions names it on the wire
         self.by_id: dict[str, tuple[SessionSpec, int]] = {
             session_id_key(s.begin_string, s.sender_comp_id, s.target_comp_id): (s, i)
@@ -241,12 +267,23 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 app.session_ids[spec.name] = session_id
                 last = app.resume.get(spec.name)
                 session = fix.Session.lookupSession(session_id)
+                committed_day = app.days.get(spec.name)
+                today = session_day(session_schedule(spec), datetime.now(UTC))
+                if last is not None and spec.name in app.days and committed_day != today:
+                    # the session day changed since the engine looked: both sides count
+                    # from 1 again (quickfix has reset, or resets at its next tick)
+                    log.info("fix_session_new_day", session=spec.name, committed_day=committed_day,
+                             session_day=today, committed_seq=last)
+                    last = 0
                 if last is not None and session is not None:
                     session.setNextTargetMsgSeqNum(last + 1)
+                outbound = app.outbound.get(spec.name)
+                if outbound is not None and session is not None:
+                    session.setNextSenderMsgSeqNum(outbound)
                 log.info("fix_session_created", session=spec.name, role=spec.role,
                          next_target_seq=session.getExpectedTargetNum() if session else None,
                          next_sender_seq=session.getExpectedSenderNum() if session else None,
-                         resumed_from=last)
+                         resumed_from=last, session_day=today, outbound_set=outbound)
             except Exception:
                 log.exception("fix_callback_error", callback="onCreate")
 
@@ -255,16 +292,36 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 spec = spec_of(session_id)
                 if spec is not None:
                     app.logged_on.add(spec.name)
-                    log.info("fix_logon", session=spec.name)
+                    app.reasons.pop(spec.name, None)
+                    session = fix.Session.lookupSession(session_id)
+                    # quickfix's numbers now, before any application message of
+                    # this logon: the engine sees a reset when they went back
+                    next_target = session.getExpectedTargetNum() if session is not None else None
+                    next_sender = session.getExpectedSenderNum() if session is not None else None
+                    put(event_frame("session_logon", session=spec.name, next_target=next_target,
+                                    next_sender=next_sender, at_us=int(time.time() * 1_000_000)))
+                    log.info("fix_logon", session=spec.name, next_target=next_target,
+                             next_sender=next_sender)
             except Exception:
                 log.exception("fix_callback_error", callback="onLogon")
 
         def onLogout(self, session_id: Any) -> None:
             try:
                 spec = spec_of(session_id)
-                if spec is not None and spec.name in app.logged_on:
+                if spec is not None:
+                    was_logged_on = spec.name in app.logged_on
+                    attempted = spec.name in app.attempting
                     app.logged_on.discard(spec.name)
-                    log.info("fix_logout", session=spec.name)
+                    app.attempting.discard(spec.name)
+                    # the last reason given stays until the next logon: an attempt
+                    # that ends without one (the connection dropped) is most likely
+                    # refused for the same reason
+                    reason = app.reasons.get(spec.name) or (
+                        "disconnected" if was_logged_on else "logon not answered (disconnected)")
+                    if was_logged_on or attempted:
+                        put(event_frame("session_logout", session=spec.name, reason=reason,
+                                        was_logged_on=was_logged_on, at_us=int(time.time() * 1_000_000)))
+                        log.info("fix_logout", session=spec.name, reason=reason, was_logged_on=was_logged_on)
             except Exception:
                 log.exception("fix_callback_error", callback="onLogout")
 
@@ -275,6 +332,8 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 spec = spec_of(session_id)
                 if spec is None:
                     return
+                if msg_type == "A":
+                    app.attempting.add(spec.name)
                 if msg_type == "A" and spec.role == "lp":
                     if spec.username:
                         message.setField(553, spec.username)
@@ -286,6 +345,15 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                     # a session-level Reject we send: journal it (the message it
                     # answers never reaches the application)
                     frame("session_reject", session_id, message, time.time())
+                elif msg_type == "5":
+                    text = message.getField(58) if message.isSetField(58) else ""
+                    reason = f"we logged out: {text}" if text else "we logged out"
+                    app.reasons[spec.name] = reason
+                    if spec.role == "platform" and spec.name not in app.logged_on:
+                        # a platform's Logon refused (sequence number, password): quickfix
+                        # calls no onLogout for a session it never logged on
+                        put(event_frame("session_logout", session=spec.name, reason=reason,
+                                        was_logged_on=False, at_us=int(time.time() * 1_000_000)))
             except Exception:
                 log.exception("fix_callback_error", callback="toAdmin")
 
@@ -295,10 +363,15 @@ def build_quickfix_application(app: EngineApplication) -> Any:
             # resets sequence numbers on ResetSeqNumFlag=Y before calling this
             try:
                 header = message.getHeader()
-                if header.getField(35) != "A":
-                    return
+                msg_type = header.getField(35)
                 spec = spec_of(session_id)
                 if spec is None:
+                    return
+                if msg_type == "5":
+                    text = message.getField(58) if message.isSetField(58) else ""
+                    app.reasons[spec.name] = (f"counterparty logged out: {text}" if text
+                                              else "counterparty logged out")
+                if msg_type != "A":
                     return
                 if spec.role == "lp" and spec.password:
                     scrub_session_files(app.cfg, spec)    # our Logon is stored and logged by now
@@ -435,6 +508,32 @@ class QuickfixSessions:
             # points to) until the process exits
         else:
             self._keep.clear()
+
+    def set_sequence(self, session: str, next_target: int | None, next_sender: int | None,
+                     reason: str) -> dict[str, Any]:
+        """Ops' ``session reset``: log the session out if it is logged on (its
+        counterparty, or our initiator, logs on again with the new numbers),
+        then set quickfix's next inbound (target) and outbound (sender)
+        MsgSeqNum.  Returns the numbers before and after."""
+        fix = _import_quickfix()
+        session_id = self.app.session_ids.get(session)
+        found = fix.Session.lookupSession(session_id) if session_id is not None else None
+        if found is None:
+            return {"ok": False, "error": f"no quickfix session {session}"}
+        if found.isLoggedOn():
+            found.logout(reason[:100])            # quickfix's logout also disables the session
+            deadline = time.monotonic() + LOGOUT_WAIT_S
+            while time.monotonic() < deadline and found.isLoggedOn():
+                time.sleep(0.05)
+        before = {"next_target": found.getExpectedTargetNum(), "next_sender": found.getExpectedSenderNum()}
+        if next_target is not None:
+            found.setNextTargetMsgSeqNum(next_target)
+        if next_sender is not None:
+            found.setNextSenderMsgSeqNum(next_sender)
+        found.logon()                             # enabled again: it logs on with the new numbers
+        after = {"next_target": found.getExpectedTargetNum(), "next_sender": found.getExpectedSenderNum()}
+        log.warning("fix_sequence_set", session=session, before=before, after=after, reason=reason)
+        return {"ok": True, "before": before, "after": after}
 
     def send(self, session: str, msg_type: str, body: list[tuple[int, str]]) -> bool:
         """An application message to a session's counterparty (a

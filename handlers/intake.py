@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import copy
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ import structlog
 from adapters.db.posttrade import PostTradeWrite
 from adapters.db.repository import Database, IntakeBatch, IntakeState
 from adapters.fix.codec import GarbledMessage, fields_of, parse_text
-from adapters.fix_gateway import Inbound, InboundQueue
+from adapters.fix_gateway import SESSION_EVENTS, Inbound, InboundQueue
 from handlers.breaks import BreakSink
 from stp.breaks import Break, BreakType
 from stp.fills import Fill, NotAFill, Rejection, normalise
@@ -40,6 +42,7 @@ from stp.limits import (
     usable_reference,
 )
 from stp.marketdata import OTHER, Quote, QuoteRejection, parse_snapshot
+from stp.sessions import SessionHealth, SessionSchedule, session_day
 
 log = structlog.get_logger("engine.intake")
 
@@ -119,6 +122,11 @@ class Intake:
         self.latency = LatencyHistogram()
         self.counters = IntakeCounters()
         self.last_seq = dict(state.last_seq)
+        # the session day each committed last_seq belongs to; the schedules that
+        # define it (set by the engine); each session's logons and logouts
+        self.days: dict[str, str | None] = dict(state.session_days)
+        self.schedules: dict[str, SessionSchedule] = {}
+        self.health: dict[str, SessionHealth] = {}
         self.on_committed: Callable[[list[tuple[int, Fill]]], None] | None = None
         self.on_quotes: Callable[[list[Quote]], None] | None = None
         self.quote_sessions: frozenset[str] | None = None    # who may send market data (the LPs)
@@ -210,6 +218,9 @@ class Intake:
         quotes: list[Quote] = []
         parsed: list[tuple[Inbound, int, dict[int, str] | None, Parsed]] = []
         for item in items:
+            if item.kind in SESSION_EVENTS:
+                parsed.append((item, 0, None, None))
+                continue
             fields: dict[int, str] | None
             text = item.raw if not item.binary else escaped_text(item.raw)
             if item.kind in ("oversized", "poison") or item.truncated:
@@ -239,12 +250,15 @@ class Intake:
         missing = list({(f.session, f.exec_id) for _, _, _, f in parsed
                         if isinstance(f, Fill) and (f.session, f.exec_id) not in self.known})
         from_db = await self.db.known_hashes(missing) if missing else {}
-        staged = _Staged(self.known, from_db, self.state, self.last_seq)
+        staged = _Staged(self.known, from_db, self.state, self.last_seq, self.days)
         accepted: list[tuple[int, Fill]] = []
         problems: list[Break] = []
         limits, max_age, refs = self.limits, self.limits.band_max_age, self.reference_prices
         new_refs: dict[str, Reference] = {}      # this batch's reference prices, applied after the commit
         for item, received_us, fields, result in parsed:
+            if item.kind in SESSION_EVENTS:
+                self._session_event(item, staged, batch, problems)
+                continue
             if isinstance(result, Fill):
                 # a new report only: a duplicate or conflict of a stored fill books nothing anyway
                 if staged.known_hash((result.session, result.exec_id)) is None:
@@ -305,9 +319,13 @@ class Intake:
                 staged.last_seq[item.session] = 0
                 batch.resets.add(item.session)
                 batch.last_seq[item.session] = 0
+                staged.new_day(batch, item.session, self._day(item.session, item.received))
             elif seq > staged.last_seq.get(item.session, 0) or item.session in batch.resets:
                 staged.last_seq[item.session] = seq
                 batch.last_seq[item.session] = seq
+                if staged.days.get(item.session) is None:
+                    # a session's first commit (or a row from before session days)
+                    staged.new_day(batch, item.session, self._day(item.session, item.received))
         if problems:
             batch.breaks = PostTradeWrite()
             stamp = int(time.time() * 1_000_000)
@@ -320,13 +338,14 @@ class Intake:
         refs.update(new_refs)
         counters = self.counters
         counters.batches += 1
-        counters.messages += len(items)
+        counters.messages += len(batch.journal)          # the gateway's session events are not messages
         outcomes = counters.outcomes
         for row in batch.journal:
             outcomes[row[8]] = outcomes.get(row[8], 0) + 1
         add = self.latency.add
         for item in items:
-            add(committed - item.received)
+            if item.kind not in SESSION_EVENTS:
+                add(committed - item.received)
         if batch.breaks is not None and self.committed is not None:
             self.committed.set()
         if self.after_commit is not None:
@@ -344,6 +363,65 @@ class Intake:
                 counters.business_rejects_sent += 1
         if batch.conflicts or dk:
             log.warning("intake_problems", conflicts=len(batch.conflicts), dont_know=len(dk))
+
+    def _day(self, session: str, at: float) -> str | None:
+        schedule = self.schedules.get(session)
+        if schedule is None:
+            return None
+        return session_day(schedule, _EPOCH + timedelta(microseconds=int(at * 1_000_000)))
+
+    def _session_event(self, item: Inbound, staged: _Staged, batch: IntakeBatch,
+                       problems: list[Break]) -> None:
+        """A logon, logout or ops' sequence reset the gateway reported, in
+        order with the session's messages: the session's status, its
+        ``session_down`` break, and a reset of its sequence state when
+        quickfix's numbers went back (a new session day: quickfix's schedule
+        or the counterparty starting from 1) or ops set them."""
+        event = json.loads(item.raw)
+        session = item.session
+        at_us = int(event.get("at_us") or item.received * 1_000_000)
+        at = _EPOCH + timedelta(microseconds=at_us)
+        health = staged.health_of(session, self.health)
+        status = batch.status.setdefault(session, {})
+        committed = staged.last_seq.get(session, 0)
+        if item.kind == "session_logon":
+            status.update(logged_on=True, last_logon_us=at_us)
+            health.logon(at)
+            next_target = event.get("next_target")
+            if isinstance(next_target, int) and next_target - 1 < committed:
+                # quickfix counts from fewer than what is committed: its numbers
+                # were reset (the session day rolled over, or ResetSeqNumFlag)
+                log.warning("intake_session_sequence_reset", session=session, committed_seq=committed,
+                            next_target=next_target, session_day=self._day(session, at_us / 1e6))
+                self._commit_reset(session, next_target - 1, at_us, staged, batch)
+        elif item.kind == "session_logout":
+            reason = str(event.get("reason") or "disconnected")
+            status.update(logged_on=False, last_logout_us=at_us, last_reason=reason[:500])
+            brk = health.logout(at, reason, bool(event.get("was_logged_on")))
+            if brk is not None:
+                problems.append(brk)
+        elif item.kind == "seq_set":
+            request = event.get("request")
+            if event.get("ok"):
+                before, after = event["before"], event["after"]
+                self._commit_reset(session, int(after["next_target"]) - 1, at_us, staged, batch)
+                log.warning("intake_session_reset_applied", session=session, request=request, before=before,
+                            after=after, committed_before=committed)
+                if isinstance(request, int):
+                    batch.resets_applied.append({
+                        "id": request, "state": "applied", "before_last_seq": committed,
+                        "before_inbound": before["next_target"], "before_outbound": before["next_sender"],
+                        "after_inbound": after["next_target"], "after_outbound": after["next_sender"],
+                        "applied_us": at_us})
+            elif isinstance(request, int):
+                batch.resets_applied.append({"id": request, "state": "failed", "applied_us": at_us,
+                                             "error": str(event.get("error") or "refused by the gateway")})
+
+    def _commit_reset(self, session: str, last: int, at_us: int, staged: _Staged, batch: IntakeBatch) -> None:
+        staged.last_seq[session] = last
+        batch.last_seq[session] = last
+        batch.resets.add(session)
+        staged.new_day(batch, session, self._day(session, at_us / 1e6))
 
     def _decide(self, item: Inbound, fields: dict[int, str] | None, result: Parsed, staged: _Staged,
                 dk: list[tuple[str, dict[int, str], str, str]],
@@ -496,7 +574,9 @@ class _Staged:
     """A batch's view of the intake state; applied only after its commit."""
 
     def __init__(self, known: KnownExecutions, from_db: dict[tuple[str, str], str],
-                 state: IntakeState, last_seq: dict[str, int]) -> None:
+                 state: IntakeState, last_seq: dict[str, int], days: dict[str, str | None]) -> None:
+        self.days = dict(days)
+        self.health: dict[str, SessionHealth] = {}
         self._known = known
         self.from_db = from_db
         self.new_keys: dict[tuple[str, str], str] = {}
@@ -504,6 +584,17 @@ class _Staged:
         self.next_fill_id = state.next_fill_id
         self.next_conflict_id = state.next_conflict_id
         self.last_seq = dict(last_seq)
+
+    def new_day(self, batch: IntakeBatch, session: str, day: str | None) -> None:
+        self.days[session] = day
+        batch.session_days[session] = day
+
+    def health_of(self, session: str, committed: dict[str, SessionHealth]) -> SessionHealth:
+        """The session's health as this batch changes it (a copy until the commit)."""
+        if session not in self.health:
+            current = committed.get(session)
+            self.health[session] = copy.deepcopy(current) if current is not None else SessionHealth(session)
+        return self.health[session]
 
     def known_hash(self, key: tuple[str, str]) -> str | None:
         return self.new_keys.get(key) or self._known.get(key) or self.from_db.get(key)
@@ -518,6 +609,8 @@ class _Staged:
         state.next_fill_id = self.next_fill_id
         state.next_conflict_id = self.next_conflict_id
         intake.last_seq = self.last_seq
+        intake.days = self.days
+        intake.health.update(self.health)
 
 
 def _text(d: Decimal | None) -> str | None:

@@ -56,6 +56,8 @@ class BreakType(StrEnum):
     RECON_MISSING_LP = "recon_missing_lp"          # in the engine, not on the LP's statement
     RECON_DIFFERENCE = "recon_difference"          # on both, fields differ
     POSITION_DRIFT = "position_drift"              # net per currency/value date differs from the LP's
+    # FIX sessions
+    SESSION_DOWN = "session_down"                  # a session cannot stay logged on
 
 
 DEFAULT_SEVERITY: dict[BreakType, Severity] = {
@@ -82,6 +84,7 @@ DEFAULT_SEVERITY: dict[BreakType, Severity] = {
     BreakType.RECON_MISSING_LP: Severity.HIGH,
     BreakType.RECON_DIFFERENCE: Severity.HIGH,
     BreakType.POSITION_DRIFT: Severity.HIGH,
+    BreakType.SESSION_DOWN: Severity.CRITICAL,
 }
 
 

@@ -40,7 +40,7 @@ PRICE_COLUMNS = ("symbol", "session", "bid", "offer", "price", "journal_id", "re
 ALL_TABLES = ("journal", "fills", "conflicts", "session_state", "bookings", "postings", "positions",
               "position_value_dates", "nets", "instructions", "breaks", "confirmations",
               "margin_accounts", "margin_events", "inbox", "pipeline_cursor", "outbox", "recon_runs",
-              "market_prices", "alembic_version")
+              "market_prices", "session_resets", "alembic_version")
 
 
 def now_us() -> int:
@@ -58,6 +58,14 @@ def us_to_datetime(us: int) -> datetime:
 
 def datetime_to_us(at: datetime) -> int:
     return (at - EPOCH) // _ONE_US
+
+
+def _iso(us: int | None) -> str | None:
+    return None if us is None else us_to_datetime(us).isoformat()
+
+
+# ``_set_last_seq``: leave the stored session day as it is
+KEEP: Any = object()
 
 
 JOURNAL_COLUMNS = ("id", "session", "seq_num", "msg_type", "received_us", "committed_us", "poss_dup",
@@ -83,6 +91,9 @@ class IntakeBatch:
     last_seq: dict[str, int] = field(default_factory=dict)   # session -> last committed seq
     resets: set[str] = field(default_factory=set)            # sessions whose sequence restarted
     breaks: Any = None       # a PostTradeWrite with break rows and outbox events, same transaction
+    session_days: dict[str, str | None] = field(default_factory=dict)  # session -> day of its last_seq
+    status: dict[str, dict[str, Any]] = field(default_factory=dict)   # session -> status columns
+    resets_applied: list[dict[str, Any]] = field(default_factory=list)  # session_resets rows done
     prices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # symbol -> latest quote row
 
     def __len__(self) -> int:
@@ -95,6 +106,9 @@ class IntakeState:
     next_fill_id: int
     next_conflict_id: int
     last_seq: dict[str, int]
+    session_days: dict[str, str | None] = field(default_factory=dict)   # the day each last_seq is in
+    updated_us: dict[str, int] = field(default_factory=dict)            # when it was committed
+    pending_outbound: dict[str, int] = field(default_factory=dict)      # set by ops with no engine
 
 
 class Database:
@@ -203,9 +217,14 @@ class Database:
             j = (await conn.execute(select(func.max(schema.journal.c.id)))).scalar() or 0
             f = (await conn.execute(select(func.max(schema.fills.c.id)))).scalar() or 0
             c = (await conn.execute(select(func.max(schema.conflicts.c.id)))).scalar() or 0
-            rows = (await conn.execute(select(schema.session_state.c.session,
-                                              schema.session_state.c.last_seq))).all()
-        return IntakeState(j + 1, f + 1, c + 1, {r.session: r.last_seq for r in rows})
+            s = schema.session_state.c
+            rows = (await conn.execute(select(s.session, s.last_seq, s.session_day, s.updated_us,
+                                              s.pending_outbound))).all()
+        return IntakeState(j + 1, f + 1, c + 1, {r.session: r.last_seq for r in rows},
+                           {r.session: r.session_day for r in rows},
+                           {r.session: int(r.updated_us) for r in rows},
+                           {r.session: int(r.pending_outbound) for r in rows
+                            if r.pending_outbound is not None})
 
     async def known_hashes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Content hashes of the fills already stored under these (session, ExecID)."""
@@ -243,7 +262,15 @@ class Database:
             if batch.conflicts:
                 await conn.exec_driver_sql(self._insert_conflicts, batch.conflicts)
             for session, seq in batch.last_seq.items():
-                await self._set_last_seq(conn, session, seq, session in batch.resets, stamp)
+                await self._set_last_seq(conn, session, seq, session in batch.resets, stamp,
+                                         batch.session_days.get(session, KEEP))
+            for session, values in batch.status.items():
+                if values:
+                    await self._set_session_status(conn, session, values, stamp)
+            for applied in batch.resets_applied:
+                r = schema.session_resets
+                await conn.execute(r.update().where(r.c.id == applied["id"]).values(
+                    {k: v for k, v in applied.items() if k != "id"}))
             if batch.prices:
                 await conn.exec_driver_sql(self._upsert_price, list(batch.prices.values()))
             if batch.breaks:
@@ -265,15 +292,136 @@ class Database:
         return [(str(symbol), str(price), int(received)) for symbol, price, received in rows]
 
     @staticmethod
-    async def _set_last_seq(conn: Any, session: str, seq: int, reset: bool, stamp: int) -> None:
+    async def _set_last_seq(conn: Any, session: str, seq: int, reset: bool, stamp: int,
+                            day: Any = None) -> None:
         s = schema.session_state
         values: dict[str, Any] = {"last_seq": seq, "updated_us": stamp}
+        if day is not KEEP:
+            values["session_day"] = day
         if reset:
             values["resets"] = s.c.resets + 1
         result = await conn.execute(s.update().where(s.c.session == session).values(**values))
         if result.rowcount == 0:
             await conn.execute(insert(s).values(session=session, last_seq=seq, updated_us=stamp,
-                                                resets=1 if reset else 0))
+                                                resets=1 if reset else 0,
+                                                session_day=None if day is KEEP else day))
+
+    @staticmethod
+    async def _set_session_status(conn: Any, session: str, values: dict[str, Any], stamp: int) -> None:
+        s = schema.session_state
+        result = await conn.execute(s.update().where(s.c.session == session).values(**values))
+        if result.rowcount == 0:
+            await conn.execute(insert(s).values(session=session, last_seq=0, updated_us=stamp, resets=0,
+                                                **values))
+
+    # -- session days and `session reset` -------------------------------
+    async def commit_session_day(self, session: str, day: str | None, last_seq: int = 0,
+                                 reset: bool = True) -> None:
+        """A new session day at start: the committed inbound MsgSeqNum starts
+        again (the previous day's can no longer be resent)."""
+        async with self.engine.begin() as conn:
+            await self._set_last_seq(conn, session, last_seq, reset, now_us(), day)
+
+    @contextlib.asynccontextmanager
+    async def try_exclusive(self, name: str) -> AsyncIterator[bool]:
+        """``exclusive`` without waiting: yields whether this process holds it."""
+        if self.is_sqlite:
+            db_file = sqlite_path(self.url)
+            if db_file is None:
+                yield True
+                return
+            fd = os.open(f"{db_file}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                yield True
+            finally:
+                os.close(fd)
+            return
+        key = zlib.crc32(name.encode())
+        async with self.engine.connect() as conn:
+            held = bool((await conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})")).scalar())
+            await conn.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    with contextlib.suppress(Exception):
+                        await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+
+    async def set_sessions_down(self, sessions: Sequence[str], reason: str) -> None:
+        """Every session not logged on (the engine starts or stops)."""
+        s = schema.session_state
+        stamp = now_us()
+        async with self.engine.begin() as conn:
+            for session in sessions:
+                await conn.execute(s.update().where((s.c.session == session) & (s.c.logged_on.is_(True)))
+                                   .values(logged_on=False, last_logout_us=stamp, last_reason=reason))
+
+    async def clear_pending_outbound(self, sessions: Sequence[str]) -> None:
+        s = schema.session_state
+        async with self.engine.begin() as conn:
+            for session in sessions:
+                await conn.execute(s.update().where(s.c.session == session).values(pending_outbound=None))
+
+    async def request_session_reset(self, session: str, by: str, reason: str | None, inbound: int | None,
+                                    outbound: int | None) -> int:
+        """Queue a `session reset` for the running engine (state pending)."""
+        r = schema.session_resets
+        async with self.engine.begin() as conn:
+            result = await conn.execute(insert(r).values(
+                session=session, requested_by=by, requested_us=now_us(), reason=reason, inbound=inbound,
+                outbound=outbound, state="pending", via="engine"))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    async def apply_session_reset(self, session: str, by: str, reason: str | None, inbound: int | None,
+                                  outbound: int | None, day: str | None) -> dict[str, Any]:
+        """`session reset` with no engine running: the committed inbound number
+        (and its session day) and the outbound number for the next start, with
+        the audit row, in one transaction."""
+        s, r = schema.session_state, schema.session_resets
+        stamp = now_us()
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(s.c.last_seq, s.c.pending_outbound)
+                                      .where(s.c.session == session))).first()
+            before_last = None if row is None else int(row.last_seq)
+            if inbound is not None:
+                await self._set_last_seq(conn, session, inbound - 1, True, stamp, day)
+            if outbound is not None:
+                await self._set_session_status(conn, session, {"pending_outbound": outbound}, stamp)
+            values = {"session": session, "requested_by": by, "requested_us": stamp, "reason": reason,
+                      "inbound": inbound, "outbound": outbound, "state": "applied", "via": "database",
+                      "before_last_seq": before_last,
+                      "before_inbound": None if before_last is None else before_last + 1,
+                      "after_inbound": inbound, "after_outbound": outbound, "applied_us": stamp}
+            result = await conn.execute(insert(r).values(**values))
+            key = result.inserted_primary_key
+            assert key is not None
+            values["id"] = int(key[0])
+        return values
+
+    async def pending_session_resets(self) -> list[dict[str, Any]]:
+        r = schema.session_resets
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(r).where(r.c.state == "pending").order_by(r.c.id))
+            return [dict(x._mapping) for x in rows]
+
+    async def session_reset_row(self, reset_id: int) -> dict[str, Any] | None:
+        r = schema.session_resets
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(r).where(r.c.id == reset_id))).first()
+        return None if row is None else dict(row._mapping)
+
+    async def fail_session_reset(self, reset_id: int, error: str) -> None:
+        r = schema.session_resets
+        async with self.engine.begin() as conn:
+            await conn.execute(r.update().where(r.c.id == reset_id).values(
+                state="failed", error=error[:300], applied_us=now_us()))
 
     # -- reports --------------------------------------------------------
     async def status(self) -> dict[str, Any]:
@@ -303,7 +451,12 @@ class Database:
             "raw_not_utf8": int(not_utf8 or 0),
             "journal": int(sum(outcomes.values())),
             "sessions": {r.session: {"last_seq": int(r.last_seq), "resets": int(r.resets),
-                                     "executions": int(by_session.get(r.session, 0))}
+                                     "executions": int(by_session.get(r.session, 0)),
+                                     "session_day": r.session_day,
+                                     "logged_on": r.logged_on,
+                                     "last_logon": _iso(r.last_logon_us),
+                                     "last_logout": _iso(r.last_logout_us),
+                                     "last_reason": r.last_reason}
                          for r in seqs},
         }
 

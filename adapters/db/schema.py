@@ -127,4 +127,35 @@ session_state = Table(
     Column("last_seq", Integer, nullable=False),
     Column("updated_us", BigInteger, nullable=False),
     Column("resets", Integer, nullable=False, default=0),
+    # the session day last_seq belongs to (stp/sessions.py): resumed only within it
+    Column("session_day", String(16)),
+    # the session's status as the gateway reported it
+    Column("logged_on", Boolean),
+    Column("last_logon_us", BigInteger),
+    Column("last_logout_us", BigInteger),
+    Column("last_reason", Text),
+    # an outbound MsgSeqNum `session reset` set while no engine ran: applied at the next start
+    Column("pending_outbound", Integer),
+)
+
+# Every `run_engine.py session reset`: who, when, why, before and after.
+session_resets = Table(
+    "session_resets", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("session", String(64), nullable=False),
+    Column("requested_by", String(80), nullable=False),
+    Column("requested_us", BigInteger, nullable=False),
+    Column("reason", Text),
+    Column("inbound", Integer),
+    Column("outbound", Integer),
+    Column("state", String(16), nullable=False),
+    Column("via", String(16)),
+    Column("before_last_seq", Integer),
+    Column("before_inbound", Integer),
+    Column("before_outbound", Integer),
+    Column("after_inbound", Integer),
+    Column("after_outbound", Integer),
+    Column("applied_us", BigInteger),
+    Column("error", Text),
+    Index("ix_session_resets_state", "state"),
 )

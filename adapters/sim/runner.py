@@ -47,6 +47,8 @@ from adapters.sim.scenario import (
 
 log = structlog.get_logger("sim")
 
+QUIET_BEFORE_RESET_S = 2.0      # the simulator's roll: nothing sent this long before its reset
+
 
 @dataclass(slots=True)
 class SimOptions:
@@ -72,6 +74,11 @@ class SimOptions:
     progress: bool | None = None            # live progress line; default: stderr is a terminal
     wait_logon: float | None = None         # give up if no counterparty logs on in time
     quotes_every: int = 0                   # LP: a market-data snapshot after every N ERs (0: none)
+    # a session-day boundary of the simulator's own: at this moment it drops the
+    # connection and starts again from MsgSeqNum 1 (both ways), as an LP with a
+    # daily schedule does; with reset_flag its next Logon carries ResetSeqNumFlag=Y
+    session_reset_at: datetime | None = None
+    reset_flag: bool = False
 
 
 @dataclass(slots=True)
@@ -256,6 +263,7 @@ class FillStreamer:
         batch = opt.batch if opt.rate is None else max(1, min(opt.batch, int(opt.rate / 50) or 1))
         done = False
         while not done:
+            await self._quiet_before_day_end()
             if not self.app.logged_on.is_set():
                 await self._wire()
                 await self._wait_logon()
@@ -298,6 +306,17 @@ class FillStreamer:
             if elapsed > 0 else 0.0
         summary.completed = True
         self._progress(final=True)
+
+    async def _quiet_before_day_end(self) -> None:
+        """An LP sends nothing in the last seconds of its session day (the
+        roll): what it sent is delivered before both sides start from 1."""
+        at = self.opt.session_reset_at
+        if at is None:
+            return
+        now, end = time.time(), at.timestamp()
+        if end - QUIET_BEFORE_RESET_S <= now < end:
+            await self._wire()
+            await asyncio.sleep(end - now + 0.05)
 
     async def _wait_logon(self) -> None:
         if self.app.logged_on.is_set():
@@ -372,10 +391,14 @@ async def run_simulator(opt: SimOptions, out: TextIO = sys.stdout) -> SimSummary
     streamer = FillStreamer(opt, session, app, connection, summary)
     log.info("sim_started", role=opt.role, session=summary.session, port=opt.port,
              count=opt.count, seed=opt.seed, rate=opt.rate)
+    day_reset = (asyncio.create_task(_session_day_reset(opt, session, app, connection))
+                 if opt.session_reset_at is not None else None)
     try:
         await streamer.run(scenario)
         await _linger(opt, session)
     finally:
+        if day_reset is not None:
+            day_reset.cancel()
         c = session.counters
         summary.messages_sent = c.sent
         summary.resend_requests_received = c.resend_requests_received
@@ -391,6 +414,25 @@ async def run_simulator(opt: SimOptions, out: TextIO = sys.stdout) -> SimSummary
                  execution_reports=summary.execution_reports, rate_per_s=summary.rate_per_s,
                  completed=summary.completed)
     return summary
+
+
+async def _session_day_reset(opt: SimOptions, session: Session, app: SimApplication, connection: Any) -> None:
+    """The simulator's own session-day boundary: drop the connection, start
+    again from MsgSeqNum 1 both ways (what was sent before can no longer be
+    resent); the scenario goes on where it was."""
+    assert opt.session_reset_at is not None
+    await asyncio.sleep(max(0.0, opt.session_reset_at.timestamp() - time.time()))
+    conn = connection()
+    log.info("sim_session_day_reset", session=session.config.key, next_sender=session.next_sender_seq,
+             next_target=session.next_target_seq, reset_flag=opt.reset_flag)
+    app.logged_on.clear()
+    if conn is not None and conn.transport is not None:
+        conn.transport.abort()
+    session.reset_sequence()
+    if opt.reset_flag:
+        session.config.reset_on_logon = True          # the next Logon says ResetSeqNumFlag=Y
+        await app.logged_on.wait()
+        session.config.reset_on_logon = False         # once: later reconnects keep the numbers
 
 
 async def _linger(opt: SimOptions, session: Session) -> None:

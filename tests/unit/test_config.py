@@ -89,7 +89,7 @@ def test_session_defaults(tmp_path: Path) -> None:
     cfg = load(write(tmp_path, LP + PLATFORM), env={})
     lp, platform = cfg.sessions
     assert (lp.begin_string, lp.heartbeat_interval, lp.reconnect_interval) == ("FIX.4.4", 30, 2)
-    assert (lp.start_time, lp.end_time, lp.match_key) == ("00:00:00", "00:00:00", "exec_id")
+    assert lp.match_key == "exec_id"
     assert lp.username is None and lp.password is None and lp.host == "10.0.0.5"
     assert platform.host == "127.0.0.1"          # platforms need no host
 
