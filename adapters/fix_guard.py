@@ -80,6 +80,7 @@ class Passed:
 @dataclass(frozen=True, slots=True)
 class Refused:
     reason: str
+    spec: SessionSpec | None = None     # the session a Logon with wrong credentials was for
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -111,9 +112,9 @@ def check_logon(data: bytes, specs: Sequence[SessionSpec],
         if spec is None:
             return Refused(f"no session {begin[:10]} {str(sender)[:20]}->{str(target)[:20]} on this port")
         if spec.username is not None and not _same(msg.get(553), spec.username):
-            return Refused("invalid username or password")
+            return Refused("invalid username or password", spec)
         if spec.password is not None and not _same(msg.get(554), spec.password):
-            return Refused("invalid username or password")
+            return Refused("invalid username or password", spec)
         body = [(t, v) for t, v in msg.fields[2:-1] if t not in PASSWORD_TAGS]
         return Passed(spec, finish(begin, join_fields(body)), data[len(frame):])
     if framer.stats.garbled:
@@ -171,13 +172,17 @@ class LogonGuard:
     def __init__(self, routes: Sequence[tuple[str, int, Sequence[SessionSpec], tuple[str, int]]],
                  max_bytes: int = LOGON_MAX_BYTES, timeout_s: float = LOGON_TIMEOUT_S,
                  pending_max: int = PENDING_MAX,
-                 on_passed: Callable[[SessionSpec], None] | None = None) -> None:
+                 on_passed: Callable[[SessionSpec], None] | None = None,
+                 on_refused: Callable[[SessionSpec, str], None] | None = None) -> None:
         # routes: (host, port, the sessions configured on it, quickfix's loopback address)
         self.routes = list(routes)
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.pending_max = pending_max
         self.on_passed = on_passed
+        # a Logon for a configured session refused for its credentials: the
+        # session's status and session_down (the engine) hear of it
+        self.on_refused = on_refused
         self._selector = selectors.DefaultSelector()
         self._listeners: list[socket.socket] = []
         self._pending: dict[int, _Pending] = {}
@@ -260,6 +265,8 @@ class LogonGuard:
             return
         if isinstance(verdict, Refused):
             self._refuse(entry, verdict.reason)
+            if verdict.spec is not None and self.on_refused is not None:
+                self.on_refused(verdict.spec, verdict.reason)
             return
         self._drop(entry, close=False)
         sock.setblocking(True)

@@ -470,10 +470,18 @@ class QuickfixSessions:
             self._acceptor.start()
             self.loopback_ports = {name: confine_to_loopback(port) for name, port in internal.items()}
             self.guard = LogonGuard([("", s.port, [s], ("127.0.0.1", self.loopback_ports[s.name]))
-                                     for s in self.cfg.platforms])
+                                     for s in self.cfg.platforms], on_refused=self._logon_refused)
             self.guard.start()
             log.info("fix_guard_listening", ports={s.name: s.port for s in self.cfg.platforms},
                      quickfix_loopback_ports=self.loopback_ports)
+
+    def _logon_refused(self, spec: SessionSpec, reason: str) -> None:
+        """The guard refused a platform's Logon (its credentials): quickfix
+        never saw it, so the engine hears of it here, as of a logon refused."""
+        reason = f"we refused the logon: {reason}"
+        self.app.reasons[spec.name] = reason
+        self.app.sink.put(event_frame("session_logout", session=spec.name, reason=reason,
+                                      was_logged_on=False, at_us=int(time.time() * 1_000_000)))
 
     def _settings(self, fix: Any, role: str, accept_ports: dict[str, int] | None = None) -> Any:
         path: Path = self.cfg.quickfix_dir / f"{role}.cfg"
