@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from handlers.backoff import Backoff
+from stp.backoff import Backoff
 from stp.booking import HOUSE_NBP, BookingKind, book_negative_balance_credit, check_booking, client_party
 from stp.breaks import BreakState, BreakType, occurrence_after_detection, occurrence_id
 from stp.margin import MarginBook, PositionView, unpriced_break
