@@ -32,8 +32,8 @@ every time they arrive (a repeat is then an illegal transition).
 
 The listener takes what has arrived at once (up to ``batch_max`` messages)
 and stores it in one transaction (``reports.enqueue_batch``), then
-acknowledges the lot and publishes the replies: one commit per batch, not per command, so a burst is
-drained as fast as it comes.  Nothing wedges the topic: a payload that does
+acknowledges the lot and publishes the replies: one commit per batch, not
+per command, so a burst is drained as fast as it comes.  Nothing wedges the topic: a payload that does
 not parse, whatever the reason (too large, not UTF-8, nested too deep), is
 answered ``malformed_json`` and acknowledged; one whose handling fails in an
 unforeseen way is answered ``internal_error``, logged with its payload and
