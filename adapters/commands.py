@@ -9,10 +9,17 @@ that does not parse is answered at once with an error reply and changes
 nothing.  Replies go to the command's ``reply_to`` (under
 ``<prefix>/replies/``) or ``<prefix>/replies/breaks``.
 
-The broker's message is acknowledged (PUBACK, paho's manual acks) only once
-the command is in the inbox or has been answered: a command the engine had
-not stored when it crashed or lost its connection is delivered again (the
-engine's session is persistent).
+The broker's message is acknowledged (PUBACK, paho's manual acks) once the
+command is committed to the inbox (or, if it is refused without being
+stored, once its reply is ready), before any of the listener's own replies
+are published: a command the engine had not stored when it crashed or lost
+its connection is delivered again (the engine's session is persistent), a
+stored one is not, even if publishing a reply then fails.  Such a reply (a
+refusal, the stored reply of a repeat) is lost with the connection: a desk
+that sends the command again with the same request_id gets the stored reply
+then.  The reply of a stored command, with or without a request id, is not
+one of those: the pipeline publishes it through the outbox when it applies
+the command.
 
 So a command can arrive twice (QoS 1 is at-least-once, and a desk may send
 it again when its reply is late).  A command with a ``request_id`` is stored
@@ -25,8 +32,8 @@ every time they arrive (a repeat is then an illegal transition).
 
 The listener takes what has arrived at once (up to ``batch_max`` messages)
 and stores it in one transaction (``reports.enqueue_batch``), then
-acknowledges the lot: one commit per batch, not per command, so a burst is
-drained as fast as it comes.  Nothing wedges the topic: a payload that does
+acknowledges the lot and publishes the replies: one commit per batch, not
+per command, so a burst is drained as fast as it comes.  Nothing wedges the topic: a payload that does
 not parse, whatever the reason (too large, not UTF-8, nested too deep), is
 answered ``malformed_json`` and acknowledged; one whose handling fails in an
 unforeseen way is answered ``internal_error``, logged with its payload and
@@ -43,6 +50,7 @@ request_id_retention_days``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,10 +59,10 @@ from typing import Any
 
 import aiomqtt
 import structlog
-from sqlalchemy import exc as sa_exc
 
 from adapters import reports
-from adapters.db.repository import Database
+from adapters.db.repository import Database, database_unavailable
+from stp.backoff import Backoff
 from stp.commands import AllocateCommand, BreakCommand, CommandError, parse_command
 from stp.events import command_reply
 
@@ -78,22 +86,15 @@ def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         paho.ack(message.mid, message.qos)
 
 
+def _ack_all(client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
+    for message in messages:
+        _ack(client, message)
+
+
 def enable_manual_acks(client: aiomqtt.Client) -> None:
     paho = paho_of(client)
     if paho is not None:
         paho.manual_ack_set(True)
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether a database error is about reaching the database (down, locked,
-    the connection lost: try again later) rather than about what was written
-    (which the same write would hit again)."""
-    if isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        return bool(exc.connection_invalidated) or isinstance(exc, sa_exc.OperationalError
-                                                                | sa_exc.InterfaceError)
-    return False
 
 
 Health = Callable[[str | None], Awaitable[None]]     # None: storing again; else why not
@@ -139,19 +140,32 @@ class CommandListener:
             batch = [await anext(messages)]
             while len(messages) > 0 and len(batch) < self.batch_max:
                 batch.append(await anext(messages))
+            # acknowledged once the inbox has committed them, before the replies
+            # go out: a reply that fails to publish must not make the broker
+            # deliver (and the inbox store) the batch again
             await self.handle_batch(client, [_payload(m) for m in batch if m.topic.matches(self.topic)],
-                                    health)
-            for message in batch:
-                _ack(client, message)
+                                    health, stored=functools.partial(_ack_all, client, batch))
 
     async def handle(self, client: aiomqtt.Client, payload: bytes) -> None:
         """One command (a batch of one)."""
         await self.handle_batch(client, [payload])
 
     async def handle_batch(self, client: aiomqtt.Client, payloads: list[bytes],
-                           health: Health | None = None) -> None:
+                           health: Health | None = None, stored: Callable[[], None] | None = None) -> None:
         """Answer what does not parse, store the rest in one transaction
-        (retrying while the database is unavailable), answer repeats."""
+        (retrying while the database is unavailable), answer repeats;
+        ``stored`` is called once the commands are committed, before the
+        replies are published."""
+        replies = await self.store_batch(payloads, health)
+        if stored is not None:
+            stored()
+        await _publish_all(client, replies)
+
+    async def store_batch(self, payloads: list[bytes],
+                          health: Health | None = None) -> list[tuple[str, str]]:
+        """``handle_batch`` up to the replies, which it returns (topic,
+        payload) for the caller to publish: when it returns, the batch's
+        commands are committed to the inbox."""
         replies: list[tuple[str, str]] = []
         queueing: list[_Queueing] = []
         for payload in payloads:
@@ -175,7 +189,7 @@ class CommandListener:
                          inbox=queued.inbox_id)
             if self.wake is not None:
                 self.wake()
-        await _publish_all(client, replies)
+        return replies
 
     def _parse(self, payload: bytes, replies: list[tuple[str, str]]) -> _Queueing | None:
         try:
@@ -236,13 +250,14 @@ class CommandListener:
 
     async def _store_retrying(self, rows: list[tuple[str, dict[str, Any], str | None]],
                               health: Health | None) -> list[reports.Queued]:
-        delay = self.retry_initial
+        backoff = Backoff(self.retry_initial, self.retry_max)
         while True:
             try:
                 queued = await reports.enqueue_batch(self.db, rows)
             except Exception as exc:
                 if not database_unavailable(exc):
                     raise
+                delay = backoff.next()
                 reason = f"cannot store commands: {exc!r}"[:300]
                 log.warning("commands_not_stored", commands=len(rows), error=reason, retry_in_s=delay)
                 if self.down is None and health is not None:
@@ -250,7 +265,6 @@ class CommandListener:
                     await health(reason)
                 self.down = reason
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
                 continue
             self.batches += 1
             if self.down is not None:

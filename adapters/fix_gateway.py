@@ -56,6 +56,7 @@ import structlog
 
 from adapters.config import EngineConfig, engine_subcommand, gateway_time_zone
 from adapters.fix_poison import Logged, PoisonWatch
+from stp.backoff import Backoff
 
 log = structlog.get_logger("engine.gateway")
 
@@ -406,7 +407,8 @@ class FixGateway:
                 return
             self.restarts += 1
             log.error("fix_gateway_died", returncode=code, restarts=self.restarts)
-            delay = 1.0
+            backoff = Backoff(1.0, 30.0)     # 1 s doubling to 30 s between failed restarts
+            delay = backoff.next()
             while not self._stopping:
                 # what the dead gateway delivered is committed first; then the
                 # message it died on twice, if any, is quarantined (a gateway
@@ -422,7 +424,7 @@ class FixGateway:
                 except Exception as exc:
                     log.error("fix_gateway_restart_failed", error=str(exc)[:300], retry_in_s=delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    delay = backoff.next()
                     failed = self._protocol
                     if failed is not None:
                         with contextlib.suppress(TimeoutError):

@@ -33,6 +33,7 @@ import structlog
 from adapters.commands import CommandListener, enable_manual_acks, paho_of
 from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database, now_us
+from stp.backoff import Backoff
 from stp.events import engine_status
 
 log = structlog.get_logger("engine.mqtt")
@@ -72,6 +73,9 @@ class OutboxRelay:
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self.listener_failures = 0      # command listener failures in a row (without storing a batch)
+        # reconnecting: 1 s doubling to 30 s, from 1 s again once connected;
+        # a command listener that keeps failing waits as long after its n-th failure
+        self.backoff = Backoff(1.0, 30.0)
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
@@ -93,11 +97,13 @@ class OutboxRelay:
         return client
 
     async def run(self) -> None:
-        delay = 1.0
+        backoff = self.backoff
+        delay = backoff.delay(0)
         while not self._stopping:
             try:
                 async with self._client() as client:
-                    delay = 1.0
+                    backoff.reset()
+                    delay = backoff.delay(0)
                     if self._lost_at_us is not None:
                         await self._replay_recent(self._lost_at_us)
                         self._lost_at_us = None
@@ -142,10 +148,12 @@ class OutboxRelay:
             if self._stopping:
                 return
             # a command listener failing again and again: wait longer each time
-            delay = max(delay, min(2.0 ** (self.listener_failures - 1), 30.0))
+            if self.listener_failures:
+                backoff.failures = max(backoff.failures, self.listener_failures - 1)
+            delay = backoff.next()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), delay)
-            delay = min(delay * 2, 30.0)
+            delay = backoff.delay(backoff.failures)
 
     async def _status(self, client: aiomqtt.Client, state: str, **detail: str) -> None:
         event = engine_status(state, self.settings.topic_prefix, datetime.now(UTC), **detail)

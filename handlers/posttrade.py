@@ -31,12 +31,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import structlog
-from sqlalchemy import exc as sa_exc
 
 from adapters.commands import reply_topic
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite
-from adapters.db.repository import Database, now_us, us_to_datetime
-from handlers.backoff import Backoff
+from adapters.db.repository import Database, database_unavailable, now_us, us_to_datetime
 from handlers.book import BookStage, PositionKeeper
 from handlers.breaks import BreakSink
 from handlers.confirm import ConfirmStage
@@ -45,6 +43,7 @@ from handlers.net import NetStage
 from handlers.settle import SettleStage, load_instructions
 from stp.allocation import AllocationError, Houses, unallocated_break_id, with_house_accounts
 from stp.allocation import allocation_booking_id as allocation_id
+from stp.backoff import Backoff
 from stp.booking import Booking, BookingKind, book_cash, book_negative_balance_credit
 from stp.breaks import Break, BreakState, BreakType, IllegalBreakTransition, UnknownBreak, transition
 from stp.confirm import Matcher, MatchState, Validator
@@ -118,11 +117,6 @@ class PostTrade:
         # the in-memory state is ahead of the database (a failed tick): the next
         # batch or tick reloads it first
         self._stale = False
-        # a command that fails alone this many times with what looks like a
-        # database outage is marked failed all the same (one that fails for
-        # what it is, a constraint or a bug, at once)
-        self.max_command_attempts = 3
-        self._command_failures: dict[int, int] = {}
         # the confirmation expiries of a tick whose commit failed (breaks and
         # confirmation rows): the matcher has let them go, the recovery commits them
         self._unsaved_expiry: tuple[list[Break], dict[Any, tuple[Any, ...]]] | None = None
@@ -501,11 +495,11 @@ class PostTrade:
         """The timer's work in one transaction.  Should it fail, the state is
         reloaded from the database and the work is done again in parts: the
         expiries, cut-offs and escalations, then each waiting command in a
-        transaction of its own; a command that fails alone is marked failed
-        in the inbox with its error (and answered, if it came from the bus),
-        so the commands after it go through.  Raises only when the database
-        itself fails (the state stays marked stale: the next tick or batch
-        reloads it first)."""
+        transaction of its own; a command that fails alone for what it is is
+        marked failed in the inbox with its error (and answered, if it came
+        from the bus), so the commands after it go through.  Raises only when
+        the database itself fails (the state stays marked stale: the next
+        tick or batch reloads it first; the command waits in the inbox)."""
         if self._reloading:
             return
         async with self._exclusive:
@@ -581,22 +575,25 @@ class PostTrade:
 
     async def _recover_tick(self, now: datetime | None) -> None:
         """After a failed tick (lock held, state stale): reload, then the
-        timer's own work, then each waiting command alone."""
+        timer's own work, then each waiting command alone.  A command that
+        fails for what it is (a constraint, bad data, a bug) is marked failed
+        at once; one that fails because the database is unavailable
+        (``database_unavailable``) is not: the error is raised, the timer
+        backs off and later ticks try it again."""
         await self._load_state(keep_confirm=True)
         await self._tick(now, inbox=[])                # not a command's fault if this fails
         for row in await self._pending_inbox():
-            inbox_id = int(row[0])
             try:
                 await self._tick(now, inbox=[row], timers=False)
-                self._command_failures.pop(inbox_id, None)
             except Exception as exc:
                 self._stale = True
-                failures = self._command_failures[inbox_id] = self._command_failures.get(inbox_id, 0) + 1
                 await self._load_state(keep_confirm=True)     # undo what it did in memory
-                if _transient(exc) and failures < self.max_command_attempts:
-                    raise                              # the database, not the command: back off
+                if database_unavailable(exc):
+                    # the database, not the command: never its failure; the
+                    # tick raises, the timer backs off and a later tick
+                    # applies it, however long the outage lasts
+                    raise
                 await self._fail_command(row, exc, now or datetime.now(UTC))
-                self._command_failures.pop(inbox_id, None)
 
     async def _fail_command(self, row: tuple[Any, ...], exc: Exception, now: datetime) -> None:
         """Mark a command that cannot be applied failed, with its error, and
@@ -712,15 +709,21 @@ class PostTrade:
                     stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
         """A deposit (amount > 0) or withdrawal (< 0) of client cash, booked
         against client money.  Refused (ValueError, nothing booked): an
-        unknown account or currency, an amount that is not a number, a
+        unknown account or currency, an amount that is not a number or not
+        given as a string or an integer (a JSON float is not exact), a
         reference already booked, a withdrawal above what the account may take
         out (``MarginBook.withdrawal_refusal``)."""
         account, currency = str(payload["account"]), str(payload["currency"])
         if account not in self.reference.accounts:
             raise ValueError(f"unknown account {account}")
         minor_units(currency)                          # ValueError for an unknown currency
+        raw_amount = payload["amount"]
+        if isinstance(raw_amount, bool) or not isinstance(raw_amount, str | int):
+            # a JSON float is binary: 0.1 is not 0.1; only the text of the amount is exact
+            raise ValueError(f"amount {raw_amount!r} must be a string (or an integer), "
+                             f"not {type(raw_amount).__name__}: give it as text, e.g. \"100.10\"")
         try:
-            amount = Decimal(str(payload["amount"]))
+            amount = Decimal(raw_amount)
         except InvalidOperation:
             raise ValueError(f"amount {payload['amount']!r} is not a number") from None
         if not amount.is_finite():
@@ -784,16 +787,6 @@ class PostTrade:
 
 class WithdrawalRefused(ValueError):
     """A withdrawal above what the account may take out (nothing is booked)."""
-
-
-def _transient(exc: BaseException) -> bool:
-    """A failure of the database itself (connection lost, locked, timed out),
-    as opposed to one of what was written (a constraint, bad data) or a bug:
-    worth trying the same again later."""
-    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)):
-        return False
-    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
-                            OSError, TimeoutError)) or getattr(exc, "connection_invalidated", False)
 
 
 def _date(value: Any) -> date:

@@ -26,6 +26,7 @@ import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, event, func, insert, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.config import sqlite_path
@@ -49,6 +50,23 @@ def now_us() -> int:
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error is about reaching the database (down, locked,
+    timed out, the connection lost: try the same again later) rather than
+    about what was written or a bug (which the same write would hit again).
+    The one answer to that question: the command listener waits it out
+    before storing a batch, the post-trade timer before applying a command
+    (it never marks a command failed for it)."""
+    if isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        # a connection found dead: whatever error it surfaced as (even an
+        # IntegrityError), the statement never got a fair hearing
+        return bool(exc.connection_invalidated) or isinstance(exc, sa_exc.OperationalError
+                                                                | sa_exc.InterfaceError)
+    return False
 
 
 def us_to_datetime(us: int) -> datetime:

@@ -319,6 +319,107 @@ async def test_what_has_arrived_is_stored_in_one_transaction_then_acknowledged(d
     assert len(replies) == 299 and all('"unknown_break"' in r for r in replies)
 
 
+class _LosingClient(_Client):
+    """The connection goes when the listener publishes its replies."""
+
+    async def publish(self, topic: str, payload: str, qos: int = 0, timeout: float | None = None) -> None:
+        self.log.append("publish")
+        raise aiomqtt.MqttError("the connection was lost")
+
+
+async def test_a_reply_that_fails_to_publish_does_not_make_the_stored_commands_come_again(
+        db: Database) -> None:
+    """The batch is acknowledged once the inbox has committed it, before the
+    replies: a reply publish that fails (the connection lost) ends the
+    listener, but the broker has nothing to deliver again, so the commands
+    (two without a request id among them) are stored and applied once."""
+    pipeline, bid = await _ssi_break(db)
+    no_id = {"action": "ack", "break_id": bid, "by": "ops1"}
+    payloads = [json.dumps(no_id).encode(), b"{not json", json.dumps(ack("with-id", "0" * 24)).encode(),
+                json.dumps({**no_id, "by": "ops2"}).encode()]
+    messages = [aiomqtt.Message("fxstp/commands/breaks", p, 1, False, i + 1, None)
+                for i, p in enumerate(payloads)]
+    log: list[str] = []
+    event.listen(db.engine.sync_engine, "commit", lambda conn: log.append("commit"))
+    client = _LosingClient(messages, log)
+    listener = CommandListener(db, "fxstp")
+    with pytest.raises(aiomqtt.MqttError):
+        await asyncio.wait_for(listener.listen(client), 60)         # type: ignore[arg-type]
+    # committed, every message acknowledged, then the (failing) reply to the malformed one
+    assert log == ["commit", "ack 1", "ack 2", "ack 3", "ack 4", "publish"]
+    assert await q(db, "SELECT COUNT(*) FROM inbox") == [(3,)]
+    await pipeline.tick()
+    results = [r for (r,) in await q(db, "SELECT result FROM inbox ORDER BY id")]
+    assert results[0] == "acknowledged by ops1" and results[1].startswith("error: ")
+    assert results[2].startswith("error: ")           # acknowledged already: the second, once
+    assert (await desk.show_break(db, bid) or {})["state"] == "acknowledged"
+
+
+async def test_the_listener_backs_off_as_backoff_says(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storing waits 0.5 s doubling to ``retry_max`` (here 1 s), the delays
+    from ``stp.backoff.Backoff``, as every retry loop of the engine's."""
+    from stp.backoff import Backoff
+
+    _, bid = await _ssi_break(db)
+    real = reports.enqueue_batch
+    failures = [4]
+
+    async def locked(database: Database, commands: Any) -> Any:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise OperationalError("INSERT INTO inbox", (), Exception("database is locked"))
+        return await real(database, commands)
+
+    given: list[float] = []
+    real_next = Backoff.next
+
+    def recording(self: Backoff) -> float:
+        given.append(real_next(self))
+        return given[-1]
+
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(reports, "enqueue_batch", locked)
+    monkeypatch.setattr(Backoff, "next", recording)
+    monkeypatch.setattr("adapters.commands.asyncio.sleep", sleep)
+    listener = CommandListener(db, "fxstp")
+    listener.retry_max = 1.0
+    await listener.handle_batch(_Client([], []), [json.dumps(ack("r", bid)).encode()])  # type: ignore[arg-type]
+    assert waits == given == [0.5, 1.0, 1.0, 1.0]
+    assert await q(db, "SELECT request_id FROM inbox") == [("r",)]
+
+
+async def test_the_relay_backs_off_as_backoff_says_and_longer_after_listener_failures(db: Database) -> None:
+    """No broker: the relay waits its backoff's delays, starting, after its
+    command listener failed three times in a row, where the third failure's
+    delay would be (a listener failing again and again waits longer)."""
+    from stp.backoff import Backoff
+
+    relay = OutboxRelay(db, MqttSettings(port=free_port(), topic_prefix=f"t-{uuid.uuid4().hex[:8]}"))
+    assert isinstance(relay.backoff, Backoff)
+    relay.backoff = Backoff(0.01, 0.08)
+    relay.listener_failures = 3
+    given: list[float] = []
+    real_next = Backoff.next
+
+    def recording(self: Backoff) -> float:
+        given.append(real_next(self))
+        if len(given) == 4:
+            relay._stop_requested.set()
+            relay._stopping = True
+        return given[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Backoff, "next", recording)
+        await asyncio.wait_for(relay.run(), 60)
+    assert given == [0.04, 0.08, 0.08, 0.08]
+
+
 async def test_the_database_being_unavailable_is_told_from_a_row_it_refuses() -> None:
     from sqlalchemy.exc import DataError, IntegrityError, InterfaceError
 

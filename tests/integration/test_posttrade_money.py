@@ -133,6 +133,88 @@ async def test_a_command_that_fails_at_its_commit_is_marked_failed_and_the_state
     assert (await inbox(db))[-1][2] == "booked C:c"
 
 
+@pytest.mark.parametrize("outage", [
+    sa_exc.OperationalError("COMMIT", {}, Exception("database is locked")),
+    # a connection found dead, whatever error it surfaced as (the two checks disagreed on it)
+    sa_exc.IntegrityError("COMMIT", {}, Exception("server closed the connection"),
+                          connection_invalidated=True),
+], ids=["locked", "connection_invalidated"])
+async def test_a_valid_command_is_never_failed_for_the_database_being_unavailable(
+        db: Database, monkeypatch: pytest.MonkeyPatch, outage: Exception) -> None:
+    """A deposit whose commit fails ten times because the database is
+    unavailable (far more than the three tries it used to get): each tick
+    raises (the timer backs off), the command waits in the inbox, and once the
+    database is back it is booked and answered ok, never command_failed."""
+    pipeline = pipeline_for(db)
+    await pipeline.load()
+    real_write = pipeline.store.write
+    outages = 10
+
+    async def unavailable(w: PostTradeWrite) -> None:
+        nonlocal outages
+        if outages and w.rows["bookings"]:
+            outages -= 1
+            raise outage
+        await real_write(w)
+
+    monkeypatch.setattr(pipeline.store, "write", unavailable)
+    await deposit(db, "ACC006", "USD", "100.00", "while-locked", **from_bus("r-locked"))
+    ticks_failed = 0
+    for _ in range(20):
+        try:
+            await pipeline.tick()
+        except type(outage):
+            ticks_failed += 1
+            assert [r[2:] for r in await inbox(db)] == [(None, None)]        # waits, not failed
+            continue
+        break
+    assert outages == 0 and ticks_failed >= 5
+    assert [r[2] for r in await inbox(db)] == ["booked C:while-locked"]
+    reply = (await replies(db))["r-locked"]
+    assert reply["ok"] is True and reply["result"]["booking_id"] == "C:while-locked"
+    expected = REFERENCE.accounts["ACC006"].opening_balance + Decimal("100.00")
+    assert await stored_balance(db, "ACC006") == expected
+    assert pipeline.margin.book.snapshot("ACC006").balance == expected
+
+
+def test_one_check_tells_the_database_being_unavailable_for_the_listener_and_the_timer() -> None:
+    import adapters.commands
+    import handlers.posttrade
+    from adapters.db import repository
+
+    assert handlers.posttrade.database_unavailable is repository.database_unavailable
+    assert adapters.commands.database_unavailable is repository.database_unavailable
+    assert not hasattr(handlers.posttrade, "_transient")
+    assert repository.database_unavailable(
+        sa_exc.IntegrityError("COMMIT", {}, Exception("closed"), connection_invalidated=True))
+    assert not repository.database_unavailable(sa_exc.IntegrityError("COMMIT", {}, Exception("duplicate")))
+
+
+async def test_a_cash_amount_given_as_a_json_float_is_refused(db: Database) -> None:
+    """0.1 as a JSON number is a binary float: refused with a clear error (and
+    answered), nothing booked; the same amount as text, or an integer, is."""
+    pipeline = pipeline_for(db)
+    await pipeline.load()
+    for i, amount in enumerate([0.1, 1e2, True]):
+        payload = reports.cash_payload("ACC006", "USD", Decimal(1), None, f"float-{i}")
+        await reports.enqueue(db, "cash", {**payload, "amount": amount, **from_bus(f"r-float-{i}")})
+    await reports.enqueue(db, "cash", {**reports.cash_payload("ACC006", "USD", Decimal(1), None, "int"),
+                                       "amount": 100})
+    await deposit(db, "ACC006", "USD", "0.10", "text")
+    await pipeline.tick()
+    results = [r[2] for r in await inbox(db)]
+    assert results[0] == ("error: amount 0.1 must be a string (or an integer), not float: "
+                          'give it as text, e.g. "100.10"')
+    assert results[1].startswith("error: amount 100.0 must be a string") and "not float" in results[1]
+    assert results[2].startswith("error: amount True must be a string") and "not bool" in results[2]
+    assert results[3:] == ["booked C:int", "booked C:text"]
+    answered = await replies(db)
+    assert [answered[f"r-float-{i}"]["error"]["code"] for i in range(3)] == ["invalid_command"] * 3
+    expected = REFERENCE.accounts["ACC006"].opening_balance + Decimal("100.10")
+    assert await stored_balance(db, "ACC006") == expected
+    assert await q(db, "SELECT COUNT(*) FROM bookings WHERE kind = 'cash'") == [(2,)]
+
+
 async def test_a_tick_whose_commit_fails_once_is_applied_once_after_a_reload(db: Database) -> None:
     """A posting id taken meanwhile (another writer) makes the tick's commit
     fail: without a reload its cash stayed in memory and was applied again."""

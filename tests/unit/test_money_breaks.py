@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from handlers.backoff import Backoff
+from stp.backoff import Backoff
 from stp.booking import HOUSE_NBP, BookingKind, book_negative_balance_credit, check_booking, client_party
 from stp.breaks import BreakState, BreakType, occurrence_after_detection, occurrence_id
 from stp.margin import MarginBook, PositionView, unpriced_break
@@ -160,3 +160,9 @@ def test_backoff_doubles_to_its_cap_and_restarts_after_a_success() -> None:
     assert b.next() == 30.0
     with pytest.raises(ValueError):
         Backoff(0, 1)
+
+
+def test_backoff_tells_the_delay_after_so_many_failures_without_counting_one() -> None:
+    b = Backoff(1.0, 30.0)
+    assert [b.delay(n) for n in (0, 1, 2, 4, 5, 1000)] == [1.0, 2.0, 4.0, 16.0, 30.0, 30.0]
+    assert b.delay(-1) == 1.0 and b.failures == 0

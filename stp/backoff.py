@@ -1,5 +1,8 @@
 """Retry delays that double after each failure, up to a cap, and start over
-after a success: what a failing commit waits before it is tried again."""
+after a success: what a failing commit, a command store, the outbox relay's
+reconnect, a failing command listener and a FIX gateway restart wait before
+they try again.  Pure (no clock): it only computes the delays; the caller
+sleeps."""
 
 from __future__ import annotations
 
@@ -18,8 +21,13 @@ class Backoff:
         self.cap = cap
         self.failures = 0          # consecutive failures so far
 
+    def delay(self, failures: int) -> float:
+        """The delay after ``failures`` consecutive failures before this one:
+        ``first`` for none, doubling, at most ``cap``."""
+        return min(self.first * float(2 ** min(max(failures, 0), 64)), self.cap)
+
     def next(self) -> float:
-        delay = min(self.first * float(2 ** min(self.failures, 64)), self.cap)
+        delay = self.delay(self.failures)
         self.failures += 1
         return delay
 
