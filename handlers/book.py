@@ -118,6 +118,14 @@ class BookStage:
             if reversed_key is not None:
                 self.pending.pop(reversed_key, None)
 
+    def remember(self, key: tuple[str, str], booking: Booking, at_us: int) -> None:
+        """A house booking of fill ``key`` waits for its platform record
+        (``allocate_pending``): a reload rebuilds ``pending`` so (call in the
+        order the fills arrived)."""
+        if self.houses is not None and self.houses.is_house(booking.account) \
+                and booking.kind is BookingKind.TRADE:
+            self._remember(key, booking, at_us)
+
     def _remember(self, key: tuple[str, str], booking: Booking, now_us: int) -> None:
         pending, ids = self.pending, self._pending_ids
         pending[key] = (booking, now_us)
