@@ -410,10 +410,12 @@ class PostTrade:
                     continue
                 # the platform record's account only if the record agrees with
                 # the fill (a mismatch in anything but the account books on the house)
-                counterpart = match.counterpart if match is not None and lp_fill and _allocates(match) \
-                    else None
+                counterpart = match.counterpart if match is not None and lp_fill else None
+                disagreeing = None
+                if counterpart is not None and match is not None and not _allocates(match):
+                    counterpart, disagreeing = None, counterpart
                 awaiting = match is not None and match.state is MatchState.RECEIVED
-                bookings, booking_breaks = book(fill_id, fill, w, stamp, counterpart, awaiting)
+                bookings, booking_breaks = book(fill_id, fill, w, stamp, counterpart, awaiting, disagreeing)
                 if booking_breaks:
                     breaks += booking_breaks
                 if fill.exec_ref_id and self._reverses_house(bookings):

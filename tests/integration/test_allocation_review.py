@@ -153,6 +153,11 @@ async def test_a_platform_record_differing_in_more_than_the_account_does_not_all
     assert await positions(db) == house_positions([e.lp for e in events])
     assert await open_unallocated(db) == {unallocated_break_id("LP1", e.lp.exec_id) for e in events}
     assert await q(db, "SELECT COUNT(*) FROM bookings WHERE allocated_from IS NOT NULL") == [(0,)]
+    summaries = [r[0] for r in await q(db, "SELECT summary FROM breaks WHERE type = 'unallocated'")]
+    assert all("platform PLATFORM " in summary for summary in summaries) == platform_first
+    if platform_first:                      # booked on the house when its record had come: named
+        assert all(f"platform PLATFORM {e.platform.exec_id} names {e.platform.account}" in " ".join(summaries)
+                   for e in events)
 
 
 # -- 7. house accounts ------------------------------------------------------------------------
