@@ -580,12 +580,12 @@ class PostTrade:
         events: list[MarginEvent] = []
         for inbox_id, kind, payload_text in await self._pending_inbox() if inbox is None else inbox:
             payload: dict[str, Any] = {"_inbox_id": inbox_id}
+            written = _extent(w)
             try:
                 parsed = json.loads(payload_text)
                 if not isinstance(parsed, dict):
                     raise ValueError("the command is not a JSON object")
                 payload = {**parsed, "_inbox_id": inbox_id}
-                written = _extent(w)
                 result, found, evs = await self._apply_inbox(kind, payload, w, stamp)
                 breaks += found
                 events += evs

@@ -136,6 +136,24 @@ async def test_an_allocation_failing_after_its_first_write_keeps_nothing(
         {k: p.quantity for k, p in fresh.positions.positions.items()}
 
 
+async def test_malformed_commands_are_refusals_wherever_they_are_in_the_tick(db: Database) -> None:
+    """A command that is no JSON object is refused before anything is
+    written (first in a tick, or after a command that wrote): no tick failure."""
+    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    await pipeline.load()
+    insert = pipeline.store.query("INSERT INTO inbox (kind, payload, created_us) VALUES (?, ?, ?)")
+    async with db.engine.begin() as conn:
+        for payload in ("[1]", "not json"):
+            await conn.exec_driver_sql(insert, ("cash", payload, now_us()))
+    await deposit(db, "ACC006", "USD", "5.00", "m-1")
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(insert, ("cash", "[2]", now_us()))
+    await pipeline.tick()
+    results = [r[2] for r in await inbox(db)]
+    assert results[0] == "error: the command is not a JSON object" and results[3] == results[0]
+    assert results[1].startswith("error: Expecting value") and results[2] == "booked C:m-1"
+
+
 # -- 6. a platform record that disagrees ------------------------------------------------------
 
 
