@@ -72,11 +72,13 @@ class BookStage:
         self._referenced = set()
 
     def book(self, fill_id: int, fill: Fill, w: PostTradeWrite, now_us: int,
-             platform: Fill | None = None, awaiting_platform: bool = False
-             ) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
+             platform: Fill | None = None, awaiting_platform: bool = False,
+             disagreeing: Fill | None = None) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
         """The bookings and breaks of an LP fill.  ``platform``: the platform
         record it was matched with; ``awaiting_platform``: its record may
-        still come (the matcher holds the fill)."""
+        still come (the matcher holds the fill); ``disagreeing``: a record
+        it was paired with that differs in more than the account (its account
+        is not used; the ``unallocated`` break names it)."""
         original: Booking | None = None
         if fill.kind is not ExecKind.TRADE and fill.exec_ref_id:
             key = (fill.session, fill.exec_ref_id)
@@ -93,7 +95,7 @@ class BookStage:
         if houses is not None and fill.kind is not ExecKind.CANCEL:
             account, source = resolve_account(fill, platform, original, self.accounts, houses)
             if source is AccountSource.HOUSE:
-                unallocated = unallocated_break(fill, account, platform)
+                unallocated = unallocated_break(fill, account, platform or disagreeing)
             if account != fill.account:
                 booked = replace(fill, account=account)
         result = book_fill(booked, original, self.accounts)
@@ -117,6 +119,14 @@ class BookStage:
             reversed_key = self._pending_ids.pop(booking.reverses, None)
             if reversed_key is not None:
                 self.pending.pop(reversed_key, None)
+
+    def remember(self, key: tuple[str, str], booking: Booking, at_us: int) -> None:
+        """A house booking of fill ``key`` waits for its platform record
+        (``allocate_pending``): a reload rebuilds ``pending`` so (call in the
+        order the fills arrived)."""
+        if self.houses is not None and self.houses.is_house(booking.account) \
+                and booking.kind is BookingKind.TRADE:
+            self._remember(key, booking, at_us)
 
     def _remember(self, key: tuple[str, str], booking: Booking, now_us: int) -> None:
         pending, ids = self.pending, self._pending_ids

@@ -1,5 +1,6 @@
 """Breaks stage: store every break the other stages detect (and log it), and
-escalate the unresolved ones as their settlement cut-off comes near.
+escalate the unresolved ones as their settlement cut-off comes near; the
+engine resolves a break itself (its cause is gone) through ``resolve``.
 
 A break's id is stable (type + keys), so the same discrepancy seen again
 updates ``last_seen_us`` and ``occurrences`` instead of adding a row.
@@ -41,6 +42,8 @@ class BreakSink:
         self.escalate_before = escalate_before
 
     def add(self, brk: Break, w: PostTradeWrite, now_us: int) -> None:
+        if brk.break_id in w.resolving:
+            return          # the engine resolves it in this same write: never raised
         self.detected += 1
         cut_off = break_cut_off(brk, self.reference) if self.reference is not None else None
         key = w.publish(break_detected(brk, self.prefix, us_to_datetime(now_us)), now_us)
@@ -54,9 +57,13 @@ class BreakSink:
 
     def resolve(self, brk: Break, by: str, reason: str, w: PostTradeWrite, now_us: int) -> None:
         """The engine resolves ``brk`` itself (its cause is gone), unless it is
-        resolved already: the state change and its event are written with
-        ``w`` (``PostTradeStore.write_rows``, which knows the stored state)."""
+        resolved already: the state change and its event (with the stored
+        occurrence) are written with ``w`` (``PostTradeStore.write_rows``,
+        which reads the stored states of all of them at once and sees the
+        write's lifecycle changes).  A detection of it in the same write is
+        dropped (never raised); only ``type`` and ``keys`` of ``brk`` are used."""
         w.resolved.append((brk, by, reason, self.prefix, now_us))
+        w.resolving.add(brk.break_id)
         log.info("break_resolved_by_engine", break_id=brk.break_id, type=brk.type.value, reason=reason,
                  **brk.keys)
 
@@ -68,7 +75,7 @@ class BreakSink:
             "WHERE escalated_us IS NULL AND cut_off_us IS NOT NULL AND cut_off_us <= ? "
             "AND state <> 'resolved' ORDER BY cut_off_us LIMIT 1000",
             (datetime_to_us(now + self.escalate_before),))
-        resolved_now = {change[-1] for change in w.break_states if change[0] == "resolved"}
+        resolved_now = {change[-1] for change in w.break_states if change[0] == "resolved"} | w.resolving
         rows = [r for r in rows if r[0] not in resolved_now]       # resolved in this same run
         for break_id, type_, severity, state, keys, summary, cut_off_us, occurrence in rows:
             cut_off = us_to_datetime(cut_off_us)

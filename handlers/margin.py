@@ -35,8 +35,13 @@ log = structlog.get_logger("engine.margin")
 
 
 class MarginStage:
-    def __init__(self, reference: ReferenceData, next_event_id: int, topic_prefix: str = "fxstp") -> None:
+    def __init__(self, reference: ReferenceData, next_event_id: int, topic_prefix: str = "fxstp",
+                 quiet: frozenset[str] = frozenset()) -> None:
         self.prefix = topic_prefix
+        # accounts whose threshold crossings are no margin events (the house
+        # accounts: the broker's own book); their state is still computed,
+        # stored and published
+        self.quiet = quiet
         self.reference = reference
         self.book = MarginBook.from_reference(reference)
         self.cash: dict[str, dict[str, Decimal]] = {}           # account -> currency -> amount
@@ -173,7 +178,10 @@ class MarginStage:
         self._touched.clear()
         if self._pending:
             events, self._pending = self._pending + events, []
+        quiet = self.quiet
         for e in events:
+            if e.account in quiet:
+                continue
             w.put("margin_events", self.next_event_id, (self.next_event_id, e.account, str(e.kind),
                                                         text(e.margin_level), str(e.equity),
                                                         str(e.used_margin), now_us))

@@ -34,19 +34,19 @@ import structlog
 
 from adapters.commands import reply_topic
 from adapters.db.posttrade import PostTradeStore, PostTradeWrite
-from adapters.db.repository import Database, database_unavailable, now_us, us_to_datetime
+from adapters.db.repository import Database, database_unavailable, datetime_to_us, now_us, us_to_datetime
 from handlers.book import BookStage, PositionKeeper
 from handlers.breaks import BreakSink
 from handlers.confirm import ConfirmStage
 from handlers.margin import MarginStage
 from handlers.net import NetStage
 from handlers.settle import SettleStage, load_instructions
-from stp.allocation import AllocationError, Houses, unallocated_break_id, with_house_accounts
+from stp.allocation import AllocationError, Houses, with_house_accounts
 from stp.allocation import allocation_booking_id as allocation_id
 from stp.backoff import Backoff
 from stp.booking import Booking, BookingKind, book_cash, book_negative_balance_credit
 from stp.breaks import Break, BreakState, BreakType, IllegalBreakTransition, UnknownBreak, transition
-from stp.confirm import Matcher, MatchState, Validator
+from stp.confirm import Matcher, MatchResult, MatchState, Validator
 from stp.currency import minor_units
 from stp.events import break_changed, command_reply
 from stp.fills import Fill
@@ -148,7 +148,8 @@ class PostTrade:
         clients = frozenset(a for a in self.reference.accounts if not self.houses.is_house(a))
         self.confirm = ConfirmStage(Validator(self.reference),
                                     Matcher(*self._matcher_args, client_accounts=clients), self.lp_sessions)
-        self.margin = MarginStage(self.reference, next_event, self.topic_prefix)
+        # house accounts: margin computed and published as state, no margin events
+        self.margin = MarginStage(self.reference, next_event, self.topic_prefix, quiet=self.houses.accounts)
         # latest price per pair, then positions and cash into the margin book
         latest: dict[str, tuple[int, Decimal]] = {}
         for symbol, price, received in await store.fetch(
@@ -319,9 +320,27 @@ class PostTrade:
         await self.load()
         if confirm is not None:
             self.confirm = confirm
+            await self._rebuild_pending()
         else:
             self._unsaved_expiry = None
         self._stale = False
+
+    async def _rebuild_pending(self) -> None:
+        """The house fills waiting for their platform record (``book.pending``),
+        rebuilt with the kept matcher: each LP fill it still holds whose
+        active booking (in the database) is on a house account.  ``load``
+        starts the book stage empty; without this, a platform record matched
+        after a failed tick allocated nothing (the fill stayed on the house,
+        its ``unallocated`` break open, the confirmation confirmed)."""
+        waiting = self.confirm.matcher.waiting_lp_fills()
+        if not waiting:
+            return
+        arrived = {(f.session, f.exec_id): at for f, at in waiting}
+        stored = await self.store.active_trade_bookings(arrived)
+        for key, at in arrived.items():            # oldest first, as they were remembered
+            booking = stored.get(key)
+            if booking is not None:
+                self.book.remember(key, booking, datetime_to_us(at))
 
     # -- the pipeline -----------------------------------------------------------
     async def process(self, fills: list[tuple[int, Fill]]) -> None:
@@ -368,7 +387,8 @@ class PostTrade:
                 match = self.confirm.last
                 lp_fill = fill.session in self.lp_sessions
                 if not bookable:
-                    if not lp_fill and match is not None and match.counterpart is not None:
+                    if not lp_fill and match is not None and match.counterpart is not None \
+                            and _allocates(match):
                         # a platform record: the LP fill it matched may wait on the house
                         moved = self.book.allocate_pending(match.counterpart, fill, w, stamp)
                         if moved:
@@ -378,19 +398,24 @@ class PostTrade:
                                     positions[(position.account, position.pair)] = position
                                 apply_net(booking)
                             lp = match.counterpart
-                            await self._resolve_unallocated(
+                            self._resolve_unallocated(
                                 lp.session, lp.exec_id, f"match:{fill.session}/{fill.exec_id}",
-                                f"allocated to {fill.account} by the platform record", breaks, w, stamp)
+                                f"allocated to {fill.account} by the platform record", w, stamp)
                     continue
+                # the platform record's account only if the record agrees with
+                # the fill (a mismatch in anything but the account books on the house)
                 counterpart = match.counterpart if match is not None and lp_fill else None
+                disagreeing = None
+                if counterpart is not None and match is not None and not _allocates(match):
+                    counterpart, disagreeing = None, counterpart
                 awaiting = match is not None and match.state is MatchState.RECEIVED
-                bookings, booking_breaks = book(fill_id, fill, w, stamp, counterpart, awaiting)
+                bookings, booking_breaks = book(fill_id, fill, w, stamp, counterpart, awaiting, disagreeing)
                 if booking_breaks:
                     breaks += booking_breaks
                 if fill.exec_ref_id and self._reverses_house(bookings):
-                    await self._resolve_unallocated(
+                    self._resolve_unallocated(
                         fill.session, fill.exec_ref_id, "engine",
-                        f"{fill.kind.name.lower()} {fill.exec_id}", breaks, w, stamp)
+                        f"{fill.kind.name.lower()} {fill.exec_id}", w, stamp)
                 for booking in bookings:
                     position = apply_position(booking)
                     if position is not None:
@@ -454,18 +479,23 @@ class PostTrade:
             self.breaks.resolve(brk, "engine", f"a {rate} rate arrived: the margin of {account} is priced",
                                 w, stamp)
 
-    def _protect_negative_balance(self, account: str, fill_id: int, w: PostTradeWrite,
+    def _protect_negative_balance(self, account: str, ref: int | str, w: PostTradeWrite,
                                   stamp: int) -> list[MarginEvent]:
         """Negative balance protection (the account's leverage group): an
         account left without positions (a stop-out closed them) and with a
         balance below zero gets it back to zero, booked against the house
-        (``NBP:<account>:<last fill id of the batch>``), with a margin event
-        ``balance_reset`` and a log line."""
+        (``NBP:<account>:<ref>``, ref: the last fill id of the batch, or the
+        allocation's booking id), with a margin event ``balance_reset`` and a
+        log line.  Never a house account (the broker's own book: crediting it
+        from the house would book the house against itself), whatever its
+        leverage group says."""
+        if self.houses.is_house(account):
+            return []
         credit = self.margin.negative_balance_adjustment(account)
         if credit is None:
             return []
         currency = self.reference.accounts[account].currency
-        booking = book_negative_balance_credit(f"NBP:{account}:{fill_id}", account, currency, credit)
+        booking = book_negative_balance_credit(f"NBP:{account}:{ref}", account, currency, credit)
         self.book.write_booking(booking, None, w, stamp)
         events = self.margin.on_cash(account, currency, credit)
         m = self.margin.book.snapshot(account)
@@ -544,6 +574,7 @@ class PostTrade:
         events: list[MarginEvent] = []
         for inbox_id, kind, payload_text in await self._pending_inbox() if inbox is None else inbox:
             payload: dict[str, Any] = {"_inbox_id": inbox_id}
+            written = _extent(w)
             try:
                 parsed = json.loads(payload_text)
                 if not isinstance(parsed, dict):
@@ -553,6 +584,11 @@ class PostTrade:
                 breaks += found
                 events += evs
             except (ValueError, KeyError, TypeError) as exc:
+                if _extent(w) != written:
+                    # not a refusal: it failed after writing part of what it
+                    # does (and moving the state in memory): the tick fails,
+                    # the recovery reloads and fails this command alone
+                    raise
                 result = f"error: {exc}"
                 log.warning("inbox_rejected", id=inbox_id, kind=kind, error=str(exc))
                 if payload.get("via") == "mqtt":
@@ -661,6 +697,8 @@ class PostTrade:
             if payload.get("via") == "mqtt":
                 self._reply(payload, False, now, w, stamp, error=exc.code, message=exc.message)
             return f"error: {exc.code}: {exc.message}", [], []
+        # written from here on: a failure is the tick's (``_tick`` re-raises
+        # it, ``_recover_tick`` reloads the state and fails this command alone)
         positions: dict[tuple[str, str], Position] = {}
         for b in bookings:
             position = self.positions.apply(b)
@@ -670,11 +708,12 @@ class PostTrade:
         self.positions.end_batch(w, stamp)
         breaks = self.settle.on_changes(self.net.end_batch(w, stamp), now, w)
         events = self.margin.on_positions(list(positions.values()))
-        for acc in {acc for acc, _ in positions}:
+        for acc in sorted({acc for acc, _ in positions}):
             breaks += self.margin.exposure_breaks(acc)
+            # the client's new booking can close its positions at a loss
+            events += self._protect_negative_balance(acc, bookings[1].booking_id, w, stamp)
         house = bookings[0].account
-        await self._resolve_unallocated(session, exec_id, by, reason or f"allocated to {account}", breaks,
-                                        w, stamp)
+        self._resolve_unallocated(session, exec_id, by, reason or f"allocated to {account}", w, stamp)
         log.info("fill_allocated", session=session, exec_id=exec_id, house=house, account=account, by=by,
                  booking_id=bookings[1].booking_id)
         if payload.get("via") == "mqtt":
@@ -684,27 +723,16 @@ class PostTrade:
                                 "by": by})
         return f"allocated {session}/{exec_id} from {house} to {account} by {by}", breaks, events
 
-    async def _resolve_unallocated(self, session: str, exec_id: str, by: str, reason: str,
-                                   breaks: list[Break], w: PostTradeWrite, stamp: int) -> None:
+    def _resolve_unallocated(self, session: str, exec_id: str, by: str, reason: str,
+                             w: PostTradeWrite, stamp: int) -> None:
         """The fill's ``unallocated`` break is resolved (it was allocated, or
-        cancelled or corrected on the house): one detected in this same batch
-        is dropped (never raised), a stored one still open resolved."""
-        break_id = unallocated_break_id(session, exec_id)
-        for i, brk in enumerate(breaks):
-            if brk.break_id == break_id:
-                del breaks[i]
-                return
-        rows = await self.store.fetch("SELECT state, type, keys FROM breaks WHERE break_id = ?", (break_id,))
-        if not rows:
-            return
-        state = w.changed_state.get(break_id, rows[0][0])
-        if state == BreakState.RESOLVED.value:
-            return
-        by = by[:80]
-        w.change_break((BreakState.RESOLVED.value, None, None, by, stamp, reason, break_id))
-        w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), BreakState.RESOLVED.value, by,
-                                reason, self.topic_prefix, us_to_datetime(stamp)), stamp)
-        log.info("break_changed", break_id=break_id, state=BreakState.RESOLVED.value, by=by, reason=reason)
+        cancelled or corrected on the house), through ``BreakSink.resolve``:
+        one detected in this same write is dropped (never raised), a stored
+        one still open or acknowledged is resolved with its occurrence's
+        event, at the commit (no read per fill)."""
+        brk = Break(BreakType.UNALLOCATED, {"session": session, "exec_id": exec_id}, "")
+        self.breaks.resolve(brk, by[:80], reason, w, stamp)
+
     async def _cash(self, payload: dict[str, Any], w: PostTradeWrite,
                     stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
         """A deposit (amount > 0) or withdrawal (< 0) of client cash, booked
@@ -787,6 +815,26 @@ class PostTrade:
 
 class WithdrawalRefused(ValueError):
     """A withdrawal above what the account may take out (nothing is booked)."""
+
+
+def _extent(w: PostTradeWrite) -> tuple[int, ...]:
+    """How much ``w`` holds: a command that refuses (raises before writing
+    anything) leaves it as it was; one whose failure changes it failed
+    halfway.  Every command writes a row or a change that is new (a booking,
+    a posting, a lifecycle change, an instruction, a reply) before anything
+    else of it."""
+    return (*(len(rows) for rows in w.rows.values()), len(w.break_states), len(w.resolved),
+            len(w.detected), len(w.inbox_replies))
+
+
+def _allocates(match: MatchResult) -> bool:
+    """A match whose platform record may give the LP fill its account: a
+    confirmed one, or a mismatch in the account alone (the platform's
+    record names the client).  A record that differs in side, quantity,
+    price, pair or value date is not the fill's: the fill stays on the house."""
+    if match.state is MatchState.CONFIRMED:
+        return True
+    return match.state is MatchState.MISMATCHED and all(d.field == "account" for d in match.differences)
 
 
 def _date(value: Any) -> date:

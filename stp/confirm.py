@@ -516,6 +516,14 @@ class Matcher:
     def __len__(self) -> int:
         return self._pending
 
+    def waiting_lp_fills(self) -> list[tuple[Fill, datetime]]:
+        """The LP fills waiting for their counterpart, with when they arrived,
+        oldest first."""
+        entries = [e for _, _, e in self._heap if e.alive and e.is_lp]
+        entries += [e for e in self._held if e.alive and e.is_lp]
+        entries.sort(key=lambda e: (e.at, e.seq))
+        return [(e.fill, e.at) for e in entries]
+
     # -- arrivals ---------------------------------------------------------------
 
     def add_lp(self, fill: Fill, now: datetime) -> MatchResult:

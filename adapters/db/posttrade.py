@@ -71,9 +71,13 @@ _BREAK_STATE = ("UPDATE breaks SET state = ?, acknowledged_by = COALESCE(?, ackn
                 "acknowledged_us = COALESCE(?, acknowledged_us), resolved_by = COALESCE(?, resolved_by), "
                 "resolved_us = COALESCE(?, resolved_us), resolution = COALESCE(?, resolution) "
                 "WHERE break_id = ?")
-# a resolved break detected again: open again, as its next occurrence
+# a resolved break detected again: open again, as its next occurrence; who
+# acknowledged and resolved the previous one, and why, are cleared (the new
+# occurrence has not been acknowledged nor resolved); resolved_us stays, the
+# time the previous occurrence was resolved (reopened_us is after it)
 _REOPEN = ("UPDATE breaks SET state = 'open', occurrence = ?, reopened_us = ?, severity = ?, summary = ?, "
-           "ours = ?, theirs = ?, cut_off_us = ?, escalated_us = NULL "
+           "ours = ?, theirs = ?, cut_off_us = ?, escalated_us = NULL, acknowledged_by = NULL, "
+           "acknowledged_us = NULL, resolved_by = NULL, resolution = NULL "
            "WHERE break_id = ? AND state = 'resolved'")
 # unreversed trade bookings (callers add their conditions)
 _ACTIVE_TRADES = ("SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
@@ -136,8 +140,10 @@ class PostTradeWrite:
     # resolved break detected again reopens as its next occurrence, with events
     # of their own (``PostTradeStore.write_rows``)
     detected: dict[str, list[tuple[Any, Break, str, int]]] = field(default_factory=dict)
-    # breaks the engine resolves itself: (break, by, reason, topic prefix, stamp)
+    # breaks the engine resolves itself: (break, by, reason, topic prefix, stamp),
+    # and their ids (a detection of one of them in the same write is dropped)
     resolved: list[tuple[Break, str, str, str, int]] = field(default_factory=list)
+    resolving: set[str] = field(default_factory=set)
     cursor: int | None = None
 
     def put(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
@@ -193,6 +199,8 @@ class PostTradeStore:
 
     async def write_rows(self, conn: AsyncConnection, w: PostTradeWrite) -> None:
         """The rows of ``w`` inside the caller's transaction."""
+        if w.resolving and w.detected:
+            _drop_resolved_detections(w)
         reopened = await self._occurrences(conn, w) if w.detected else []
         resolved_states, resolved_events = await self._resolutions(conn, w) if w.resolved else ([], [])
         for table in _TABLES:
@@ -213,7 +221,11 @@ class PostTradeStore:
     async def _resolutions(self, conn: AsyncConnection, w: PostTradeWrite
                            ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The state changes and events of the breaks the engine resolves
-        (``w.resolved``) that are stored and not resolved already."""
+        (``w.resolved``) that are stored and not resolved already, neither in
+        the database nor by a lifecycle change of the same write
+        (``w.changed_state``); each event carries the stored occurrence (a
+        reopened break's resolution is that occurrence's, not the first's).
+        Detections of the same write were dropped (``_drop_resolved_detections``)."""
         ids = list({brk.break_id for brk, *_ in w.resolved})
         stored: dict[str, tuple[str, int]] = {}
         for i in range(0, len(ids), 500):
@@ -228,6 +240,7 @@ class PostTradeStore:
         events: list[tuple[Any, ...]] = []
         for brk, by, reason, prefix, stamp in w.resolved:
             state, occurrence = stored.get(brk.break_id, ("resolved", 1))
+            state = w.changed_state.get(brk.break_id, state)      # the desk's, earlier in this write
             if state == "resolved":
                 continue
             stored[brk.break_id] = ("resolved", occurrence)
@@ -350,6 +363,18 @@ class PostTradeStore:
             account=r[1], counterparty=r[2], pair=r[3],
             postings=tuple(Posting(p[0], p[1], Decimal(p[2]), _date(p[3])) for p in postings),
             trade=_trade(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]))
+
+
+def _drop_resolved_detections(w: PostTradeWrite) -> None:
+    """A break the engine resolves in the same write that detects it: the
+    detection is dropped (its cause is gone before anything is committed),
+    so a break raised and resolved within one batch is never raised, and a
+    stored one is resolved, not seen again or reopened first."""
+    outbox, rows = w.rows["outbox"], w.rows["breaks"]
+    for break_id in w.resolving.intersection(w.detected):
+        for key, *_ in w.detected.pop(break_id):
+            outbox.pop(key, None)
+        rows.pop(break_id, None)
 
 
 def _date(value: Any) -> date | None:
