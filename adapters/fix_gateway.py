@@ -74,20 +74,13 @@ MESSAGE = b"M"
 EVENT = b"E"
 KINDS = ("app", "unsupported", "session_reject", "reset", "oversized", "poison")
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
-MAX_FRAME = 16 * 1024 * 1024          # the least frame limit: events and capped messages fit far below it
+MAX_FRAME = 16 * 1024 * 1024          # the frame limit: a message at the largest cap (8 MiB) fits below it
 MAX_MESSAGE_BYTES = 1024 * 1024       # [engine] max_message_bytes by default
 TRUNCATED_KEEP = 64 * 1024            # what an oversized message keeps of itself (journal and pipe)
 
 
 class WireError(ValueError):
     pass
-
-
-def frame_limit(max_message_bytes: int) -> int:
-    """The largest frame either side may send: a message at the size cap fits
-    (a larger one is truncated before it is framed), so a longer length on
-    the pipe can only be corruption."""
-    return max(MAX_FRAME, max_message_bytes + MESSAGE_META.size + 4096)
 
 
 def _cut(data: bytes, keep: int) -> bytes:
@@ -253,7 +246,7 @@ class GatewayExited(RuntimeError):
 class _Protocol(asyncio.SubprocessProtocol):
     def __init__(self, gateway: FixGateway) -> None:
         self.gateway = gateway
-        self.reader = FrameReader(frame_limit(gateway.cfg.max_message_bytes))
+        self.reader = FrameReader()
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()
         # the process has exited and everything it wrote has been read
