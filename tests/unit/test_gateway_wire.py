@@ -27,7 +27,8 @@ from adapters.fix_gateway import (
     event_frame,
     message_frame,
 )
-from adapters.quickfix_sessions import largest_field_tag, msg_type_of
+from adapters.fix_oversize import largest_field_tag
+from adapters.quickfix_sessions import msg_type_of
 from handlers.intake import escaped_text, journal_raw, tolerant_fields
 
 SESSIONS = ("LP1", "LP2", "PLATFORM")
@@ -203,5 +204,5 @@ def test_a_cut_never_splits_a_character() -> None:
 
 
 def test_the_largest_field_names_the_reject() -> None:
-    assert largest_field_tag(RAW.replace("\x0110=", "\x0158=" + "x" * 500 + "\x0110=")) == 58
-    assert largest_field_tag(RAW) == 52
+    assert largest_field_tag(RAW.replace("\x0110=", "\x0158=" + "x" * 500 + "\x0110=").encode()) == 58
+    assert largest_field_tag(RAW.encode()) == 52
