@@ -395,7 +395,7 @@ class FixGateway:
                 await self._drain()
                 if self._stopping:
                     return
-                if self._quarantine():
+                if await self._quarantine():
                     await self._drain()
                 try:
                     await self._start_once()
@@ -413,14 +413,19 @@ class FixGateway:
         while not self.drained() and not self._stopping:
             await asyncio.sleep(0.05)
 
-    def _quarantine(self) -> int:
+    async def _quarantine(self) -> int:
         """A message the gateway died on twice (``PoisonWatch``) goes to the
         intake as ``poison``: journaled, its MsgSeqNum committed, a break.
         What quickfix processed before it in the same run and the engine never
         received (its frames died with the gateway) goes first, from the
-        same log, as the gateway would have handed it over."""
+        same log, as the gateway would have handed it over.
+
+        The logs are read and scanned on a worker thread (up to TAIL_MIN and
+        SEGMENT_MAX of them per session): the loop that runs the intake goes
+        on meanwhile.  The restart still waits for it (no gateway starts, so
+        nothing new is queued and no log offset moves, before it is done)."""
         try:
-            suspects = self.poison.died(self.resume())
+            suspects = await asyncio.to_thread(self.poison.died, self.resume())
         except Exception as exc:          # never let the restart wait on this
             log.error("fix_poison_check_failed", error=repr(exc)[:300])
             return 0
