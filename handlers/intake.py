@@ -290,8 +290,13 @@ class Intake:
                 staged.next_fill_id += 1
             # a refused quote is answered (BMR), journaled and counted, not a break:
             # an LP streaming a pair not traded here would raise one per snapshot
-            if outcome in (Outcome.CONFLICT, Outcome.DONT_KNOW, Outcome.BUSINESS_REJECT,
-                           Outcome.SESSION_REJECT, Outcome.POISON) and not isinstance(result, QuoteRejection):
+            # an oversized report is never booked: a break (a market data snapshot is
+            # replaced by the next one, as a refused quote)
+            problem = (outcome in (Outcome.CONFLICT, Outcome.DONT_KNOW, Outcome.BUSINESS_REJECT,
+                                   Outcome.SESSION_REJECT, Outcome.POISON)
+                       and not isinstance(result, QuoteRejection))
+            oversized = outcome is Outcome.OVERSIZED and (fields or {}).get(35) != "W"
+            if outcome is not None and (problem or oversized):
                 problems.append(_intake_break(outcome, item, fields or {}, seq, reason,
                                               staged.known_hash((item.session, exec_id or "")),
                                               result))
@@ -430,6 +435,13 @@ def _intake_break(outcome: Outcome, item: Inbound, fields: dict[int, str], seq: 
                      f"{item.session} MsgSeqNum {seq} quarantined: the FIX gateway died on it twice",
                      theirs={"msg_type": fields.get(35, ""), "exec_id": exec_id or "", "size": item.size,
                              "reason": reason or ""})
+    if outcome is Outcome.OVERSIZED:
+        kept = len(item.raw.encode("utf-8", "surrogateescape"))
+        return Break(BreakType.OVERSIZED_REPORT, {"session": item.session, "seq": str(seq)},
+                     f"{item.session} MsgSeqNum {seq} ({fields.get(35, '?')}) of {item.size} bytes is over "
+                     "max_message_bytes: rejected at session level, not booked",
+                     theirs={"msg_type": fields.get(35, ""), "exec_id": exec_id or "", "size": item.size,
+                             "journaled_bytes": kept, "reason": reason or ""})
     keys = {"session": item.session, "exec_id": exec_id} if exec_id else \
         {"session": item.session, "seq": str(seq)}
     if isinstance(result, LimitRejection):
