@@ -34,9 +34,8 @@ from stp.limits import (
     AmountLimits,
     LimitRejection,
     Reference,
-    check_fill,
+    check_fill_move,
     check_quote,
-    reference_move,
     usable_reference,
 )
 from stp.marketdata import OTHER, Quote, QuoteRejection, parse_snapshot
@@ -245,31 +244,28 @@ class Intake:
         limits, max_age, refs = self.limits, self.limits.band_max_age, self.reference_prices
         new_refs: dict[str, Reference] = {}      # this batch's reference prices, applied after the commit
         for item, received_us, fields, result in parsed:
+            known: str | None = None          # the stored content hash of a fill's (session, ExecID)
+            moved: Reference | None = None    # the reference price it sets if it is accepted
             if isinstance(result, Fill):
+                known = staged.known_hash((result.session, result.exec_id))
                 # a new report only: a duplicate or conflict of a stored fill books nothing anyway
-                if staged.known_hash((result.session, result.exec_id)) is None:
+                if known is None:
                     symbol = result.pair.symbol
-                    refused = check_fill(result, limits.of(symbol), new_refs.get(symbol) or refs.get(symbol),
-                                         max_age)
+                    refused, moved = check_fill_move(result, limits.of(symbol), new_refs.get(symbol)
+                                                     or refs.get(symbol), max_age, fields)
                     if refused is not None:
                         result = refused
             elif isinstance(result, Quote):
                 symbol = result.symbol
-                refused_quote = check_quote(result, limits.of(symbol),
-                                            new_refs.get(symbol) or refs.get(symbol), max_age)
+                ref = new_refs.get(symbol) or refs.get(symbol)
+                refused_quote = check_quote(result, limits.of(symbol), ref, max_age)
                 if refused_quote is not None:
                     result = refused_quote
-            outcome, reason, exec_id = self._decide(item, fields, result, staged, dk, bmr)
-            if outcome is Outcome.ACCEPTED and isinstance(result, Fill):
-                symbol = result.pair.symbol
-                moved = reference_move(result, limits.of(symbol), new_refs.get(symbol) or refs.get(symbol),
-                                       max_age)
-                if moved is not None:
-                    new_refs[symbol] = moved
-            elif outcome is Outcome.MARKET_DATA and isinstance(result, Quote):
-                ref = new_refs.get(result.symbol) or refs.get(result.symbol)
-                if ref is None or result.received_at >= ref[1]:
-                    new_refs[result.symbol] = (result.price, result.received_at)
+                elif ref is None or result.received_at >= ref[1]:
+                    moved = (result.price, result.received_at)
+            outcome, reason, exec_id = self._decide(item, fields, result, staged, dk, bmr, known)
+            if moved is not None and outcome in (Outcome.ACCEPTED, Outcome.MARKET_DATA):
+                new_refs[symbol] = moved
             seq = _seq(fields, item.kind)
             journal_id = staged.next_journal_id
             staged.next_journal_id += 1
@@ -297,13 +293,11 @@ class Intake:
                        and not isinstance(result, QuoteRejection))
             oversized = outcome is Outcome.OVERSIZED and (fields or {}).get(35) != "W"
             if outcome is not None and (problem or oversized):
-                problems.append(_intake_break(outcome, item, fields or {}, seq, reason,
-                                              staged.known_hash((item.session, exec_id or "")),
-                                              result))
+                problems.append(_intake_break(outcome, item, fields or {}, seq, reason, known, result))
             if outcome is Outcome.CONFLICT and isinstance(result, Fill):
                 batch.conflicts.append((
                     staged.next_conflict_id, journal_id, item.session, result.exec_id,
-                    staged.known_hash((result.session, result.exec_id)) or "", result.content_hash,
+                    known or "", result.content_hash,
                     received_us))
                 staged.next_conflict_id += 1
             if item.kind == "reset":
@@ -352,8 +346,10 @@ class Intake:
 
     def _decide(self, item: Inbound, fields: dict[int, str] | None, result: Parsed, staged: _Staged,
                 dk: list[tuple[str, dict[int, str], str, str]],
-                bmr: list[tuple[str, dict[int, str], str, str]],
+                bmr: list[tuple[str, dict[int, str], str, str]], known: str | None = None,
                 ) -> tuple[Outcome | None, str | None, str | None]:
+        """The outcome of one message (``known``: for a fill, the content hash
+        already stored under its session and ExecID)."""
         if item.kind == "reset":
             log.info("intake_sequence_reset", session=item.session)
             return None, "counterparty reset sequence numbers (ResetSeqNumFlag=Y)", None
@@ -399,10 +395,9 @@ class Intake:
             bmr.append((item.session, fields, result.reason, result.text))
             return Outcome.BUSINESS_REJECT, f"BusinessRejectReason={result.reason}: {result.text}", None
         assert isinstance(result, Fill)
-        key = (result.session, result.exec_id)
-        outcome = dedupe(result.content_hash, staged.known_hash(key))
+        outcome = dedupe(result.content_hash, known)
         if outcome is Outcome.ACCEPTED:
-            staged.new_keys[key] = result.content_hash
+            staged.new_keys[(result.session, result.exec_id)] = result.content_hash
         elif outcome is Outcome.CONFLICT:
             log.warning("intake_conflict", session=item.session, seq=fields.get(34),
                         exec_id=result.exec_id, poss_dup=fields.get(43) == "Y")
