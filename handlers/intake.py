@@ -36,6 +36,7 @@ from stp.limits import (
     Reference,
     check_fill_move,
     check_quote,
+    trade_move,
     usable_reference,
 )
 from stp.marketdata import OTHER, Quote, QuoteRejection, parse_snapshot
@@ -134,18 +135,46 @@ class Intake:
         self.reference_prices: dict[str, Reference] = {}
 
     async def load_reference_prices(self) -> None:
-        """The reference prices at start: each pair's latest trade and quote
-        in the database, the newer of the two (a price outside the pair's
-        absolute bounds, stored before the limits existed, is not used)."""
-        refs = self.reference_prices
-        for symbol, price_text, received_us in await self.db.reference_prices():
+        """The reference prices at start, as they were when the engine
+        stopped: each pair's latest accepted quote (market_prices), then the
+        trades accepted after it replayed in order, each moving the reference
+        only as it did live (``stp.limits.trade_move``: within the tolerance
+        of a fresh reference, or after a stale one).  A pair without a usable
+        quote replays all its trades.  A fill beyond the tolerance (flagged
+        price_out_of_tolerance) therefore does not centre the band after a
+        restart either.  A price outside the pair's absolute bounds, stored
+        before the limits existed, is not used."""
+        limits, max_age = self.limits, self.limits.band_max_age
+        refs: dict[str, Reference] = {}
+        after: dict[str, int] = {}           # the journal id of the pair's quote: its trades after it
+        for symbol, price_text, received_us, journal_id in await self.db.latest_quotes():
             price = Decimal(price_text)
-            if not usable_reference(price, self.limits.of(symbol)):
-                continue
-            at = _EPOCH + timedelta(microseconds=int(received_us))
-            current = refs.get(symbol)
-            if current is None or at > current[1]:
-                refs[symbol] = (price, at)
+            if usable_reference(price, limits.of(symbol)):
+                refs[symbol] = (price, _EPOCH + timedelta(microseconds=received_us))
+                after[symbol] = journal_id
+        traded = await self.db.traded_symbols()
+        since = min((after.get(symbol, 0) for symbol in traded), default=None)
+        if since is None:
+            self.reference_prices.update(refs)
+            return
+        last_id = 0
+        while True:
+            rows = await self.db.trades_after(since, last_id)
+            for fill_id, journal_id, symbol, price_text, received_us in rows:
+                last_id = fill_id
+                if journal_id <= after.get(symbol, 0):
+                    continue                 # before the pair's quote, which replaced it
+                pair_limits = limits.of(symbol)
+                price = Decimal(price_text)
+                if not usable_reference(price, pair_limits):
+                    continue
+                moved = trade_move(price, _EPOCH + timedelta(microseconds=received_us), pair_limits,
+                                   refs.get(symbol), max_age)
+                if moved is not None:
+                    refs[symbol] = moved
+            if not rows:
+                break
+        self.reference_prices.update(refs)
 
     def drained(self) -> bool:
         """Everything handed over so far is committed."""

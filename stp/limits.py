@@ -75,6 +75,7 @@ __all__ = [
     "check_fill_move",
     "check_quote",
     "reference_move",
+    "trade_move",
 ]
 
 #: Longest decimal text the fills table keeps (``DecimalText``: String(40)).
@@ -313,13 +314,19 @@ def reference_move(fill: Fill, limits: PairLimits, reference: Reference | None,
     trades only, within ``tolerance`` of a fresh reference (or no fresh one)."""
     if fill.kind is not ExecKind.TRADE:
         return None
-    px = spot_price(fill)
-    ref = _fresh(reference, fill.received_at, band_max_age)
+    return trade_move(spot_price(fill), fill.received_at, limits, reference, band_max_age)
+
+
+def trade_move(px: Decimal, at: datetime, limits: PairLimits, reference: Reference | None,
+               band_max_age: timedelta = timedelta(hours=24)) -> Reference | None:
+    """The reference an accepted trade at spot price ``px``, received at
+    ``at``, sets (None: it leaves it as it is)."""
+    ref = _fresh(reference, at, band_max_age)
     if ref is not None and abs(_CTX.subtract(px, ref)) > _CTX.multiply(ref, limits.tolerance):
         return None
-    if reference is not None and fill.received_at < reference[1]:
+    if reference is not None and at < reference[1]:
         return None                                  # older than the reference (a late report)
-    return px, fill.received_at
+    return px, at
 
 
 def usable_reference(price: Decimal, limits: PairLimits) -> bool:
