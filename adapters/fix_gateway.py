@@ -397,6 +397,8 @@ class FixGateway:
                     return
                 if await self._quarantine():
                     await self._drain()
+                if self._stopping:
+                    return                      # stopped while the logs were scanned
                 try:
                     await self._start_once()
                     break
