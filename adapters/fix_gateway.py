@@ -78,20 +78,13 @@ KINDS = ("app", "unsupported", "session_reject", "reset", "oversized", "poison")
 # the messages (as ``Inbound`` with the event's JSON as ``raw``)
 SESSION_EVENTS = frozenset({"session_logon", "session_logout", "seq_set"})
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
-MAX_FRAME = 16 * 1024 * 1024          # the least frame limit: events and capped messages fit far below it
+MAX_FRAME = 16 * 1024 * 1024          # the frame limit: a message at the largest cap (8 MiB) fits below it
 MAX_MESSAGE_BYTES = 1024 * 1024       # [engine] max_message_bytes by default
 TRUNCATED_KEEP = 64 * 1024            # what an oversized message keeps of itself (journal and pipe)
 
 
 class WireError(ValueError):
     pass
-
-
-def frame_limit(max_message_bytes: int) -> int:
-    """The largest frame either side may send: a message at the size cap fits
-    (a larger one is truncated before it is framed), so a longer length on
-    the pipe can only be corruption."""
-    return max(MAX_FRAME, max_message_bytes + MESSAGE_META.size + 4096)
 
 
 def _cut(data: bytes, keep: int) -> bytes:
@@ -257,7 +250,7 @@ class GatewayExited(RuntimeError):
 class _Protocol(asyncio.SubprocessProtocol):
     def __init__(self, gateway: FixGateway) -> None:
         self.gateway = gateway
-        self.reader = FrameReader(frame_limit(gateway.cfg.max_message_bytes))
+        self.reader = FrameReader()
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()
         # the process has exited and everything it wrote has been read
@@ -416,8 +409,10 @@ class FixGateway:
                 await self._drain()
                 if self._stopping:
                     return
-                if self._quarantine():
+                if await self._quarantine():
                     await self._drain()
+                if self._stopping:
+                    return                      # stopped while the logs were scanned
                 try:
                     await self._start_once()
                     break
@@ -434,14 +429,19 @@ class FixGateway:
         while not self.drained() and not self._stopping:
             await asyncio.sleep(0.05)
 
-    def _quarantine(self) -> int:
+    async def _quarantine(self) -> int:
         """A message the gateway died on twice (``PoisonWatch``) goes to the
         intake as ``poison``: journaled, its MsgSeqNum committed, a break.
         What quickfix processed before it in the same run and the engine never
         received (its frames died with the gateway) goes first, from the
-        same log, as the gateway would have handed it over."""
+        same log, as the gateway would have handed it over.
+
+        The logs are read and scanned on a worker thread (up to TAIL_MIN and
+        SEGMENT_MAX of them per session): the loop that runs the intake goes
+        on meanwhile.  The restart still waits for it (no gateway starts, so
+        nothing new is queued and no log offset moves, before it is done)."""
         try:
-            suspects = self.poison.died(self.resume())
+            suspects = await asyncio.to_thread(self.poison.died, self.resume())
         except Exception as exc:          # never let the restart wait on this
             log.error("fix_poison_check_failed", error=repr(exc)[:300])
             return 0

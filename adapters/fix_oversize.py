@@ -33,7 +33,7 @@ import structlog
 
 from adapters.config import EngineConfig, SessionSpec
 from adapters.fix_gateway import message_bytes_frame
-from adapters.fix_poison import Logged, log_entries, messages_log, read_log
+from adapters.fix_poison import Logged, log_entries, messages_log, read_log, session_file_prefix
 
 log = structlog.get_logger("engine.fix")
 
@@ -42,11 +42,12 @@ SEARCH_MAX = 64 * 1024 * 1024        # the message log's end searched for the me
 
 
 def event_log(cfg: EngineConfig, spec: SessionSpec) -> Path:
-    return cfg.quickfix_dir / "log" / f"{spec.begin_string}-{spec.sender_comp_id}-{spec.target_comp_id}" \
-        ".event.current.log"
+    return cfg.quickfix_dir / "log" / f"{session_file_prefix(spec)}.event.current.log"
 
 
-def largest_field_tag_bytes(raw: bytes) -> int:
+def largest_field_tag(raw: bytes) -> int:
+    """The tag of the longest field of a message (what made it oversized):
+    the RefTagID of its Reject."""
     best, tag = -1, 0
     for part in raw.split(b"\x01"):
         if len(part) > best:
@@ -110,7 +111,7 @@ class ChecksumOverflowWatch:
         cap = self.cfg.max_message_bytes
         entry = discarded(messages_log(self.cfg, spec), spec.target_comp_id, expected, cap)
         if entry is not None:
-            tag = largest_field_tag_bytes(entry.raw) or 58
+            tag = largest_field_tag(entry.raw) or 58
             self.put(message_bytes_frame("oversized", index, int(time.time() * 1_000_000), entry.raw, cap))
             session.setNextTargetMsgSeqNum(expected + 1)
             reject = fix.Message()

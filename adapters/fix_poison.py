@@ -33,17 +33,23 @@ from pathlib import Path
 from adapters.config import EngineConfig, SessionSpec
 
 ADMIN_MSG_TYPES = frozenset({"0", "1", "2", "3", "4", "5", "A"})
-SUPPORTED_APP_TYPES = frozenset({"8", "AE", "W"})     # as adapters.quickfix_sessions
+# ExecutionReport, TradeCaptureReport, MarketDataSnapshotFullRefresh (what fromApp hands over as "app")
+SUPPORTED_APP_TYPES = frozenset({"8", "AE", "W"})
 TAIL_MIN = 16 * 1024 * 1024           # how much of a log's end is searched for the last message (> the cap)
 SEGMENT_MAX = 256 * 1024 * 1024       # how much of a short-lived gateway's log is read for the rest
 # quickfix's FileLog: "<UTC timestamp> : <message>\n" (a message may hold a newline itself)
 _ENTRY = re.compile(rb"(?m)^(\d{8}-\d{2}:\d{2}:\d{2}(?:\.\d+)?) : ")
 
 
+def session_file_prefix(spec: SessionSpec) -> str:
+    """How quickfix names a session's files (FileLog, FileStore):
+    BeginString-SenderCompID-TargetCompID."""
+    return f"{spec.begin_string}-{spec.sender_comp_id}-{spec.target_comp_id}"
+
+
 def messages_log(cfg: EngineConfig, spec: SessionSpec) -> Path:
-    """quickfix's message log of a session (FileLog: BeginString-Sender-Target)."""
-    return cfg.quickfix_dir / "log" / f"{spec.begin_string}-{spec.sender_comp_id}-{spec.target_comp_id}" \
-        ".messages.current.log"
+    """quickfix's message log of a session."""
+    return cfg.quickfix_dir / "log" / f"{session_file_prefix(spec)}.messages.current.log"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,13 +32,13 @@ from adapters.config import EngineConfig, SessionSpec, gateway_time_zone, sessio
 from adapters.fix.dictionary import standard_dictionary_dir
 from adapters.fix_gateway import event_frame, message_bytes_frame, message_frame
 from adapters.fix_guard import LogonGuard, confine_to_loopback
+from adapters.fix_oversize import largest_field_tag
+from adapters.fix_poison import SUPPORTED_APP_TYPES, session_file_prefix
 from adapters.secure import redact
 from stp.sessions import DAY_NAMES, UTC_ZONES, SessionSchedule, session_day
 
 log = structlog.get_logger("engine.fix")
 
-# ExecutionReport, TradeCaptureReport, MarketDataSnapshotFullRefresh
-SUPPORTED_APP_TYPES = frozenset({"8", "AE", "W"})
 LOGOUT_WAIT_S = 3.0       # LogoutTimeout (2 s) and a heartbeat of quickfix's timer
 # A test aid, never set in production: the gateway process exits at once
 # (status 86, as if it had crashed) on an inbound application message whose
@@ -143,16 +143,6 @@ def session_id_key(begin: str, sender: str, target: str) -> str:
     return f"{begin}:{sender}->{target}"
 
 
-def largest_field_tag(raw: str) -> int:
-    """The tag of the longest field of a message (what made it oversized):
-    the RefTagID of its Reject."""
-    best, tag = -1, 0
-    for part in raw.split("\x01"):
-        if len(part) > best:
-            number = part.split("=", 1)[0]
-            if number.isdigit():
-                best, tag = len(part), int(number)
-    return tag
 def scrub_passwords(paths: list[Path], passwords: list[str], tail: int | None = None) -> int:
     """Overwrite, in place and with as many characters, every Password (554)
     field holding one of ``passwords`` in the files under ``paths``
@@ -198,7 +188,7 @@ def scrub_session_files(cfg: EngineConfig, spec: SessionSpec) -> None:
     Log that redacts it works, but costs 11-15 us a message: measured in
     bench/quickfix_ceiling.py).  Called just after the Logon is sent and when
     its answer arrives; only the files' last 256 KiB are read."""
-    prefix = f"{spec.begin_string}-{spec.sender_comp_id}-{spec.target_comp_id}"
+    prefix = session_file_prefix(spec)
     qf = cfg.quickfix_dir
     found = scrub_passwords([qf / "store" / f"{prefix}.body", qf / "log" / f"{prefix}.messages.current.log"],
                             [spec.password or ""], tail=256 * 1024)
@@ -398,7 +388,7 @@ def build_quickfix_application(app: EngineApplication) -> Any:
                 if len(data) > cap:
                     # journaled truncated with its true size; answered with a
                     # session Reject (quickfix moves the sequence number on)
-                    oversized = largest_field_tag(raw) or 58
+                    oversized = largest_field_tag(data) or 58
                     put(message_bytes_frame("oversized", found[1], int(received * 1_000_000), data, cap))
                     log.warning("fix_message_oversized", session=found[0].name, size=len(data),
                                 max_message_bytes=cap, ref_tag=oversized)

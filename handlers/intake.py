@@ -36,9 +36,9 @@ from stp.limits import (
     AmountLimits,
     LimitRejection,
     Reference,
-    check_fill,
+    check_fill_move,
     check_quote,
-    reference_move,
+    trade_move,
     usable_reference,
 )
 from stp.marketdata import OTHER, Quote, QuoteRejection, parse_snapshot
@@ -143,18 +143,46 @@ class Intake:
         self.reference_prices: dict[str, Reference] = {}
 
     async def load_reference_prices(self) -> None:
-        """The reference prices at start: each pair's latest trade and quote
-        in the database, the newer of the two (a price outside the pair's
-        absolute bounds, stored before the limits existed, is not used)."""
-        refs = self.reference_prices
-        for symbol, price_text, received_us in await self.db.reference_prices():
+        """The reference prices at start, as they were when the engine
+        stopped: each pair's latest accepted quote (market_prices), then the
+        trades accepted after it replayed in order, each moving the reference
+        only as it did live (``stp.limits.trade_move``: within the tolerance
+        of a fresh reference, or after a stale one).  A pair without a usable
+        quote replays all its trades.  A fill beyond the tolerance (flagged
+        price_out_of_tolerance) therefore does not centre the band after a
+        restart either.  A price outside the pair's absolute bounds, stored
+        before the limits existed, is not used."""
+        limits, max_age = self.limits, self.limits.band_max_age
+        refs: dict[str, Reference] = {}
+        after: dict[str, int] = {}           # the journal id of the pair's quote: its trades after it
+        for symbol, price_text, received_us, journal_id in await self.db.latest_quotes():
             price = Decimal(price_text)
-            if not usable_reference(price, self.limits.of(symbol)):
-                continue
-            at = _EPOCH + timedelta(microseconds=int(received_us))
-            current = refs.get(symbol)
-            if current is None or at > current[1]:
-                refs[symbol] = (price, at)
+            if usable_reference(price, limits.of(symbol)):
+                refs[symbol] = (price, _EPOCH + timedelta(microseconds=received_us))
+                after[symbol] = journal_id
+        traded = await self.db.traded_symbols()
+        since = min((after.get(symbol, 0) for symbol in traded), default=None)
+        if since is None:
+            self.reference_prices.update(refs)
+            return
+        last_id = 0
+        while True:
+            rows = await self.db.trades_after(since, last_id)
+            for fill_id, journal_id, symbol, price_text, received_us in rows:
+                last_id = fill_id
+                if journal_id <= after.get(symbol, 0):
+                    continue                 # before the pair's quote, which replaced it
+                pair_limits = limits.of(symbol)
+                price = Decimal(price_text)
+                if not usable_reference(price, pair_limits):
+                    continue
+                moved = trade_move(price, _EPOCH + timedelta(microseconds=received_us), pair_limits,
+                                   refs.get(symbol), max_age)
+                if moved is not None:
+                    refs[symbol] = moved
+            if not rows:
+                break
+        self.reference_prices.update(refs)
 
     def drained(self) -> bool:
         """Everything handed over so far is committed."""
@@ -259,31 +287,28 @@ class Intake:
             if item.kind in SESSION_EVENTS:
                 self._session_event(item, staged, batch, problems)
                 continue
+            known: str | None = None          # the stored content hash of a fill's (session, ExecID)
+            moved: Reference | None = None    # the reference price it sets if it is accepted
             if isinstance(result, Fill):
+                known = staged.known_hash((result.session, result.exec_id))
                 # a new report only: a duplicate or conflict of a stored fill books nothing anyway
-                if staged.known_hash((result.session, result.exec_id)) is None:
+                if known is None:
                     symbol = result.pair.symbol
-                    refused = check_fill(result, limits.of(symbol), new_refs.get(symbol) or refs.get(symbol),
-                                         max_age)
+                    refused, moved = check_fill_move(result, limits.of(symbol), new_refs.get(symbol)
+                                                     or refs.get(symbol), max_age, fields)
                     if refused is not None:
                         result = refused
             elif isinstance(result, Quote):
                 symbol = result.symbol
-                refused_quote = check_quote(result, limits.of(symbol),
-                                            new_refs.get(symbol) or refs.get(symbol), max_age)
+                ref = new_refs.get(symbol) or refs.get(symbol)
+                refused_quote = check_quote(result, limits.of(symbol), ref, max_age)
                 if refused_quote is not None:
                     result = refused_quote
-            outcome, reason, exec_id = self._decide(item, fields, result, staged, dk, bmr)
-            if outcome is Outcome.ACCEPTED and isinstance(result, Fill):
-                symbol = result.pair.symbol
-                moved = reference_move(result, limits.of(symbol), new_refs.get(symbol) or refs.get(symbol),
-                                       max_age)
-                if moved is not None:
-                    new_refs[symbol] = moved
-            elif outcome is Outcome.MARKET_DATA and isinstance(result, Quote):
-                ref = new_refs.get(result.symbol) or refs.get(result.symbol)
-                if ref is None or result.received_at >= ref[1]:
-                    new_refs[result.symbol] = (result.price, result.received_at)
+                elif ref is None or result.received_at >= ref[1]:
+                    moved = (result.price, result.received_at)
+            outcome, reason, exec_id = self._decide(item, fields, result, staged, dk, bmr, known)
+            if moved is not None and outcome in (Outcome.ACCEPTED, Outcome.MARKET_DATA):
+                new_refs[symbol] = moved
             seq = _seq(fields, item.kind)
             journal_id = staged.next_journal_id
             staged.next_journal_id += 1
@@ -304,15 +329,18 @@ class Intake:
                 staged.next_fill_id += 1
             # a refused quote is answered (BMR), journaled and counted, not a break:
             # an LP streaming a pair not traded here would raise one per snapshot
-            if outcome in (Outcome.CONFLICT, Outcome.DONT_KNOW, Outcome.BUSINESS_REJECT,
-                           Outcome.SESSION_REJECT, Outcome.POISON) and not isinstance(result, QuoteRejection):
-                problems.append(_intake_break(outcome, item, fields or {}, seq, reason,
-                                              staged.known_hash((item.session, exec_id or "")),
-                                              result))
+            # an oversized report is never booked: a break (a market data snapshot is
+            # replaced by the next one, as a refused quote)
+            problem = (outcome in (Outcome.CONFLICT, Outcome.DONT_KNOW, Outcome.BUSINESS_REJECT,
+                                   Outcome.SESSION_REJECT, Outcome.POISON)
+                       and not isinstance(result, QuoteRejection))
+            oversized = outcome is Outcome.OVERSIZED and (fields or {}).get(35) != "W"
+            if outcome is not None and (problem or oversized):
+                problems.append(_intake_break(outcome, item, fields or {}, seq, reason, known, result))
             if outcome is Outcome.CONFLICT and isinstance(result, Fill):
                 batch.conflicts.append((
                     staged.next_conflict_id, journal_id, item.session, result.exec_id,
-                    staged.known_hash((result.session, result.exec_id)) or "", result.content_hash,
+                    known or "", result.content_hash,
                     received_us))
                 staged.next_conflict_id += 1
             if item.kind == "reset":
@@ -425,8 +453,10 @@ class Intake:
 
     def _decide(self, item: Inbound, fields: dict[int, str] | None, result: Parsed, staged: _Staged,
                 dk: list[tuple[str, dict[int, str], str, str]],
-                bmr: list[tuple[str, dict[int, str], str, str]],
+                bmr: list[tuple[str, dict[int, str], str, str]], known: str | None = None,
                 ) -> tuple[Outcome | None, str | None, str | None]:
+        """The outcome of one message (``known``: for a fill, the content hash
+        already stored under its session and ExecID)."""
         if item.kind == "reset":
             log.info("intake_sequence_reset", session=item.session)
             return None, "counterparty reset sequence numbers (ResetSeqNumFlag=Y)", None
@@ -472,10 +502,9 @@ class Intake:
             bmr.append((item.session, fields, result.reason, result.text))
             return Outcome.BUSINESS_REJECT, f"BusinessRejectReason={result.reason}: {result.text}", None
         assert isinstance(result, Fill)
-        key = (result.session, result.exec_id)
-        outcome = dedupe(result.content_hash, staged.known_hash(key))
+        outcome = dedupe(result.content_hash, known)
         if outcome is Outcome.ACCEPTED:
-            staged.new_keys[key] = result.content_hash
+            staged.new_keys[(result.session, result.exec_id)] = result.content_hash
         elif outcome is Outcome.CONFLICT:
             log.warning("intake_conflict", session=item.session, seq=fields.get(34),
                         exec_id=result.exec_id, poss_dup=fields.get(43) == "Y")
@@ -508,6 +537,13 @@ def _intake_break(outcome: Outcome, item: Inbound, fields: dict[int, str], seq: 
                      f"{item.session} MsgSeqNum {seq} quarantined: the FIX gateway died on it twice",
                      theirs={"msg_type": fields.get(35, ""), "exec_id": exec_id or "", "size": item.size,
                              "reason": reason or ""})
+    if outcome is Outcome.OVERSIZED:
+        kept = len(item.raw.encode("utf-8", "surrogateescape"))
+        return Break(BreakType.OVERSIZED_REPORT, {"session": item.session, "seq": str(seq)},
+                     f"{item.session} MsgSeqNum {seq} ({fields.get(35, '?')}) of {item.size} bytes is over "
+                     "max_message_bytes: rejected at session level, not booked",
+                     theirs={"msg_type": fields.get(35, ""), "exec_id": exec_id or "", "size": item.size,
+                             "journaled_bytes": kept, "reason": reason or ""})
     keys = {"session": item.session, "exec_id": exec_id} if exec_id else \
         {"session": item.session, "seq": str(seq)}
     if isinstance(result, LimitRejection):

@@ -32,6 +32,7 @@ class BreakType(StrEnum):
     REJECTED_REPORT = "rejected_report"          # DontKnowTrade / reject sent
     AMOUNT_LIMIT = "amount_limit"                # DontKnowTrade: quantity or price beyond the pair's limits
     POISON_MESSAGE = "poison_message"            # the FIX gateway died twice on it: quarantined
+    OVERSIZED_REPORT = "oversized_report"        # a report over max_message_bytes: session Reject, not booked
     # confirmation (validation and matching)
     UNKNOWN_PAIR = "unknown_pair"
     INVALID_FILL = "invalid_fill"                # side, quantity, CumQty/LeavesQty
@@ -65,6 +66,7 @@ DEFAULT_SEVERITY: dict[BreakType, Severity] = {
     BreakType.REJECTED_REPORT: Severity.MEDIUM,
     BreakType.AMOUNT_LIMIT: Severity.HIGH,
     BreakType.POISON_MESSAGE: Severity.CRITICAL,
+    BreakType.OVERSIZED_REPORT: Severity.HIGH,
     BreakType.UNKNOWN_PAIR: Severity.HIGH,
     BreakType.INVALID_FILL: Severity.HIGH,
     BreakType.PRICE_OUT_OF_TOLERANCE: Severity.HIGH,

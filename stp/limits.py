@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation, Overflow
 
-from stp.currency import decimal_context, quantize
+from stp.currency import decimal_context, minor_units, quantize
 from stp.fills import (
     DK_OTHER,
     DK_PRICE_EXCEEDS_LIMIT,
@@ -72,8 +72,10 @@ __all__ = [
     "LimitRejection",
     "PairLimits",
     "check_fill",
+    "check_fill_move",
     "check_quote",
     "reference_move",
+    "trade_move",
 ]
 
 #: Longest decimal text the fills table keeps (``DecimalText``: String(40)).
@@ -140,21 +142,61 @@ _DECIMAL_FIELDS = ("LastQty (32)", "LastPx (31)", "CumQty (14)", "LeavesQty (151
                    "OrderQty (38)", "LastSpotRate (194)", "LastForwardPoints (195)")
 
 
-def _text_too_long(fill: Fill) -> str | None:
+_DECIMAL_TAGS = (32, 31, 14, 151, 6, 38, 194, 195)
+
+#: The fields of a report by tag, as ``stp.fills.normalise`` read them: its
+#: decimals are those texts (FIX syntax: digits, a point, no exponent).
+Texts = Mapping[int, str]
+
+
+def _text_too_long(fill: Fill, texts: Texts | None = None) -> str | None:
     values = (fill.last_qty, fill.last_px, fill.cum_qty, fill.leaves_qty, fill.avg_px, fill.order_qty,
               fill.spot_rate, fill.forward_points)
-    for value in values:
-        if value is not None and len(str(value)) > MAX_DECIMAL_TEXT:
-            name = _DECIMAL_FIELDS[values.index(value)]
-            return f"{name} has more than {MAX_DECIMAL_TEXT} characters: {str(value)[:60]}"
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if texts is not None:
+            text = texts.get(_DECIMAL_TAGS[i])
+            # the str() of a FIX decimal's Decimal is at most one character longer
+            # than its text (".5" -> "0.5"; "0.00000001" -> "1E-8" is shorter)
+            if text is not None and len(text) < MAX_DECIMAL_TEXT:
+                continue
+        if len(str(value)) > MAX_DECIMAL_TEXT:
+            return f"{_DECIMAL_FIELDS[i]} has more than {MAX_DECIMAL_TEXT} characters: {str(value)[:60]}"
     return None
 
 
-def _unrepresentable(fill: Fill) -> str | None:
-    """Why the fill's amounts cannot be booked exactly, None if they can."""
-    too_long = _text_too_long(fill)
+def _plainly_representable(fill: Fill, texts: Texts) -> bool:
+    """True when the report's own texts show the amounts fit (the common
+    case, without a Decimal operation): LastQty no finer than its currency's
+    minor units, LastQty and LastPx 30 characters together at most (the
+    amounts then have fewer than 38 digits at any minor units: LastPx >= 1e-28),
+    and both amounts at least 1 (they cannot round to zero).  False: check
+    them exactly."""
+    qty_text, px_text = texts.get(32), texts.get(31)
+    if qty_text is None or px_text is None or len(qty_text) + len(px_text) > 30:
+        return False
+    pair = fill.pair
+    try:
+        units = minor_units(fill.currency)
+        minor_units(pair.base)
+        minor_units(pair.quote)
+    except ValueError:
+        return False
+    if len(qty_text.partition(".")[2].rstrip("0")) > units:
+        return False
+    qty, px = float(qty_text), float(px_text)
+    return qty * px >= 1.0 if fill.currency == pair.base else qty >= px >= 1e-28
+
+
+def _unrepresentable(fill: Fill, texts: Texts | None = None) -> str | None:
+    """Why the fill's amounts cannot be booked exactly, None if they can
+    (``texts``: the report's fields, which spare the work when they show it)."""
+    too_long = _text_too_long(fill, texts)
     if too_long is not None:
         return too_long
+    if texts is not None and _plainly_representable(fill, texts):
+        return None
     pair, qty, px = fill.pair, fill.last_qty, fill.last_px
     try:
         if quantize(qty, fill.currency) != qty:
@@ -186,24 +228,37 @@ def spot_price(fill: Fill) -> Decimal:
 def check_fill(fill: Fill, limits: PairLimits, reference: Reference | None,
                band_max_age: timedelta = timedelta(hours=24)) -> LimitRejection | None:
     """None if the fill is within its pair's limits, else why not (see the module)."""
+    return check_fill_move(fill, limits, reference, band_max_age)[0]
+
+
+def check_fill_move(fill: Fill, limits: PairLimits, reference: Reference | None,
+                    band_max_age: timedelta = timedelta(hours=24), texts: Texts | None = None,
+                    ) -> tuple[LimitRejection | None, Reference | None]:
+    """``check_fill`` and ``reference_move`` in one: (why the fill is refused,
+    None) or (None, the reference it sets if accepted, None if it leaves it).
+    ``texts``: the report's fields by tag, the texts its decimals were read
+    from (they spare converting the decimals back to text)."""
     exec_id = fill.exec_id
     for name, px in (("LastPx (31)", fill.last_px), ("LastSpotRate (194)", fill.spot_rate)):
         if px is not None and not limits.min_px <= px <= limits.max_px:
             bounds = f"{limits.min_px}..{limits.max_px}"
             return LimitRejection(DK_PRICE_EXCEEDS_LIMIT,
                                   f"{name} {_shown(px)} is outside the {fill.symbol} bounds {bounds}",
-                                  exec_id, "price_bounds", bounds)
+                                  exec_id, "price_bounds", bounds), None
     # trades only: a cancel or correction carries the price of a trade done earlier
-    ref = _fresh(reference, fill.received_at, band_max_age) if fill.kind is ExecKind.TRADE else None
+    trade = fill.kind is ExecKind.TRADE
+    ref = _fresh(reference, fill.received_at, band_max_age) if trade else None
+    off = None                                       # how far the spot price is from a fresh reference
     if ref is not None:
         px = spot_price(fill)
         allowed = _CTX.multiply(ref, limits.price_band)
-        if abs(_CTX.subtract(px, ref)) > allowed:
+        off = abs(_CTX.subtract(px, ref))
+        if off > allowed:
             name = "LastSpotRate (194)" if fill.spot_rate is not None else "LastPx (31)"
             return LimitRejection(DK_PRICE_EXCEEDS_LIMIT,
                                   f"{name} {_shown(px)} is more than {limits.price_band} away from the "
                                   f"{fill.symbol} reference price {ref}",
-                                  exec_id, "price_band", str(limits.price_band), str(ref))
+                                  exec_id, "price_band", str(limits.price_band), str(ref)), None
     max_qty = limits.max_qty
     if fill.currency != fill.pair.base:
         # in the quote currency: at most max_qty base units at LastPx
@@ -217,12 +272,19 @@ def check_fill(fill: Fill, limits: PairLimits, reference: Reference | None,
             return LimitRejection(DK_QUANTITY_EXCEEDS_ORDER,
                                   f"{name} {_shown(qty)} {fill.currency} exceeds the {fill.symbol} maximum "
                                   f"{limits.max_qty} {fill.pair.base}", exec_id, "max_qty",
-                                  str(limits.max_qty))
-    why = _unrepresentable(fill)
+                                  str(limits.max_qty)), None
+    why = _unrepresentable(fill, texts)
     if why is not None:
         return LimitRejection(DK_OTHER, why, exec_id, "representable",
-                              f"{MAX_DECIMAL_TEXT} characters, 38 digits at minor units")
-    return None
+                              f"{MAX_DECIMAL_TEXT} characters, 38 digits at minor units"), None
+    # accepted: the reference it sets (as reference_move)
+    if not trade:
+        return None, None
+    if ref is not None and off is not None and off > _CTX.multiply(ref, limits.tolerance):
+        return None, None
+    if reference is not None and fill.received_at < reference[1]:
+        return None, None                            # older than the reference (a late report)
+    return None, (spot_price(fill), fill.received_at)
 
 
 def check_quote(quote: Quote, limits: PairLimits, reference: Reference | None,
@@ -252,13 +314,19 @@ def reference_move(fill: Fill, limits: PairLimits, reference: Reference | None,
     trades only, within ``tolerance`` of a fresh reference (or no fresh one)."""
     if fill.kind is not ExecKind.TRADE:
         return None
-    px = spot_price(fill)
-    ref = _fresh(reference, fill.received_at, band_max_age)
+    return trade_move(spot_price(fill), fill.received_at, limits, reference, band_max_age)
+
+
+def trade_move(px: Decimal, at: datetime, limits: PairLimits, reference: Reference | None,
+               band_max_age: timedelta = timedelta(hours=24)) -> Reference | None:
+    """The reference an accepted trade at spot price ``px``, received at
+    ``at``, sets (None: it leaves it as it is)."""
+    ref = _fresh(reference, at, band_max_age)
     if ref is not None and abs(_CTX.subtract(px, ref)) > _CTX.multiply(ref, limits.tolerance):
         return None
-    if reference is not None and fill.received_at < reference[1]:
+    if reference is not None and at < reference[1]:
         return None                                  # older than the reference (a late report)
-    return px, fill.received_at
+    return px, at
 
 
 def usable_reference(price: Decimal, limits: PairLimits) -> bool:

@@ -296,18 +296,35 @@ class Database:
 
                 await PostTradeStore(self).write_rows(conn, batch.breaks)
 
-    async def reference_prices(self) -> list[tuple[str, str, int]]:
-        """(symbol, price text, received_us): each pair's latest trade (LastSpotRate,
-        else LastPx) and each pair's latest quote (market_prices)."""
+    async def latest_quotes(self) -> list[tuple[str, str, int, int]]:
+        """(symbol, price text, received_us, journal_id): each pair's latest
+        accepted quote (market_prices)."""
         async with self.engine.connect() as conn:
-            trades = (await conn.exec_driver_sql(
-                "SELECT f.symbol, COALESCE(f.spot_rate, f.last_px), f.received_us FROM fills f JOIN "
-                "(SELECT symbol, MAX(id) AS id FROM fills WHERE kind = 'F' GROUP BY symbol) m "
-                "ON f.id = m.id")).all()
-            quotes = (await conn.exec_driver_sql(
-                "SELECT symbol, price, received_us FROM market_prices")).all()
-        rows = cast("list[tuple[Any, Any, Any]]", [*trades, *quotes])
-        return [(str(symbol), str(price), int(received)) for symbol, price, received in rows]
+            rows = (await conn.exec_driver_sql(
+                "SELECT symbol, price, received_us, journal_id FROM market_prices")).all()
+        return [(str(symbol), str(price), int(received), int(journal_id))
+                for symbol, price, received, journal_id in cast("list[tuple[Any, Any, Any, Any]]", rows)]
+
+    async def traded_symbols(self) -> list[str]:
+        """The pairs with a trade (kind F) in the fills."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.exec_driver_sql("SELECT DISTINCT symbol FROM fills WHERE kind = 'F'")).all()
+        return sorted(str(symbol) for (symbol,) in rows)
+
+    async def trades_after(self, journal_id: int, after_id: int, limit: int = 20_000,
+                           ) -> list[tuple[int, int, str, str, int]]:
+        """(fill id, journal_id, symbol, spot price text, received_us) of the
+        trades (kind F) journaled after ``journal_id``, from fill id
+        ``after_id`` on, in the order the intake accepted them (LastSpotRate,
+        else LastPx: the price that moves the intake's reference)."""
+        async with self.engine.connect() as conn:
+            f = schema.fills.c
+            rows = (await conn.execute(
+                select(f.id, f.journal_id, f.symbol, func.coalesce(f.spot_rate, f.last_px), f.received_us)
+                .where(f.kind == "F", f.journal_id > journal_id, f.id > after_id)
+                .order_by(f.id).limit(limit))).all()
+        return [(int(i), int(j), str(symbol), str(price), int(received))
+                for i, j, symbol, price, received in cast("list[tuple[Any, Any, Any, Any, Any]]", rows)]
 
     @staticmethod
     async def _set_last_seq(conn: Any, session: str, seq: int, reset: bool, stamp: int,

@@ -169,6 +169,32 @@ async def test_the_intake_loads_the_reference_prices_at_start(db: Database) -> N
     assert "reference price 1.08500" in again.dk[0][2]
 
 
+async def test_the_reference_prices_after_a_restart_are_those_before_it(db: Database) -> None:
+    """At start the reference used to be each pair's last trade, also one
+    beyond the tolerance that did not move it live: after a restart the band
+    was centred on an off-market price.  The trades after the pair's latest
+    quote are replayed as live: the same reference before and after."""
+    h = Harness(db)
+    await h.start()
+    await h.send(er(2, "N0", px="1.08500"), er(3, "OFF", px="1.12000", side="2"))
+    assert h.intake.reference_prices["EUR/USD"][0] == Decimal("1.08500")
+    again = Harness(db)
+    await again.start()
+    assert again.intake.reference_prices == h.intake.reference_prices
+    # 1.20000: within 10% of 1.12000, 10.6% away from 1.08500
+    await again.send(er(4, "FAR", px="1.20000"), at=T0 + 10)
+    assert [(e, r) for e, r, _ in again.dk] == [("FAR", "E")]
+    assert "reference price 1.08500" in again.dk[0][2]
+    # a quote, then a trade within the tolerance of it and one beyond: the quote
+    # and the first trade move the reference, the second does not
+    await again.send(snapshot(5, "1.09990", "1.10010"), er(6, "N1", px="1.10500"),
+                     er(7, "OFF2", px="1.14000"), at=T0 + 20)
+    assert again.intake.reference_prices["EUR/USD"][0] == Decimal("1.10500")
+    third = Harness(db)
+    await third.start()
+    assert third.intake.reference_prices == again.intake.reference_prices
+
+
 async def test_a_fill_beyond_the_tolerance_books_but_moves_no_reference(db: Database) -> None:
     """Within the 10% band but beyond the 2% tolerance: booked (the trade was
     done) and flagged price_out_of_tolerance; no reference moves (the intake's,

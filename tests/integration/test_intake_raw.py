@@ -4,6 +4,7 @@ from the gateway's frames to the committed rows."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from adapters.db.repository import Database
@@ -70,5 +71,35 @@ async def test_oversized_and_poison_messages_are_journaled_and_committed(db: Dat
     assert (status["oversized"], status["poison"], status["executions"]) == (1, 1, 1)
     assert status["sessions"]["LP1"]["last_seq"] == 4
     async with db.engine.connect() as conn:
-        breaks = (await conn.exec_driver_sql("SELECT type, severity FROM breaks")).all()
-    assert [tuple(b) for b in breaks] == [("poison_message", "critical")]
+        breaks = (await conn.exec_driver_sql("SELECT type, severity FROM breaks ORDER BY type")).all()
+    assert [tuple(b) for b in breaks] == [("oversized_report", "high"), ("poison_message", "critical")]
+
+
+async def test_an_oversized_report_raises_a_break_with_its_true_size(db: Database) -> None:  # noqa: F811
+    """An LP fill over max_message_bytes is rejected at session level and
+    never booked: the desk gets a break (the true size, what was kept), for
+    an ExecutionReport and a TradeCaptureReport; a market data snapshot is
+    replaced by the next one and raises none."""
+    dk: list[tuple[Any, ...]] = []
+    intake = await new_intake(db, dk)
+    big = report(2, "BIG-1", t58="x" * 2_000_000)
+    capture = raw("571=TCR-1\x0117=BIG-2\x0155=EUR/USD\x0132=1000000\x0131=1.085\x0158=" + "y" * 1_500_000
+                  + "\x01", 3, msg_type="AE").encode("latin-1")
+    snapshot = raw("262=MD-1\x0155=EUR/USD\x01268=1\x01269=0\x01270=1.085\x0158=" + "z" * 1_200_000 + "\x01",
+                   4, msg_type="W").encode("latin-1")
+    await intake.process([through_the_pipe("oversized", m) for m in (big, capture, snapshot)])
+    rows = await db.journal_rows()
+    assert [(r["seq_num"], r["outcome"]) for r in rows] == [
+        (2, "oversized"), (3, "oversized"), (4, "oversized")]
+    assert await db.fills_rows() == []
+    async with db.engine.connect() as conn:
+        breaks = (await conn.exec_driver_sql(
+            "SELECT type, severity, keys, theirs FROM breaks ORDER BY keys")).all()
+    assert [(b[0], b[1], json.loads(b[2])) for b in breaks] == [
+        ("oversized_report", "high", {"session": "LP1", "seq": "2"}),
+        ("oversized_report", "high", {"session": "LP1", "seq": "3"})]
+    first, second = (json.loads(b[3]) for b in breaks)
+    assert (first["msg_type"], first["exec_id"], first["size"]) == ("8", "BIG-1", len(big))
+    assert first["journaled_bytes"] == len(rows[0]["raw"].encode()) < len(big)
+    assert (second["msg_type"], second["size"]) == ("AE", len(capture))
+    assert dk == []

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from adapters.config import MAX_MESSAGE_BYTES_LIMIT
 from adapters.fix.codec import fields_of
 from adapters.fix_gateway import (
     EVENT,
     HEADER,
+    MAX_FRAME,
     MESSAGE,
+    MESSAGE_META,
     TRUNCATED_KEEP,
     FrameReader,
     Inbound,
@@ -22,10 +25,10 @@ from adapters.fix_gateway import (
     decode_event,
     decode_message,
     event_frame,
-    frame_limit,
     message_frame,
 )
-from adapters.quickfix_sessions import largest_field_tag, msg_type_of
+from adapters.fix_oversize import largest_field_tag
+from adapters.quickfix_sessions import msg_type_of
 from handlers.intake import escaped_text, journal_raw, tolerant_fields
 
 SESSIONS = ("LP1", "LP2", "PLATFORM")
@@ -172,19 +175,22 @@ def test_an_oversized_message_is_framed_truncated_with_its_true_size() -> None:
 
 
 def test_the_pipe_takes_any_message_the_gateway_accepts() -> None:
-    """A 17 MB message under a 32 MiB cap used to be read as a corrupt frame
-    (MAX_FRAME 16 MiB): the engine killed the gateway, the LP resent it, for ever."""
-    cap = 32 * 1024 * 1024             # above what the configuration allows: the pipe does not care
-    big = RAW.replace("\x0110=", "\x0158=" + "x" * 17_000_000 + "\x0110=")
+    """A message at the largest size cap the configuration allows (8 MiB)
+    fits a frame (MAX_FRAME 16 MiB): a longer length on the pipe can only be
+    corruption."""
+    cap = MAX_MESSAGE_BYTES_LIMIT
+    assert cap + MESSAGE_META.size + 4096 <= MAX_FRAME
+    big = RAW.replace("\x0110=", "\x0158=" + "x" * (cap - len(RAW) - 4) + "\x0110=")
+    assert len(big.encode()) == cap
     frame = message_frame("app", 0, 1, big, limit=cap)
-    reader = FrameReader(frame_limit(cap))
+    reader = FrameReader()
     out = []
     for i in range(0, len(frame), 1 << 20):
         out += reader.feed(frame[i:i + (1 << 20)])
     [(_, payload)] = out
     assert decode_message(payload, SESSIONS).raw == big
     with pytest.raises(WireError):
-        FrameReader(frame_limit(cap)).feed(HEADER.pack(MESSAGE, frame_limit(cap) + 1))
+        FrameReader().feed(HEADER.pack(MESSAGE, MAX_FRAME + 1))
     # at the default cap the same message is truncated into a frame far below any limit
     assert len(message_frame("app", 0, 1, big)) < TRUNCATED_KEEP + 64
 
@@ -198,5 +204,5 @@ def test_a_cut_never_splits_a_character() -> None:
 
 
 def test_the_largest_field_names_the_reject() -> None:
-    assert largest_field_tag(RAW.replace("\x0110=", "\x0158=" + "x" * 500 + "\x0110=")) == 58
-    assert largest_field_tag(RAW) == 52
+    assert largest_field_tag(RAW.replace("\x0110=", "\x0158=" + "x" * 500 + "\x0110=").encode()) == 58
+    assert largest_field_tag(RAW.encode()) == 52

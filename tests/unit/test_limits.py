@@ -26,6 +26,7 @@ from stp.limits import (
     LimitRejection,
     PairLimits,
     check_fill,
+    check_fill_move,
     check_quote,
     reference_move,
     usable_reference,
@@ -48,14 +49,18 @@ ER: dict[int, str] = {
 }
 
 
-def fill(**tags: str | None) -> Fill:
+def report(**tags: str | None) -> dict[int, str]:
     fields = dict(ER)
     for key, value in tags.items():
         if value is None:
             fields.pop(int(key[1:]), None)
         else:
             fields[int(key[1:])] = value
-    result = normalise(fields, "LP1", AT)
+    return fields
+
+
+def fill(**tags: str | None) -> Fill:
+    result = normalise(report(**tags), "LP1", AT)
     assert isinstance(result, Fill), result        # normalise alone accepts it
     return result
 
@@ -272,3 +277,54 @@ def test_within_the_limits_books_outside_is_dk(qty: Decimal, px: Decimal, ref: D
         assert not booked.breaks and len(booked.bookings) == 1
         amounts = {p.ledger: abs(p.amount) for p in booked.bookings[0].postings}
         assert amounts["EUR"] == qty
+
+
+# --- one pass: the check and the reference move, from the report's texts ----------
+
+
+_FIX_NUMBER = st.from_regex(r"\A(?:[0-9]{1,24}(?:\.[0-9]{0,22})?|\.[0-9]{1,24})\Z")
+
+
+@settings(max_examples=600, deadline=None)
+@given(qty=_FIX_NUMBER, px=_FIX_NUMBER, avg=_FIX_NUMBER, pair=st.sampled_from(["EUR/USD", "USD/JPY"]),
+       in_quote=st.booleans(), kind=st.sampled_from(["F", "H"]),
+       ref=st.sampled_from([None, REF, (Decimal("150.00"), AT), (Decimal("1.5"), AT + timedelta(seconds=1))]))
+def test_check_fill_move_from_the_texts_is_check_fill_then_reference_move(
+        qty: str, px: str, avg: str, pair: str, in_quote: bool, kind: str,
+        ref: tuple[Decimal, datetime] | None) -> None:
+    """The intake checks a fill once, with the texts its decimals were read
+    from: the same answer and the same reference move as checking its
+    Decimals (the lengths, minor units, rounding to zero, 38 digits)."""
+    base, quote = pair.split("/")
+    fields = report(t55=pair, t15=quote if in_quote else base, t32=qty, t31=px, t6=avg, t38=None,
+                    t14=None, t151=None, t150=kind, t19="E-0" if kind == "H" else None)
+    f = normalise(fields, "LP1", AT)
+    if not isinstance(f, Fill):
+        return                                           # zero quantity or price: not a fill
+    limits = PairLimits(max_qty=Decimal("1" + "0" * 30), price_band=Decimal("1000"),
+                        min_px=Decimal("1e-30"), max_px=Decimal("1e30"))
+    refused = check_fill(f, limits, ref)
+    expected = (refused, reference_move(f, limits, ref) if refused is None else None)
+    assert check_fill_move(f, limits, ref, timedelta(hours=24), fields) == expected
+    assert check_fill_move(f, limits, ref) == expected
+
+
+@pytest.mark.parametrize(("tags", "ok"), [
+    ({"t32": "1000000.001", "t38": "2000000", "t14": "1000000.001", "t151": None}, False),
+    ({"t6": "1.08500000000000000000000000000000000000001"}, False),
+    ({"t6": "." + "5" * 39}, False),                     # 40 characters, 41 as a Decimal: 0.555...
+    ({"t6": "." + "5" * 38}, True),
+    ({**_JPY, "t15": "USD", "t32": "0.01"}, True),
+    ({**_JPY, "t15": "JPY", "t32": "10"}, True),
+    ({**_JPY, "t15": "JPY", "t32": "0.5"}, False),
+    ({**_JPY, "t15": "JPY", "t32": "10.000"}, True),     # trailing zeros: not finer than yen
+    ({**_JPY, "t15": "USD", "t32": "0.001"}, False),
+    ({"t31": "0.50000", "t6": None, "t32": "0.01", "t38": None, "t14": None, "t151": None}, False),
+])
+def test_the_texts_give_the_same_answers_as_the_decimals(tags: dict[str, str | None], ok: bool) -> None:
+    fields = report(**tags)
+    f = normalise(fields, "LP1", AT)
+    assert isinstance(f, Fill)
+    limits = USDJPY if f.symbol == "USD/JPY" else EURUSD
+    refused, _ = check_fill_move(f, limits, (f.last_px, AT), timedelta(hours=24), fields)
+    assert (refused is None) is ok and (refused is None) == (check_fill(f, limits, (f.last_px, AT)) is None)

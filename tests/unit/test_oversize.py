@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from adapters.fix.codec import finish
-from adapters.fix_oversize import SIGNATURE, discarded, largest_field_tag_bytes
+from adapters.fix_oversize import SIGNATURE, discarded, largest_field_tag
 from tests.unit.test_poison import Log, cfg
 
 
@@ -33,6 +33,6 @@ def test_the_discarded_message_is_the_expected_one_over_the_cap(tmp_path: Path) 
     log.sent(3, "2")                                     # its ResendRequest
     found = discarded(log.path, "LP1", 6, 4096)
     assert found is not None and found.seq == 6 and len(found.raw) > 5000
-    assert largest_field_tag_bytes(found.raw) == 58
+    assert largest_field_tag(found.raw) == 58
     assert discarded(log.path, "LP1", 6, 8192) is None  # under the cap: not ours to answer
     assert discarded(log.path, "LP1", 8, 4096) is None  # not received

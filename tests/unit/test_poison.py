@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
+import pytest
+
 from adapters.config import EngineConfig, SessionSpec
-from adapters.fix_poison import PoisonWatch, last_received, messages_log
+from adapters.fix_gateway import FixGateway, InboundQueue
+from adapters.fix_poison import PoisonWatch, Suspect, last_received, messages_log
 
 
 def cfg(tmp_path: Path) -> EngineConfig:
@@ -127,3 +132,34 @@ def test_a_gap_before_the_suspect_stops_the_quarantine(tmp_path: Path) -> None:
         log.received(3, text="poison")       # 2 never arrived: committing 3 would lose it
         found = watch.died({"LP1": 0})
     assert found == [] and watch.unrecoverable == [("LP1", 3)]
+
+
+async def test_the_log_scan_leaves_the_event_loop_running(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``died`` reads and scans up to TAIL_MIN (plus SEGMENT_MAX) of log per
+    session: on the loop that runs the intake it stopped the intake for as
+    long.  It runs on a worker thread; the restart still waits for it and
+    the suspect is handed over as before."""
+    config = cfg(tmp_path)
+    log = Log(config)
+    gateway = FixGateway(config, InboundQueue(), lambda: {"LP1": 1, "LP2": 0})
+    real = gateway.poison.died
+    loop_ran = threading.Event()
+    seen: list[bool] = []
+
+    def died(committed: dict[str, int]) -> list[Suspect]:
+        seen.append(loop_ran.wait(20))     # set by the loop: only while the scan is off it
+        return real(committed)
+
+    monkeypatch.setattr(gateway.poison, "died", died)
+    for _ in range(2):
+        gateway.poison.started()
+        log.received(1 if _ == 0 else 3, "A")
+        log.received(2, text="poison")
+        loop_ran.clear()
+        asyncio.get_running_loop().call_soon(loop_ran.set)
+        quarantined = await gateway._quarantine()
+    assert seen == [True, True]
+    assert quarantined == 1 and gateway.quarantined == 1
+    [item] = gateway.queue.take(10)
+    assert item.kind == "poison" and "58=poison" in item.raw

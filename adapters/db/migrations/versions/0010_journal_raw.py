@@ -9,7 +9,7 @@ message's true size in bytes; ``raw_truncated`` marks a message over
 Rows from before were all UTF-8 and whole: their size is filled in from raw.
 
 Revision ID: 0010
-Revises: 0008_position_quote_flow
+Revises: 0009
 Create Date: 2026-12-04
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ a position in a currency with no rate) keeps for when a rate arrives
 (NULL for rows from before: their ``state`` is that state).
 
 Revision ID: 0012_money_rules
-Revises: 0008_position_quote_flow
+Revises: 0010
 Create Date: 2026-12-04
 """
 from __future__ import annotations
