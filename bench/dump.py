@@ -74,7 +74,8 @@ TIME_KEYS = {"time"}        # the CloudEvents envelope's
 def _masked(value: Any) -> Any:
     """A JSON payload with the wall-clock keys masked."""
     if isinstance(value, dict):
-        return {k: ("<time>" if k.endswith(TIME_SUFFIXES) or k in TIME_KEYS else _masked(v)) for k, v in value.items()}
+        return {k: ("<time>" if k.endswith(TIME_SUFFIXES) or k in TIME_KEYS else _masked(v))
+                for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v) for v in value]
     return value
