@@ -23,7 +23,9 @@ each table's primary key.  Run it before and after a change and compare:
     python bench/dump.py --out /tmp/after
     diff -r /tmp/before /tmp/after && echo identical
 
-It prints one JSON line per scenario: rows per table and the sha256 of the dump.
+Compare runs of the same day: the final tick's settlement cut-offs follow the
+date.  The PostgreSQL database given is emptied first.  It prints one JSON
+line per scenario: rows per table and the sha256 of the dump.
 """
 
 from __future__ import annotations
