@@ -38,7 +38,7 @@ def _day(value: Any) -> date | None:
     return date.fromisoformat(str(value))
 
 
-async def engine_executions(store: PostTradeStore, session: str,
+async def engine_executions(store: PostTradeStore, reference: ReferenceData, session: str,
                             trade_dates: set[date] | None) -> dict[str, Execution]:
     """The session's executions; a fill without SettlDate (64) gets the value
     date its SettlType gives (what it was booked at), one without TradeDate
@@ -49,7 +49,7 @@ async def engine_executions(store: PostTradeStore, session: str,
     out: dict[str, Execution] = {}
     for r in rows:
         trade_date = _day(r[7])
-        pair = CurrencyPair.parse(str(r[2]))
+        pair = reference.pair_for(CurrencyPair.parse(str(r[2])))   # as confirmation dated it
         if trade_date is None:
             at = us_to_datetime(r[12] or r[13])
             trade_date = fx_trade_date(at, pair)
@@ -123,7 +123,7 @@ async def reconcile_statement_file(db: Database, reference: ReferenceData, prefi
     else:
         listed = {e.trade_date for e in theirs if e.trade_date is not None}
         dates = listed or None
-    ours = await engine_executions(PostTradeStore(db), session, dates)
+    ours = await engine_executions(PostTradeStore(db), reference, session, dates)
     result = reconcile_statement(session, ours, theirs)
     lines = len(theirs) + len(errors)
     await _store(db, reference, prefix, "statement", session, trade_date, path, content, lines, result)

@@ -184,8 +184,7 @@ class Validator:
             return None
 
     def _pair_of(self, fill: Fill) -> CurrencyPair:
-        settings = self._reference.pairs.get(fill.pair.symbol)
-        return settings.pair if settings is not None else fill.pair
+        return self._reference.pair_for(fill.pair)
 
     # -- validation -----------------------------------------------------------
 

@@ -140,6 +140,13 @@ class ReferenceData:
     def cut_off(self, currency: str) -> CutOff:
         return self.cut_offs.get(currency, self.default_cut_off)
 
+    def pair_for(self, pair: CurrencyPair) -> CurrencyPair:
+        """The pair as value dates are computed for it: the configured one (its
+        spot lag) when the pair is configured, else ``pair`` (the default lag).
+        Confirmation and reconciliation both use it, so they give one date."""
+        settings = self.pairs.get(pair.symbol)
+        return settings.pair if settings is not None else pair
+
     @property
     def symbols(self) -> frozenset[str]:
         return frozenset(self.pairs)

@@ -250,3 +250,27 @@ def test_position_report_drift_per_currency_and_value_date() -> None:
     assert drift["USD"].theirs == {"lp_pays": "-1085000.00"}
     assert drift["GBP"].theirs == {"lp_pays": "0"} and drift["JPY"].ours == {"lp_pays": "0"}
     assert drift["USD"].value_date == date(2026, 11, 24) and drift["USD"].currencies == ("USD",)
+
+
+# --- recon dates a fill as confirmation did --------------------------------------------------
+
+
+async def test_recon_dates_a_fill_without_settl_date_with_the_configured_spot_lag() -> None:
+    """A pair configured T+1 (EUR/USD defaults to T+2): a fill that came without
+    SettlDate (64) is reconciled at the value date confirmation gave it, not
+    at the default lag's."""
+    from adapters.recon import engine_executions
+    from stp.reference import PairSettings
+    from stp.valuedates import CurrencyPair, value_date
+
+    class Rows:
+        async def fetch(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+            return [("E1", "trade", "EUR/USD", "buy", "1000000", "1.1", None, "2017-07-05", "O1", "ACC001",
+                     None, "0", None, 1)]
+
+    t1 = CurrencyPair("EUR", "USD", spot_lag=1)
+    ref = ReferenceData({}, {}, {}, {"EUR/USD": PairSettings(t1)})
+    wed = date(2017, 7, 5)
+    out = await engine_executions(Rows(), ref, "LP1", None)           # type: ignore[arg-type]
+    assert out["E1"].settl_date == value_date(wed, t1, "0") == date(2017, 7, 6)
+    assert value_date(wed, CurrencyPair("EUR", "USD"), "0") != date(2017, 7, 6)   # what recon gave before
