@@ -70,7 +70,7 @@ DUPLICATE_EVERY = 41          # every 41st message is sent again with PossResend
 BATCH = 250
 NOT_DUMPED = {"alembic_version"}
 TIME_SUFFIXES = ("_us",)
-TIME_KEYS = {"time"}        # the CloudEvents envelope's
+TIME_KEYS = {"time", "minutes_to_cut_off"}   # the envelope's time; an escalation's distance to now
 
 
 def _masked(value: Any) -> Any:
