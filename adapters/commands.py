@@ -31,7 +31,7 @@ refused (``request_id_reused``).  Commands without a request id are queued
 every time they arrive (a repeat is then an illegal transition).
 
 The listener takes what has arrived at once (up to ``batch_max`` messages)
-and stores it in one transaction (``reports.enqueue_batch``), then
+and stores it in one transaction (``inbox.enqueue_batch``), then
 acknowledges the lot and publishes the replies: one commit per batch, not
 per command, so a burst is drained as fast as it comes.  Nothing wedges the topic: a payload that does
 not parse, whatever the reason (too large, not UTF-8, nested too deep), is
@@ -43,7 +43,7 @@ doubling to 30 s), saying so in the retained status (``degraded``,
 component ``commands``) until it can; a batch the database refuses for its
 content is stored command by command, and a command it refuses on its own is
 answered ``internal_error``.  Request ids are released when the applied
-inbox rows are pruned (``reports.prune_inbox``, ``[mqtt]
+inbox rows are pruned (``inbox.prune_inbox``, ``[mqtt]
 request_id_retention_days``).
 """
 
@@ -60,7 +60,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from adapters import reports
+from adapters.db import inbox
 from adapters.db.repository import Database, database_unavailable
 from stp.backoff import Backoff
 from stp.commands import AllocateCommand, BreakCommand, CommandError, parse_command
@@ -224,7 +224,7 @@ class CommandListener:
         replies.append((reply.topic, reply.payload))
 
     async def _store(self, queueing: list[_Queueing], replies: list[tuple[str, str]],
-                     health: Health | None) -> list[reports.Queued | None]:
+                     health: Health | None) -> list[inbox.Queued | None]:
         """Store the batch in one transaction, trying again with backoff while
         the database is unavailable.  A batch it refuses for its content is
         stored one by one: the command it refuses alone is answered
@@ -239,7 +239,7 @@ class CommandListener:
                 self._internal_error(queueing[0].command.request_id, queueing[0].command.reply_to, None,
                                      exc, replies)
                 return [None]
-        out: list[reports.Queued | None] = []
+        out: list[inbox.Queued | None] = []
         for entry, row in zip(queueing, rows, strict=True):
             try:
                 out.extend(await self._store_retrying([row], health))
@@ -249,11 +249,11 @@ class CommandListener:
         return out
 
     async def _store_retrying(self, rows: list[tuple[str, dict[str, Any], str | None]],
-                              health: Health | None) -> list[reports.Queued]:
+                              health: Health | None) -> list[inbox.Queued]:
         backoff = Backoff(self.retry_initial, self.retry_max)
         while True:
             try:
-                queued = await reports.enqueue_batch(self.db, rows)
+                queued = await inbox.enqueue_batch(self.db, rows)
             except Exception as exc:
                 if not database_unavailable(exc):
                     raise
@@ -275,7 +275,7 @@ class CommandListener:
             return queued
 
     def _repeated(self, command: BreakCommand | AllocateCommand, kind: str, payload: dict[str, Any],
-                  first: reports.Queued, replies: list[tuple[str, str]]) -> None:
+                  first: inbox.Queued, replies: list[tuple[str, str]]) -> None:
         """A request id the inbox holds already: the same command again gets
         the first one's reply (nothing is applied twice); another command
         under that id is refused."""

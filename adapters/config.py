@@ -46,7 +46,7 @@ def engine_subcommand(subcommand: str, cfg: EngineConfig, log_level: str | None 
 # loop, or in a process run separately (`run_engine.py posttrade --standalone`)
 POSTTRADE_MODES = ("process", "inline", "external")
 # [engine] max_message_bytes at most: quickfix's CheckSum sum overflows from 8.4 MB
-# (adapters/fix_oversize.py), so a larger message is not always seen by fromApp
+# (adapters/fix/oversize.py), so a larger message is not always seen by fromApp
 MAX_MESSAGE_BYTES_LIMIT = 8 * 1024 * 1024
 
 

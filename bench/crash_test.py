@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.sim.scenario import FaultRates, Scenario  # noqa: E402
+from fixsim.scenario import FaultRates, Scenario  # noqa: E402
 
 # far ahead: no settlement cut-off passes, so the fills do not all break as after_cut_off
 START = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)

@@ -48,14 +48,15 @@ sys.path.insert(0, str(ROOT))
 from adapters import logs  # noqa: E402
 from adapters.config import PROJECT_ROOT  # noqa: E402
 from adapters.db.repository import Database  # noqa: E402
-from adapters.fix.codec import finish  # noqa: E402
-from adapters.fix_gateway import Inbound, InboundQueue  # noqa: E402
+from adapters.fix.gateway import InboundQueue  # noqa: E402
 from adapters.reference import load_reference  # noqa: E402
-from adapters.sim.fixmsg import er_body  # noqa: E402
-from adapters.sim.scenario import FaultRates, Scenario  # noqa: E402
 from bench.crash_test import reset_postgres  # noqa: E402
+from fixsim.fixmsg import er_body  # noqa: E402
+from fixsim.scenario import FaultRates, Scenario  # noqa: E402
 from handlers.intake import Intake  # noqa: E402
 from handlers.posttrade import PostTrade  # noqa: E402
+from stp.fixwire import finish  # noqa: E402
+from stp.inbound import Inbound  # noqa: E402
 
 START = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The CPU the pre-logon guard's relay adds per message (adapters/fix_guard.py).
+"""The CPU the pre-logon guard's relay adds per message (adapters/fix/guard.py).
 
 A ``LogonGuard`` runs alone in a child process, in front of a counting sink
 in this process (standing in for quickfix's acceptor).  A client logs on
@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.config import SessionSpec  # noqa: E402
-from adapters.fix.codec import finish, format_utc_timestamp  # noqa: E402
-from adapters.sim.fixmsg import er_body  # noqa: E402
-from adapters.sim.scenario import Scenario  # noqa: E402
 from bench.crash_test import free_port  # noqa: E402
 from bench.intake import START  # noqa: E402
+from fixsim.fixmsg import er_body  # noqa: E402
+from fixsim.scenario import Scenario  # noqa: E402
+from stp.fixwire import finish, format_utc_timestamp  # noqa: E402
 
 SPEC = SessionSpec("platform", "PLATFORM", 0, "STP", "PLATFORM", username="desk", password="s3cret")
 
@@ -41,7 +41,7 @@ SPEC = SessionSpec("platform", "PLATFORM", 0, "STP", "PLATFORM", username="desk"
 def serve(port: int, upstream: int) -> None:
     """The child: the guard alone, until stdin closes."""
     from adapters import logs
-    from adapters.fix_guard import LogonGuard
+    from adapters.fix.guard import LogonGuard
 
     logs.configure("error", stream=sys.stderr)
     guard = LogonGuard([("127.0.0.1", port, [SPEC], ("127.0.0.1", upstream))])

@@ -42,11 +42,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.fix.codec import finish, parse_text  # noqa: E402
-from adapters.sim.fixmsg import er_body  # noqa: E402
-from adapters.sim.scenario import Scenario  # noqa: E402
 from bench.crash_test import free_port, reset_postgres, status, write_config  # noqa: E402
+from fixsim.fixmsg import er_body  # noqa: E402
+from fixsim.scenario import Scenario  # noqa: E402
 from stp.fills import normalise  # noqa: E402
+from stp.fixwire import finish, parse_text  # noqa: E402
 
 # far ahead: no settlement cut-off has passed, so the fills do not all break
 # as after_cut_off (a flood of breaks is another benchmark: bench/relay.py)

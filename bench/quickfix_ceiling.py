@@ -50,18 +50,19 @@ sys.path.insert(0, str(ROOT))
 
 from adapters import logs  # noqa: E402
 from adapters.config import EngineConfig, SessionSpec  # noqa: E402
-from adapters.fix.codec import finish, format_utc_timestamp  # noqa: E402
-from adapters.fix_gateway import SESSION_EVENTS, FixGateway, InboundQueue  # noqa: E402
-from adapters.quickfix_sessions import (  # noqa: E402
+from adapters.fix.gateway import FixGateway, InboundQueue  # noqa: E402
+from adapters.fix.quickfix import (  # noqa: E402
     EngineApplication,
     build_quickfix_application,
     session_settings_text,
 )
 from adapters.secure import redact  # noqa: E402
-from adapters.sim.fixmsg import er_body  # noqa: E402
-from adapters.sim.scenario import Scenario  # noqa: E402
 from bench.crash_test import free_port  # noqa: E402
 from bench.intake import START, raw_parse_rate  # noqa: E402
+from fixsim.fixmsg import er_body  # noqa: E402
+from fixsim.scenario import Scenario  # noqa: E402
+from stp.fixwire import finish, format_utc_timestamp  # noqa: E402
+from stp.inbound import SESSION_EVENTS  # noqa: E402
 
 
 def blast(port: int, count: int) -> None:
@@ -104,7 +105,7 @@ def redacting_log_factory(fix: Any, directory: Path) -> Any:
     director classes work when ``create`` returns its Log ``__disown__()``-ed:
     without it a SocketAcceptor's constructor hung in
     ``SwigDirector_LogFactory::create`` (``swig_acquire_ownership_obj``)."""
-    from adapters.fix.codec import SendingTimeClock
+    from stp.fixwire import SendingTimeClock
 
     class _Log(fix.Log):  # type: ignore[misc]
         def __init__(self, prefix: str) -> None:
@@ -242,7 +243,7 @@ class _ListSink:
 
 
 def _received(frame: bytes) -> float:
-    from adapters.fix_gateway import FrameReader, decode_message
+    from adapters.fix.pipe import FrameReader, decode_message
 
     [(_, payload)] = FrameReader().feed(frame)
     return decode_message(payload, ("LP1",)).received

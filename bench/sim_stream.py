@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters import logs  # noqa: E402
-from adapters.fix.codec import Framer, finish  # noqa: E402
-from adapters.fix.session import Session, SessionConfig  # noqa: E402
+from fixsim.session import Session, SessionConfig  # noqa: E402
+from stp.fixwire import Framer, finish  # noqa: E402
 
 BODY = ("37=LP1-O1-0000001\x0111=C1-0000001\x011=ACC007\x0155=EUR/USD\x01460=4\x0154=1\x01"
         "38=1000000\x0115=EUR\x0117=LP1-E1-{n:08d}\x01150=F\x0139=2\x0132=1000000\x0131=1.08512\x01"

@@ -26,11 +26,12 @@ import structlog
 
 from adapters.db.posttrade import PostTradeWrite
 from adapters.db.repository import Database, IntakeBatch, IntakeState
-from adapters.fix.codec import GarbledMessage, fields_of, parse_text
-from adapters.fix_gateway import SESSION_EVENTS, Inbound, InboundQueue
+from adapters.fix.gateway import InboundQueue
 from handlers.breaks import BreakSink
 from stp.breaks import Break, BreakType
 from stp.fills import Fill, NotAFill, Rejection, normalise
+from stp.fixwire import GarbledMessage, fields_of, parse_text
+from stp.inbound import SESSION_EVENTS, Inbound
 from stp.intake import Outcome, dedupe
 from stp.limits import (
     AmountLimits,

@@ -22,17 +22,19 @@ from typing import Any
 
 import pytest
 
-from adapters import reports
 from adapters.commands import CommandListener
 from adapters.config import PROJECT_ROOT
+from adapters.db import inbox as inbox_db
+from adapters.db import queries
 from adapters.db.repository import Database
-from adapters.fix.codec import finish
-from adapters.fix_gateway import Inbound, InboundQueue
-from adapters.sim.fixmsg import er_body
-from adapters.sim.scenario import SimFill
+from adapters.fix.gateway import InboundQueue
+from fixsim.fixmsg import er_body
+from fixsim.scenario import SimFill
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
 from stp.allocation import unallocated_break_id
+from stp.fixwire import finish
+from stp.inbound import Inbound
 from tests.integration.test_desk_bus import FakeClient, replies_of
 from tests.integration.test_posttrade import (
     REFERENCE,
@@ -58,6 +60,9 @@ def raw(fill: SimFill, seq: int, sender: str, account: bool | str = True) -> str
         body = body.replace(tag, f"\x011={account}\x01" if account else "\x01")
     return finish("FIX.4.4", f"35=8\x0134={seq}\x0149={sender}\x0152=20300107-08:00:00.000\x0156=STP\x01"
                   + body).decode()
+
+
+allocation = inbox_db.allocate_payload
 
 
 async def run(db: Database, lp: list[SimFill], platform: list[SimFill], lp_accounts: bool | str,
@@ -130,7 +135,7 @@ async def test_nets_without_account_tags_equal_the_nets_with_them(db: Database) 
     # counterparty, currency and value date
     assert await nets(db) == with_accounts
     for value_date in sorted({k[2] for k in with_accounts})[:2]:
-        report = await reports.settlements(db, value_date)
+        report = await queries.settlements(db, value_date)
         assert {(r["counterparty"], r["currency"]): Decimal(r["net"]) for r in report if Decimal(r["net"])} \
             == {(k[0], k[1]): v for k, v in with_accounts.items() if k[2] == value_date}
     # the client side is on the house account, like any other account's
@@ -191,9 +196,8 @@ async def test_allocating_afterwards_moves_positions_and_leaves_the_nets_unchang
     refused = [("nope", "ACC001"), (first.exec_id, "ACC999"), (first.exec_id, HOUSE),
                (cancelled.exec_id, "ACC001")]
     for exec_id, account in refused:
-        await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", exec_id, account, "ops1", None))
-    await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", first.exec_id, "ACC001", "x" * 81,
-                                                                   None))
+        await inbox_db.enqueue(db, "allocate", allocation("LP1", exec_id, account, "ops1", None))
+    await inbox_db.enqueue(db, "allocate", allocation("LP1", first.exec_id, "ACC001", "x" * 81, None))
     await pipeline.tick()
     results = [r[0] for r in await q(db, "SELECT result FROM inbox ORDER BY id")]
     assert [r.split(":")[:2] for r in results] == [
@@ -204,13 +208,11 @@ async def test_allocating_afterwards_moves_positions_and_leaves_the_nets_unchang
 
     # the desk allocates every active fill to its client (the second twice in one run)
     for f in active:
-        await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", f.exec_id, f.account, "ops1",
+        await inbox_db.enqueue(db, "allocate", allocation("LP1", f.exec_id, f.account, "ops1",
                                                                        "per the client's order"))
-    await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", second.exec_id, "ACC002", "ops2",
-                                                                   None))
+    await inbox_db.enqueue(db, "allocate", allocation("LP1", second.exec_id, "ACC002", "ops2", None))
     await pipeline.tick()
-    await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", first.exec_id, "ACC003", "ops2",
-                                                                   None))
+    await inbox_db.enqueue(db, "allocate", allocation("LP1", first.exec_id, "ACC003", "ops2", None))
     await pipeline.tick()
     results = [r[0] for r in await q(db, "SELECT result FROM inbox ORDER BY id")][len(refused):]
     assert all(r.startswith("allocated LP1/") and r.endswith(" by ops1") for r in results[:len(active)])

@@ -17,16 +17,18 @@ from typing import Any
 
 import pytest
 
-from adapters import desk, reports
+from adapters.db import inbox as inbox_db
+from adapters.db import queries
 from adapters.db.posttrade import PostTradeWrite
 from adapters.db.repository import Database, now_us
-from adapters.fix_gateway import Inbound, InboundQueue
-from adapters.sim.scenario import SimFill
+from adapters.fix.gateway import InboundQueue
+from fixsim.scenario import SimFill
 from handlers.intake import Intake
 from handlers.margin import MarginStage
 from handlers.posttrade import PostTrade
 from stp.allocation import unallocated_break_id
 from stp.breaks import Break, BreakType
+from stp.inbound import Inbound
 from stp.reference import ReferenceData
 from tests.integration.test_allocation import HOUSE, house_positions, open_unallocated, positions, raw
 from tests.integration.test_posttrade import REFERENCE, db, expected_positions, q, scenario
@@ -65,6 +67,9 @@ class Feed:
             await self.intake.process(items[i:i + 250])
             while not self.pipeline.queue.empty():
                 await self.pipeline.process(self.pipeline.queue.get_nowait())
+
+
+allocation = inbox_db.allocate_payload
 
 
 async def outbox_ids(db: Database, prefix: str) -> list[str]:
@@ -120,8 +125,8 @@ async def test_an_allocation_failing_after_its_first_write_keeps_nothing(
 
     monkeypatch.setattr(MarginStage, "exposure_breaks", failing)
     for f in (first, second):
-        payload = reports.allocate_payload("LP1", f.exec_id, f.account, "ops1", None)
-        await reports.enqueue(db, "allocate", payload)
+        payload = inbox_db.allocate_payload("LP1", f.exec_id, f.account, "ops1", None)
+        await inbox_db.enqueue(db, "allocate", payload)
     await pipeline.tick()
     results = [r[2] for r in await inbox(db)]
     assert results[0].startswith("error: not applied: ValueError: exposure check failed")
@@ -220,17 +225,17 @@ async def test_the_resolution_of_a_reopened_unallocated_break_is_its_occurrence(
     fill = await an_unallocated_trade(db, events)
     bid = unallocated_break_id("LP1", fill.exec_id)
     pipeline = feed.pipeline
-    await reports.enqueue(db, "break_resolve", {"break_id": bid, "by": "ops1", "reason": "looking at it"})
+    await inbox_db.enqueue(db, "break_resolve", {"break_id": bid, "by": "ops1", "reason": "looking at it"})
     await pipeline.tick()
     ((keys, summary),) = await q(db, f"SELECT keys, summary FROM breaks WHERE break_id = '{bid}'")
     w = PostTradeWrite()                                  # it comes back: occurrence 2
     pipeline.breaks.add(Break(BreakType.UNALLOCATED, json.loads(keys), summary), w, now_us())
     await pipeline.store.write(w)
-    await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", fill.exec_id, fill.account, "ops2",
-                                                                   "client confirmed"))
+    await inbox_db.enqueue(db, "allocate",
+                           allocation("LP1", fill.exec_id, fill.account, "ops2", "client confirmed"))
     await pipeline.tick()
     assert await outbox_ids(db, bid) == [bid, f"{bid}-resolved", f"{bid}-2", f"{bid}-2-resolved"]
-    shown = await desk.show_break(db, bid)
+    shown = await queries.show_break(db, bid)
     assert shown is not None
     assert (shown["state"], shown["occurrence"], shown["resolved_by"], shown["resolution"]) == \
         ("resolved", 2, "ops2", "client confirmed")
@@ -242,13 +247,12 @@ async def test_a_break_the_desk_resolves_in_the_same_tick_is_resolved_once(db: D
     await feed.send([("LP1", e.lp, False) for e in events])
     fill = await an_unallocated_trade(db, events)
     bid = unallocated_break_id("LP1", fill.exec_id)
-    await reports.enqueue(db, "break_resolve", {"break_id": bid, "by": "ops1", "reason": "allocating"})
-    await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", fill.exec_id, fill.account, "ops2",
-                                                                   None))
+    await inbox_db.enqueue(db, "break_resolve", {"break_id": bid, "by": "ops1", "reason": "allocating"})
+    await inbox_db.enqueue(db, "allocate", allocation("LP1", fill.exec_id, fill.account, "ops2", None))
     await feed.pipeline.tick()
     assert [r[2].split(" ")[0] for r in await inbox(db)] == ["resolved", "allocated"]
     assert await outbox_ids(db, bid) == [bid, f"{bid}-resolved"]
-    shown = await desk.show_break(db, bid)
+    shown = await queries.show_break(db, bid)
     assert shown is not None and (shown["state"], shown["resolved_by"]) == ("resolved", "ops1")
 
 
@@ -260,8 +264,7 @@ async def test_a_break_resolved_by_an_allocation_at_its_cut_off_is_not_escalated
     bid = unallocated_break_id("LP1", fill.exec_id)
     ((cut_off_us,),) = await q(db, f"SELECT cut_off_us FROM breaks WHERE break_id = '{bid}'")
     assert cut_off_us is not None
-    await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", fill.exec_id, fill.account, "ops1",
-                                                                   None))
+    await inbox_db.enqueue(db, "allocate", allocation("LP1", fill.exec_id, fill.account, "ops1", None))
     await feed.pipeline.tick(now=datetime.fromtimestamp(int(cut_off_us) / 1e6, UTC))
     assert await outbox_ids(db, bid) == [bid, f"{bid}-resolved"]
     escalated = {r[0] for r in await q(db, "SELECT break_id FROM breaks WHERE escalated_us IS NOT NULL")}
@@ -283,10 +286,10 @@ async def test_a_reopened_break_has_no_acknowledgement_nor_resolution(db: Databa
 
     await detect()
     for kind, by in (("break_acknowledge", "ops1"), ("break_resolve", "ops2")):
-        await reports.enqueue(db, kind, {"break_id": brk.break_id, "by": by, "reason": "known now"})
+        await inbox_db.enqueue(db, kind, {"break_id": brk.break_id, "by": by, "reason": "known now"})
         await pipeline.tick()
     await detect()
-    shown: dict[str, Any] | None = await desk.show_break(db, brk.break_id)
+    shown: dict[str, Any] | None = await queries.show_break(db, brk.break_id)
     assert shown is not None and (shown["state"], shown["occurrence"]) == ("open", 2)
     handled = ("acknowledged_by", "acknowledged_us", "resolved_by", "resolution")
     assert [shown[k] for k in handled] == [None, None, None, None]
@@ -304,7 +307,7 @@ async def test_an_allocation_leaving_a_client_flat_below_zero_is_protected(db: D
     await feed.send([("LP1", _fill("P-1", "1", "1000000", "1.10000", template), True),
                      ("LP1", _fill("P-2", "2", "1000000", "1.09900", template), False)])
     assert (HOUSE, "EUR/USD") in await positions(db)
-    await reports.enqueue(db, "allocate", reports.allocate_payload("LP1", "P-2", "ACC001", "ops1", None))
+    await inbox_db.enqueue(db, "allocate", allocation("LP1", "P-2", "ACC001", "ops1", None))
     await feed.pipeline.tick()
     assert (await inbox(db))[0][2].startswith("allocated LP1/P-2")
     assert feed.pipeline.margin.book.snapshot("ACC001").balance == 0

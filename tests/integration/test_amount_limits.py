@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 
 from adapters.config import PROJECT_ROOT
 from adapters.db.repository import Database
-from adapters.fix.codec import finish
-from adapters.fix_gateway import Inbound, InboundQueue
+from adapters.fix.gateway import InboundQueue
 from adapters.reference import load_reference
-from adapters.sim.fixmsg import md_body
+from fixsim.fixmsg import md_body
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
+from stp.fixwire import finish
+from stp.inbound import Inbound
 from tests.integration.test_engine_intake import Engine
 
 PG_URL = os.environ.get("STP_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -305,10 +306,10 @@ def engines() -> Iterator[list[Engine]]:
 
 async def test_over_the_wire_the_lp_gets_dont_know_trades_and_nothing_books(
         tmp_path: Path, engines: list[Engine]) -> None:
-    from adapters.fix.dictionary import load_dictionary
-    from adapters.fix.session import Session, SessionConfig
-    from adapters.fix.store import MemoryStore
-    from adapters.fix.transport import FixAcceptor
+    from fixsim.dictionary import load_dictionary
+    from fixsim.session import Session, SessionConfig
+    from fixsim.store import MemoryStore
+    from fixsim.transport import FixAcceptor
     from tests.conftest import free_port
     from tests.integration.test_engine_intake import RecordingApp, write_config
     from tests.integration.test_engine_intake import er as wire_er

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.fix.codec import Framer, Message, finish, format_utc_timestamp, parse_frame
-from adapters.fix.dictionary import load_dictionary
-from adapters.fix.session import NullApplication, Session, SessionConfig
-from adapters.fix.store import MemoryStore
-from adapters.fix.transport import FixAcceptor
+from fixsim.dictionary import load_dictionary
+from fixsim.session import NullApplication, Session, SessionConfig
+from fixsim.store import MemoryStore
+from fixsim.transport import FixAcceptor
+from stp.fixwire import Framer, Message, finish, format_utc_timestamp, parse_frame
 from tests.conftest import free_port
 
 MAX = 4096

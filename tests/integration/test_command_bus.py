@@ -32,13 +32,14 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from adapters import desk, reports
 from adapters.broker import broker_reachable
 from adapters.commands import CommandListener
+from adapters.db import inbox as inbox_db
+from adapters.db import queries
 from adapters.db.posttrade import PostTradeWrite
 from adapters.db.repository import Database
 from adapters.mqtt import MqttSettings, OutboxRelay
-from adapters.sim.scenario import FaultRates, Scenario
+from fixsim.scenario import FaultRates, Scenario
 from handlers.posttrade import PostTrade
 from stp.breaks import Break, BreakType
 from tests.conftest import ROOT, free_port
@@ -178,7 +179,7 @@ async def test_a_command_nested_100000_deep_is_answered_and_acknowledged(db: Dat
             assert d.reply("marker")[0]["error"]["code"] == "unknown_break"
     finally:
         broker.stop()
-    shown = await desk.show_break(db, bid)
+    shown = await queries.show_break(db, bid)
     assert shown is not None and (shown["state"], shown["acknowledged_by"]) == ("acknowledged", "ops1")
 
 
@@ -191,7 +192,7 @@ async def test_the_database_failing_under_the_listener_shows_in_the_status(
     broker.start()
     pipeline, bid = await _ssi_break(db)
     prefix = "fxstp"            # a private broker: the pipeline's prefix
-    real = reports.enqueue_batch
+    real = inbox_db.enqueue_batch
     failures = [3]
 
     async def flaky(database: Database, commands: Any) -> Any:
@@ -200,7 +201,7 @@ async def test_the_database_failing_under_the_listener_shows_in_the_status(
             raise OperationalError("INSERT INTO inbox", (), Exception("database is locked"))
         return await real(database, commands)
 
-    monkeypatch.setattr(reports, "enqueue_batch", flaky)
+    monkeypatch.setattr(inbox_db, "enqueue_batch", flaky)
     try:
         async with aiomqtt.Client("127.0.0.1", broker.port) as client, Desk(client, prefix) as d, \
                 Engine(db, pipeline, broker.port, prefix, f"engine-{uuid.uuid4().hex[:8]}") as engine:
@@ -218,7 +219,7 @@ async def test_the_database_failing_under_the_listener_shows_in_the_status(
     assert failures == [0]
     assert [r["ok"] for r in d.reply("while-down")] == [True]
     assert await q(db, "SELECT COUNT(*) FROM inbox") == [(1,)]
-    assert (await desk.show_break(db, bid) or {})["state"] == "acknowledged"
+    assert (await queries.show_break(db, bid) or {})["state"] == "acknowledged"
 
 
 async def test_a_listener_that_fails_is_started_again_and_gets_the_command_again(
@@ -251,7 +252,7 @@ async def test_a_listener_that_fails_is_started_again_and_gets_the_command_again
     assert degraded["component"] == "commands" and "listener bug" in degraded["reason"]
     assert states == ["online", "degraded", "online", "offline"]         # offline: the clean stop
     assert [r["ok"] for r in d.reply("first")] == [True]
-    assert (await desk.show_break(db, bid) or {})["state"] == "acknowledged"
+    assert (await queries.show_break(db, bid) or {})["state"] == "acknowledged"
 
 
 class _Paho:
@@ -352,7 +353,7 @@ async def test_a_reply_that_fails_to_publish_does_not_make_the_stored_commands_c
     results = [r for (r,) in await q(db, "SELECT result FROM inbox ORDER BY id")]
     assert results[0] == "acknowledged by ops1" and results[1].startswith("error: ")
     assert results[2].startswith("error: ")           # acknowledged already: the second, once
-    assert (await desk.show_break(db, bid) or {})["state"] == "acknowledged"
+    assert (await queries.show_break(db, bid) or {})["state"] == "acknowledged"
 
 
 async def test_the_listener_backs_off_as_backoff_says(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -361,7 +362,7 @@ async def test_the_listener_backs_off_as_backoff_says(db: Database, monkeypatch:
     from stp.backoff import Backoff
 
     _, bid = await _ssi_break(db)
-    real = reports.enqueue_batch
+    real = inbox_db.enqueue_batch
     failures = [4]
 
     async def locked(database: Database, commands: Any) -> Any:
@@ -384,7 +385,7 @@ async def test_the_listener_backs_off_as_backoff_says(db: Database, monkeypatch:
         waits.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr(reports, "enqueue_batch", locked)
+    monkeypatch.setattr(inbox_db, "enqueue_batch", locked)
     monkeypatch.setattr(Backoff, "next", recording)
     monkeypatch.setattr("adapters.commands.asyncio.sleep", sleep)
     listener = CommandListener(db, "fxstp")
@@ -428,7 +429,7 @@ async def test_the_database_being_unavailable_is_told_from_a_row_it_refuses() ->
     # unavailable: wait and store the same batch again
     refused = Database("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
     with pytest.raises(Exception) as down:
-        await reports.enqueue_batch(refused, [("break_acknowledge", {}, "r")])
+        await inbox_db.enqueue_batch(refused, [("break_acknowledge", {}, "r")])
     await refused.close()
     assert database_unavailable(down.value)
     assert database_unavailable(OperationalError("INSERT", (), Exception("database is locked")))
@@ -445,13 +446,13 @@ async def test_a_batch_is_queued_in_the_order_it_came(db: Database) -> None:
     repeat within the batch and one of an earlier batch: each gets what it
     would have got on its own, and the inbox ids follow the order of arrival
     (the order the pipeline applies them in)."""
-    (before,) = await reports.enqueue_batch(db, [("break_acknowledge", {"n": 0}, "earlier")])
+    (before,) = await inbox_db.enqueue_batch(db, [("break_acknowledge", {"n": 0}, "earlier")])
     commands: list[tuple[str, dict[str, Any], str | None]] = [
         ("break_acknowledge", {"n": 1}, "r1"), ("break_resolve", {"n": 2}, None),
         ("break_acknowledge", {"n": 3}, "r2"), ("break_acknowledge", {"n": 1}, "r1"),
         ("break_acknowledge", {"n": 0}, "earlier"), ("break_resolve", {"n": 4}, None)]
     commands += [("break_acknowledge", {"n": 10 + i}, f"many-{i}") for i in range(7)]
-    queued = await reports.enqueue_batch(db, commands, rows_per_statement=3)
+    queued = await inbox_db.enqueue_batch(db, commands, rows_per_statement=3)
     assert [x.new for x in queued] == [True, True, True, False, False, True] + [True] * 7
     new_ids = [x.inbox_id for x in queued if x.new]
     assert new_ids == sorted(new_ids) and new_ids[0] > before.inbox_id
@@ -467,14 +468,14 @@ async def test_a_batch_the_database_refuses_is_stored_one_by_one(db: Database,
     """A command the database refuses for its content (not for being down) is
     answered internal_error; the others of its batch are stored."""
     _, bid = await _ssi_break(db)
-    real = reports.enqueue_batch
+    real = inbox_db.enqueue_batch
 
     async def refusing(database: Database, commands: Any) -> Any:
         if any(c[2] == "poison" for c in commands):
             raise ValueError("the database refuses this row")
         return await real(database, commands)
 
-    monkeypatch.setattr(reports, "enqueue_batch", refusing)
+    monkeypatch.setattr(inbox_db, "enqueue_batch", refusing)
     client = _Client([], [])
     listener = CommandListener(db, "fxstp")
     await listener.handle_batch(client, [json.dumps(ack(r, bid)).encode()        # type: ignore[arg-type]
@@ -622,23 +623,23 @@ async def test_request_ids_expire_after_the_retention(db: Database) -> None:
                   "WHERE request_id IN ('old-1', 'old-2')")
     await listener.handle(client, json.dumps(ack("waiting", bid)).encode())     # type: ignore[arg-type]
     await q_write(db, f"UPDATE inbox SET created_us = {now - 90 * day} WHERE request_id = 'waiting'")
-    assert await reports.prune_inbox(db, 30 * day, now) == 2
+    assert await inbox_db.prune_inbox(db, 30 * day, now) == 2
     assert sorted(r for (r,) in await q(db, "SELECT request_id FROM inbox")) == ["recent", "waiting"]
     # a released request id is a new command; one still kept is a repeat
-    assert (await reports.enqueue_batch(db, [("break_acknowledge", {"x": 1}, "old-1"),
+    assert (await inbox_db.enqueue_batch(db, [("break_acknowledge", {"x": 1}, "old-1"),
                                              ("break_acknowledge", {"x": 1}, "recent")])
             )[0].new is True
-    again = await reports.enqueue_batch(db, [("break_acknowledge", {"x": 2}, "recent")])
+    again = await inbox_db.enqueue_batch(db, [("break_acknowledge", {"x": 2}, "recent")])
     assert [queued.new for queued in again] == [False]
     # everything applied and old, the newest row is kept all the same
     await q_write(db, "DELETE FROM inbox WHERE request_id IN ('old-1', 'waiting')")
     await q_write(db, f"UPDATE inbox SET applied_us = {now - 40 * day}")
-    assert await reports.prune_inbox(db, 30 * day, now) == 0
+    assert await inbox_db.prune_inbox(db, 30 * day, now) == 0
     assert [r for (r,) in await q(db, "SELECT request_id FROM inbox")] == ["recent"]
 
 
 async def test_the_engine_prunes_the_inbox_at_start(db: Database) -> None:
-    from adapters.engine import prune_inbox_periodically
+    from app.engine import prune_inbox_periodically
 
     pipeline, _ = await _ssi_break(db)
     client = _Client([], [])

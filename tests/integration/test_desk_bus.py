@@ -17,12 +17,14 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from adapters import desk, recon, reports
+from adapters import recon
 from adapters.commands import CommandListener
+from adapters.db import inbox as inbox_db
+from adapters.db import queries
 from adapters.db.repository import Database
 from adapters.mqtt import MqttSettings, OutboxRelay
-from adapters.sim.scenario import FaultRates, Scenario
-from adapters.sim.statement import write_statement
+from fixsim.scenario import FaultRates, Scenario
+from fixsim.statement import write_statement
 from handlers.posttrade import PostTrade
 from stp.netting import NetKey
 from tests.integration.test_outbox import MOSQUITTO, Broker
@@ -51,7 +53,7 @@ async def _ssi_break(database: Database) -> tuple[Any, str]:
     key = NetKey("LP2", "CAD", min(k.value_date for k in pipeline.net.nets))
     pipeline.settle.book.on_net_change(key, Decimal("1000.00"), START)
     await pipeline.tick(now=datetime.combine(key.value_date, datetime.min.time(), UTC))
-    (brk,) = await desk.list_breaks(database, type_="ssi_missing")
+    (brk,) = await queries.list_breaks(database, type_="ssi_missing")
     return pipeline, str(brk["break_id"])
 
 
@@ -92,7 +94,7 @@ async def test_lifecycle_commands_on_the_bus_and_their_replies(db: Database, tmp
                             changes.append(event)
 
             async def state() -> str:
-                shown = await desk.show_break(db, bid)
+                shown = await queries.show_break(db, bid)
                 assert shown is not None
                 return str(shown["state"])
 
@@ -138,7 +140,7 @@ async def test_lifecycle_commands_on_the_bus_and_their_replies(db: Database, tmp
     assert replies["r-resolve"]["topic"] == "fxstp/replies/breaks"
     assert replies["r-resolve"]["result"] == {"break_id": bid, "state": "resolved", "by": "ops2"}
     assert "cannot acknowledge a break that is resolved" in replies["r-after"]["error"]["message"]
-    shown = await desk.show_break(db, bid)
+    shown = await queries.show_break(db, bid)
     assert shown is not None
     assert (shown["state"], shown["acknowledged_by"], shown["resolved_by"], shown["resolution"]) == \
         ("resolved", "ops1", "ops2", "SSI added")
@@ -158,7 +160,7 @@ async def test_unresolved_breaks_are_escalated_once_near_their_cut_off(db: Datab
     # a mismatch on a 2030 trade: its cut-off is the business day before the value date
     assert first_cut.date() < max(e.lp.settl_date for e in events if e.lp is not None)
     resolved = rows[0][0]
-    await reports.enqueue(db, "break_resolve", {"break_id": resolved, "by": "ops", "reason": "fixed"})
+    await inbox_db.enqueue(db, "break_resolve", {"break_id": resolved, "by": "ops", "reason": "fixed"})
     await pipeline.tick(now=first_cut - timedelta(hours=3))          # too early: nothing
     assert await q(db, "SELECT COUNT(*) FROM outbox WHERE event_id LIKE '%-escalated'") == [(0,)]
     await pipeline.tick(now=first_cut - timedelta(minutes=30))
@@ -199,11 +201,11 @@ async def test_statement_reconciliation(db: Database, tmp_path: Path) -> None:
     assert (result["lines"], result["matched"]) == (401, 398)
     # the unreadable line is reported with its line number, not reconciled
     assert [u["line"] for u in result["unreadable_lines"]] == [len(edited)]
-    (gone,) = await desk.list_breaks(db, type_="recon_missing_lp")
+    (gone,) = await queries.list_breaks(db, type_="recon_missing_lp")
     assert gone["keys"]["exec_id"] == dropped
-    (diff,) = await desk.list_breaks(db, type_="recon_difference")
+    (diff,) = await queries.list_breaks(db, type_="recon_difference")
     assert diff["keys"]["exec_id"] == altered[0]
-    (missing,) = await desk.list_breaks(db, type_="recon_missing_engine")
+    (missing,) = await queries.list_breaks(db, type_="recon_missing_engine")
     assert missing["keys"]["exec_id"] == "LP1-NOT-OURS"
     # published with the run, and the file is kept as received
     assert (await q(db, "SELECT COUNT(*) FROM outbox WHERE topic LIKE 'fxstp/breaks/LP1/recon_%'")) == [(3,)]
@@ -237,11 +239,11 @@ async def test_position_report_drift(db: Database, tmp_path: Path) -> None:
         f"{c},{v},{a + step if (c, v) == (ccy, vd) else a}\n" for c, v, a in rows if (c, v, a) != skipped)
     path.write_text(text)
     result = await recon.reconcile_positions_file(db, REFERENCE, "fxstp", "LP1", path)
-    drift = await desk.list_breaks(db, type_="position_drift")
+    drift = await queries.list_breaks(db, type_="position_drift")
     assert {(b["keys"]["currency"], b["keys"]["value_date"]) for b in drift} == \
         {(ccy, vd.isoformat()), (skipped[0], skipped[1].isoformat())}
     assert result["breaks"] == 2
-    shown = await desk.show_break(db, next(b["break_id"] for b in drift if b["keys"]["currency"] == ccy
+    shown = await queries.show_break(db, next(b["break_id"] for b in drift if b["keys"]["currency"] == ccy
                                            and b["keys"]["value_date"] == vd.isoformat()))
     assert shown is not None
     assert Decimal(shown["theirs"]["lp_pays"]) - Decimal(shown["ours"]["lp_pays"]) == step
@@ -274,7 +276,7 @@ async def test_a_command_sent_while_the_engine_is_away_is_applied_when_it_is_bac
         deadline = asyncio.get_running_loop().time() + 15
         state = None
         while asyncio.get_running_loop().time() < deadline:
-            shown = await desk.show_break(db, bid)
+            shown = await queries.show_break(db, bid)
             state = shown["state"] if shown else None
             if state == "acknowledged":
                 break
@@ -373,7 +375,7 @@ async def test_a_command_with_a_request_id_is_applied_once_and_a_repeat_gets_the
     assert await q(db, "SELECT COUNT(*) FROM outbox") == outbox
     stored = [r[0] for r in await q(db, f"SELECT event_id FROM outbox WHERE event_id LIKE '{bid}-%'")]
     assert stored == [f"{bid}-acknowledged"]
-    shown = await desk.show_break(db, bid)
+    shown = await queries.show_break(db, bid)
     assert shown is not None and (shown["state"], shown["acknowledged_by"]) == ("acknowledged", "ops1")
 
     # the same request id with another command: refused, nothing changes
@@ -392,7 +394,7 @@ async def test_a_command_with_a_request_id_is_applied_once_and_a_repeat_gets_the
     await restarted.tick()
     assert await q(db, "SELECT COUNT(*) FROM outbox") == outbox
     assert await q(db, "SELECT COUNT(*) FROM inbox") == [(1,)]
-    assert (await desk.show_break(db, bid) or {})["state"] == "acknowledged"
+    assert (await queries.show_break(db, bid) or {})["state"] == "acknowledged"
 
     # "ack" is "acknowledge": the same command
     same = FakeClient()
@@ -488,7 +490,7 @@ async def test_a_command_redelivered_after_a_restart_is_answered_as_the_first_wa
     assert second == first
     assert third["data"]["ok"] is False and third["data"]["error"]["code"] == "request_id_reused"
     assert {c["id"] for c in changes} == {f"{bid}-acknowledged"}
-    shown = await desk.show_break(db, bid)
+    shown = await queries.show_break(db, bid)
     assert shown is not None and shown["state"] == "acknowledged"
     assert await q(db, "SELECT COUNT(*) FROM inbox") == [(1,)]
 
@@ -532,5 +534,5 @@ async def test_migration_gives_earlier_commands_their_request_id_and_reply(db: D
     assert await q(db, "SELECT id, request_id, reply FROM inbox ORDER BY id") == [
         (1, "r-1", '{"reply": 1}'), (2, None, None), (3, None, None), (4, None, None), (5, None, None)]
     # and from now on the request id is taken
-    queued = await reports.enqueue_once(db, "break_acknowledge", {**mqtt, "request_id": "r-1"}, "r-1")
+    queued = await inbox_db.enqueue_once(db, "break_acknowledge", {**mqtt, "request_id": "r-1"}, "r-1")
     assert (queued.new, queued.inbox_id, queued.applied, queued.reply) == (False, 1, True, '{"reply": 1}')

@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 
-from adapters.fix.codec import Message
-from adapters.fix.dictionary import load_dictionary
-from adapters.fix.session import Session, SessionConfig
-from adapters.fix.store import MemoryStore
-from adapters.fix.transport import FixAcceptor, FixInitiator
-from adapters.sim.scenario import FaultRates, Scenario
+from adapters.db import queries
+from fixsim.dictionary import load_dictionary
+from fixsim.scenario import FaultRates, Scenario
+from fixsim.session import Session, SessionConfig
+from fixsim.store import MemoryStore
+from fixsim.transport import FixAcceptor, FixInitiator
+from stp.fixwire import Message
 from tests.conftest import ROOT, free_port
 
 START = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
@@ -279,12 +280,11 @@ async def test_bad_reports_get_dont_know_reject_or_bmr_and_are_journaled(
     bad = next(r for r in journal if r["exec_id"] == "BAD-SYMBOL")
     assert "55=XXX/YYY" in bad["raw"] and "DKReason=A" in bad["reason"] and "XXX/YYY" in bad["reason"]
     # the conflict and every rejected report are breaks, raised in the intake's transaction
-    from adapters import desk
     from adapters.db.repository import Database
 
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}")
     try:
-        breaks = await desk.list_breaks(db)
+        breaks = await queries.list_breaks(db)
         outbox = await db.engine.connect()
         try:
             events = (await outbox.exec_driver_sql("SELECT COUNT(*) FROM outbox WHERE topic LIKE "

@@ -19,7 +19,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from adapters.sim.scenario import FaultRates, Scenario, ScenarioEvent
+from fixsim.scenario import FaultRates, Scenario, ScenarioEvent
 from tests.conftest import ROOT, free_port
 from tests.integration.test_engine_intake import write_config
 from tests.integration.test_outbox import MOSQUITTO, Broker

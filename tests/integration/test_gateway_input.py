@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from adapters.fix.dictionary import load_dictionary
-from adapters.fix.session import Session, SessionConfig
-from adapters.fix.store import MemoryStore
-from adapters.fix.transport import FixAcceptor
-from adapters.quickfix_sessions import CRASH_ON_ENV
+from adapters.db import queries
+from adapters.fix.quickfix import CRASH_ON_ENV
+from fixsim.dictionary import load_dictionary
+from fixsim.session import Session, SessionConfig
+from fixsim.store import MemoryStore
+from fixsim.transport import FixAcceptor
 from tests.conftest import free_port
 from tests.integration.test_engine_intake import (  # noqa: F401 (engine_factory: a fixture)
     RecordingApp,
@@ -39,12 +40,11 @@ async def _rows(url: str, table: str) -> list[dict[str, Any]]:
 
 
 async def _breaks(url: str) -> list[dict[str, Any]]:
-    from adapters import desk
     from adapters.db.repository import Database
 
     db = Database(url)
     try:
-        return await desk.list_breaks(db)
+        return await queries.list_breaks(db)
     finally:
         await db.close()
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from adapters.fix.codec import finish, format_utc_timestamp
-from adapters.fix.dictionary import load_dictionary
-from adapters.fix.session import Session, SessionConfig
-from adapters.fix.store import MemoryStore
-from adapters.fix.transport import FixAcceptor, FixInitiator
+from fixsim.dictionary import load_dictionary
+from fixsim.session import Session, SessionConfig
+from fixsim.store import MemoryStore
+from fixsim.transport import FixAcceptor, FixInitiator
+from stp.fixwire import finish, format_utc_timestamp
 from tests.conftest import free_port
 from tests.integration.test_engine_intake import (  # noqa: F401 (engine_factory: a fixture)
     RecordingApp,
@@ -301,7 +301,7 @@ def test_the_guard_bounds_time_and_waiting_connections() -> None:
     waiting connections the oldest is dropped; a good Logon still passes and
     is relayed both ways, without its password."""
     from adapters.config import SessionSpec
-    from adapters.fix_guard import LogonGuard
+    from adapters.fix.guard import LogonGuard
 
     spec = SessionSpec(role="platform", name="PLATFORM", port=0, sender_comp_id="STP",
                        target_comp_id="PLATFORM", username="desk", password="s3cret")

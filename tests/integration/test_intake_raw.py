@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from adapters.db.repository import Database
-from adapters.fix_gateway import FrameReader, decode_message, message_frame
+from adapters.fix.pipe import FrameReader, decode_message, message_frame
 from tests.integration.test_engine_intake import er
 from tests.integration.test_intake_db import db, new_intake, raw  # noqa: F401 (db: a fixture)
 

@@ -21,17 +21,19 @@ from typing import Any
 
 import pytest
 
-from adapters import reports
 from adapters.config import PROJECT_ROOT
+from adapters.db import inbox as inbox_db
+from adapters.db import queries
 from adapters.db.repository import Database
-from adapters.fix.codec import finish
-from adapters.fix_gateway import Inbound, InboundQueue
+from adapters.fix.gateway import InboundQueue
 from adapters.reference import load_reference
-from adapters.sim.fixmsg import er_body
-from adapters.sim.scenario import Scenario, SimFill
+from fixsim.fixmsg import er_body
+from fixsim.scenario import Scenario, SimFill
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
 from stp.currency import quantize
+from stp.fixwire import finish
+from stp.inbound import Inbound
 
 PG_URL = os.environ.get("STP_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REFERENCE = load_reference(PROJECT_ROOT / "config" / "reference")
@@ -140,7 +142,7 @@ async def test_books_nets_and_reports_match_an_independent_computation(db: Datab
     assert {k: v for k, v in nets.items() if v} == {k: v for k, v in expected_nets(lp).items() if v}
     # the desk's report for one value date says the same
     value_date = sorted({k[2] for k in nets})[0]
-    report = await reports.settlements(db, value_date)
+    report = await queries.settlements(db, value_date)
     assert {(r["counterparty"], r["currency"]): Decimal(r["net"]) for r in report} == \
         {(k[0], k[1]): v for k, v in nets.items() if k[2] == value_date}
     assert all(r["instructions"][0]["state"] == "pending" for r in report if Decimal(r["net"]))
@@ -151,7 +153,7 @@ async def test_books_nets_and_reports_match_an_independent_computation(db: Datab
     margin = await q(db, "SELECT account, balance, unrealised_pnl, equity FROM margin_accounts")
     assert len(margin) == 20
     assert all(Decimal(b) + Decimal(u) == Decimal(e) for _, b, u, e in margin)
-    positions_report = await reports.positions(db, "ACC001")
+    positions_report = await queries.positions(db, "ACC001")
     assert positions_report and all(r["margin"]["state"] == "ok" for r in positions_report)
 
 
@@ -167,16 +169,16 @@ async def test_cut_offs_ssis_settlement_lifecycle_and_cash(db: Database) -> None
     assert instructed and all(r[4] for r in instructed)
     # the desk reports one settled and one failed, through the inbox
     (cp1, ccy1, *_), (cp2, ccy2, *_) = instructed[:2]
-    await reports.enqueue(db, "settlement_status", reports.settlement_status_payload(
+    await inbox_db.enqueue(db, "settlement_status", inbox_db.settlement_status_payload(
         cp1, ccy1, value_date, "settled", None, None))
-    await reports.enqueue(db, "settlement_status", reports.settlement_status_payload(
+    await inbox_db.enqueue(db, "settlement_status", inbox_db.settlement_status_payload(
         cp2, ccy2, value_date, "failed", "beneficiary bank closed", None))
     # an illegal one: settling what is not instructed is refused, changes nothing
-    await reports.enqueue(db, "settlement_status", reports.settlement_status_payload(
+    await inbox_db.enqueue(db, "settlement_status", inbox_db.settlement_status_payload(
         "LP9", "EUR", value_date, "settled", None, None))
-    await reports.enqueue(db, "cash", reports.cash_payload("ACC002", "EUR", Decimal("1000000.00"),
+    await inbox_db.enqueue(db, "cash", inbox_db.cash_payload("ACC002", "EUR", Decimal("1000000.00"),
                                                            None, "dep-1"))
-    before = (await reports.positions(db, "ACC002"))[0]["margin"]["balance"]
+    before = (await queries.positions(db, "ACC002"))[0]["margin"]["balance"]
     await pipeline.tick(now=later)
     states = {(r[0], r[1]): r[2] for r in await q(
         db, f"SELECT counterparty, currency, state FROM instructions WHERE value_date = '{value_date}'")}
@@ -185,7 +187,7 @@ async def test_cut_offs_ssis_settlement_lifecycle_and_cash(db: Database) -> None
     assert inbox[2][1].startswith("error:") and all(r[1] and not r[1].startswith("error")
                                                      for i, r in enumerate(inbox) if i != 2)
     assert [r[0] for r in await q(db, "SELECT type FROM breaks")] == ["settlement_failed"]
-    after = (await reports.positions(db, "ACC002"))[0]["margin"]["balance"]
+    after = (await queries.positions(db, "ACC002"))[0]["margin"]["balance"]
     assert Decimal(after) - Decimal(before) == Decimal("1000000.00")
 
 
@@ -285,7 +287,6 @@ def expected_quote_flows(fills: list[SimFill]) -> dict[tuple[str, str], Decimal]
 async def test_break_lifecycle_through_the_inbox(db: Database) -> None:
     """open -> acknowledged -> resolved (who, when, why), each change published;
     illegal transitions and unknown ids are refused and change nothing."""
-    from adapters import desk
 
     events = scenario(200)
     _, pipeline = await intake_and_pipeline(db, [e.lp for e in events], [])
@@ -294,7 +295,7 @@ async def test_break_lifecycle_through_the_inbox(db: Database) -> None:
     key = NetKey("LP2", "CAD", min(k.value_date for k in pipeline.net.nets))
     pipeline.settle.book.on_net_change(key, Decimal("1000.00"), START)
     await pipeline.tick(now=datetime.combine(key.value_date, datetime.min.time(), UTC))
-    (brk,) = await desk.list_breaks(db, type_="ssi_missing")
+    (brk,) = await queries.list_breaks(db, type_="ssi_missing")
     bid = brk["break_id"]
     for kind, payload in [
         ("break_resolve", {"break_id": bid, "by": "ops1", "reason": ""}),          # no reason: refused
@@ -304,11 +305,11 @@ async def test_break_lifecycle_through_the_inbox(db: Database) -> None:
         ("break_acknowledge", {"break_id": bid, "by": "ops3"}),                    # after resolve: refused
         ("break_acknowledge", {"break_id": "nope", "by": "ops1"}),                 # unknown: refused
     ]:
-        await reports.enqueue(db, kind, payload)
+        await inbox_db.enqueue(db, kind, payload)
     await pipeline.tick()
     results = [r[0] for r in await q(db, "SELECT result FROM inbox ORDER BY id")]
     assert [r.startswith("error") for r in results] == [True, False, True, False, True, True]
-    shown = await desk.show_break(db, bid)
+    shown = await queries.show_break(db, bid)
     assert shown is not None
     assert (shown["state"], shown["acknowledged_by"], shown["resolved_by"], shown["resolution"]) == \
         ("resolved", "ops1", "ops2", "SSI added, v2")
@@ -367,7 +368,7 @@ async def test_margin_call_inside_the_recovery_band_survives_a_restart(db: Datab
         """Cash in or out so that the account's margin level is ``level``."""
         now = p.margin.book.snapshot(account)
         amount = quantize(now.used_margin * Decimal(level) / 100 - now.equity, "USD")
-        await reports.enqueue(db, "cash", reports.cash_payload(account, "USD", amount, None, None))
+        await inbox_db.enqueue(db, "cash", inbox_db.cash_payload(account, "USD", amount, None, None))
         await p.tick()
         return p.margin.book.snapshot(account)
 
@@ -409,7 +410,7 @@ async def test_margin_call_inside_the_recovery_band_survives_a_restart(db: Datab
 async def test_breaks_of_fills_without_settl_date_carry_the_cut_off_of_their_value_date(db: Database) -> None:
     """A spot fill may give its SettlType alone; its breaks still escalate on
     the cut-off of the value date the engine computes for it."""
-    from adapters.sim.scenario import FaultRates
+    from fixsim.scenario import FaultRates
 
     events = [e for e in Scenario(seed=5, count=300, start=START, faults=FaultRates(price=0.05)).events()
               if e.lp is not None and e.platform is not None and e.lp.settl_type == "0"]

@@ -17,16 +17,18 @@ from typing import Any
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from adapters import desk, reports
+from adapters.db import inbox as inbox_db
+from adapters.db import queries
 from adapters.db.posttrade import PostTradeWrite
 from adapters.db.repository import Database, now_us
-from adapters.fix.codec import finish
-from adapters.fix_gateway import Inbound, InboundQueue
-from adapters.sim.fixmsg import md_body
-from adapters.sim.scenario import SimFill
+from adapters.fix.gateway import InboundQueue
+from fixsim.fixmsg import md_body
+from fixsim.scenario import SimFill
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
 from stp.breaks import Break, BreakType
+from stp.fixwire import finish
+from stp.inbound import Inbound
 from stp.reference import ReferenceData
 from tests.integration.test_posttrade import REFERENCE, START, db, intake_and_pipeline, q, raw, scenario
 
@@ -57,8 +59,8 @@ async def replies(db: Database) -> dict[str, dict[str, Any]]:
 
 async def deposit(db: Database, account: str, currency: str, amount: str, reference: str,
                   **extra: Any) -> int:
-    payload = reports.cash_payload(account, currency, Decimal(amount), None, reference)
-    return await reports.enqueue(db, "cash", {**payload, **extra})
+    payload = inbox_db.cash_payload(account, currency, Decimal(amount), None, reference)
+    return await inbox_db.enqueue(db, "cash", {**payload, **extra})
 
 
 def from_bus(request_id: str) -> dict[str, Any]:
@@ -196,9 +198,9 @@ async def test_a_cash_amount_given_as_a_json_float_is_refused(db: Database) -> N
     pipeline = pipeline_for(db)
     await pipeline.load()
     for i, amount in enumerate([0.1, 1e2, True]):
-        payload = reports.cash_payload("ACC006", "USD", Decimal(1), None, f"float-{i}")
-        await reports.enqueue(db, "cash", {**payload, "amount": amount, **from_bus(f"r-float-{i}")})
-    await reports.enqueue(db, "cash", {**reports.cash_payload("ACC006", "USD", Decimal(1), None, "int"),
+        payload = inbox_db.cash_payload("ACC006", "USD", Decimal(1), None, f"float-{i}")
+        await inbox_db.enqueue(db, "cash", {**payload, "amount": amount, **from_bus(f"r-float-{i}")})
+    await inbox_db.enqueue(db, "cash", {**inbox_db.cash_payload("ACC006", "USD", Decimal(1), None, "int"),
                                        "amount": 100})
     await deposit(db, "ACC006", "USD", "0.10", "text")
     await pipeline.tick()
@@ -354,20 +356,20 @@ async def test_a_resolved_break_detected_again_reopens_as_a_new_occurrence(db: D
                                         "ORDER BY id")]
 
     async def command(kind: str, by: str, reason: str | None = None) -> None:
-        await reports.enqueue(db, kind, {"break_id": bid, "by": by, "reason": reason})
+        await inbox_db.enqueue(db, kind, {"break_id": bid, "by": by, "reason": reason})
         await pipeline.tick(now=START)
 
     await detect()
     await detect()                                   # open, seen again: same occurrence, same id
     await command("break_resolve", "ops1", "SSI added")
     await detect()                                   # it came back
-    shown = await desk.show_break(db, bid)
+    shown = await queries.show_break(db, bid)
     assert shown is not None
     assert (shown["state"], shown["occurrence"], shown["occurrences"]) == ("open", 2, 3)
     assert shown["reopened_us"] is not None and shown["reopened_us"] >= shown["resolved_us"]
     await command("break_acknowledge", "ops2")
     await detect()                                   # acknowledged, seen again: stays acknowledged
-    assert (await desk.show_break(db, bid) or {})["state"] == "acknowledged"
+    assert (await queries.show_break(db, bid) or {})["state"] == "acknowledged"
     await command("break_resolve", "ops2", "SSI fixed for good")
     await detect()
     assert await events() == [
@@ -379,7 +381,7 @@ async def test_a_resolved_break_detected_again_reopens_as_a_new_occurrence(db: D
     await pipeline.tick(now=cut_off)
     await pipeline.tick(now=cut_off)
     assert [e for e, _, _ in await events()][-1:] == [f"{bid}-3-escalated"]
-    assert next(r for r in await desk.list_breaks(db) if r["break_id"] == bid)["occurrence"] == 3
+    assert next(r for r in await queries.list_breaks(db) if r["break_id"] == bid)["occurrence"] == 3
 
 
 async def test_a_break_resolved_and_detected_again_in_one_transaction_reopens(db: Database) -> None:
@@ -389,11 +391,12 @@ async def test_a_break_resolved_and_detected_again_in_one_transaction_reopens(db
     w = PostTradeWrite()
     pipeline.breaks.add(brk, w, now_us())
     await pipeline.store.write(w)
-    await reports.enqueue(db, "break_resolve", {"break_id": brk.break_id, "by": "ops", "reason": "known now"})
+    await inbox_db.enqueue(db, "break_resolve",
+                           {"break_id": brk.break_id, "by": "ops", "reason": "known now"})
     real_take = pipeline.margin.take_breaks
     pipeline.margin.take_breaks = lambda: [*real_take(), brk]   # type: ignore[method-assign]
     await pipeline.tick()                  # the resolution, then the detection, in one transaction
-    shown = await desk.show_break(db, brk.break_id)
+    shown = await queries.show_break(db, brk.break_id)
     assert shown is not None and (shown["state"], shown["occurrence"]) == ("open", 2)
     assert await q(db, f"SELECT event_id FROM outbox WHERE event_id LIKE '{brk.break_id}%' ORDER BY id") == [
         (brk.break_id,), (f"{brk.break_id}-resolved",), (f"{brk.break_id}-2",)]
@@ -530,7 +533,7 @@ async def test_the_cli_waits_for_the_engine_and_prints_a_refused_withdrawal(
         db: Database, capsys: pytest.CaptureFixture[str]) -> None:
     from types import SimpleNamespace
 
-    from adapters.cli import _build_parser, _desk_command
+    from app.cli import _build_parser, _desk_command
 
     pipeline = pipeline_for(db)
     await pipeline.load()
@@ -583,11 +586,11 @@ async def test_the_engine_resolves_an_unpriced_break_once_the_rate_arrives(db: D
 
     await intake.process([quote(2, "USD/TRY", "29.99", "30.01")])
     await pipeline.process(pipeline.queue.get_nowait())
-    shown = await desk.show_break(db, ids["TRY"])
+    shown = await queries.show_break(db, ids["TRY"])
     assert shown is not None and (shown["state"], shown["resolved_by"]) == ("resolved", "engine")
     assert "USD rate arrived" in shown["resolution"]
     assert await q(db, f"SELECT COUNT(*) FROM outbox WHERE event_id = '{ids['TRY']}-resolved'") == [(1,)]
-    assert (await desk.show_break(db, ids["MXN"]) or {})["state"] == "open"
+    assert (await queries.show_break(db, ids["MXN"]) or {})["state"] == "open"
     # USD/MXN arrives while post-trade is down; it resolves the break when it starts
     intake.on_quotes = None
     await intake.process([quote(3, "USD/MXN", "19.99", "20.01")])
@@ -595,6 +598,6 @@ async def test_the_engine_resolves_an_unpriced_break_once_the_rate_arrives(db: D
     await restarted.load()
     assert restarted.margin.book.snapshot("ACC007").state == "ok"
     await restarted.tick()
-    assert (await desk.show_break(db, ids["MXN"]) or {})["state"] == "resolved"
+    assert (await queries.show_break(db, ids["MXN"]) or {})["state"] == "resolved"
     await restarted.tick()                                # once
     assert await q(db, f"SELECT COUNT(*) FROM outbox WHERE event_id LIKE '{ids['MXN']}%'") == [(2,)]

@@ -1,4 +1,4 @@
-"""Post-trade in a process of its own (adapters/posttrade_process.py).
+"""Post-trade in a process of its own (app/posttrade_process.py).
 
 The engine runs as ``run_engine.py run``; its post-trade child is found
 through /proc.  What is checked: the child is restarted when it dies and

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapters.fix.session import Session, SessionConfig
-from adapters.fix.store import MemoryStore
-from adapters.fix.transport import FixAcceptor
+from fixsim.session import Session, SessionConfig
+from fixsim.store import MemoryStore
+from fixsim.transport import FixAcceptor
 from stp.sessions import SessionSchedule, session_day
 from tests.conftest import ROOT, free_port
 from tests.integration.test_engine_intake import (  # noqa: F401 (engine_factory: a fixture)
@@ -319,7 +319,7 @@ def test_session_reset_through_the_engine_and_on_the_database(tmp_path: Path, en
 async def test_a_refused_platform_logon_shows_in_status(tmp_path: Path, engine_factory: Any) -> None:  # noqa: F811
     """quickfix calls no onLogout for an acceptor session it never logged on:
     the gateway reports the Logout it sends instead."""
-    from adapters.fix.transport import FixInitiator
+    from fixsim.transport import FixInitiator
 
     pf_port = free_port()
     cfg = config(tmp_path, pf_port=pf_port, pf_extra='username = "desk"\npassword = "s3cret"')

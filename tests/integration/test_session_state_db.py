@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 
 from adapters.db.repository import Database, datetime_to_us
-from adapters.engine import _session_days_at_start
-from adapters.fix_gateway import Inbound
-from adapters.sim.fixmsg import er_body
+from app.engine import _session_days_at_start
+from fixsim.fixmsg import er_body
 from handlers.intake import Intake
+from stp.inbound import Inbound
 from stp.sessions import SessionSchedule, session_day
 from tests.integration.test_intake_db import app, db, new_intake, raw, sim_fills  # noqa: F401 (db: a fixture)
 

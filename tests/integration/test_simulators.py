@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from adapters.fix.codec import parse_frame
-from adapters.fix.store import FileStore
-from adapters.sim.runner import SimOptions, SimSummary, run_simulator
-from adapters.sim.scenario import FaultRates, Scenario
-from adapters.sim.sink import SinkOptions, run_sink
+from fixsim.runner import SimOptions, SimSummary, run_simulator
+from fixsim.scenario import FaultRates, Scenario
+from fixsim.sink import SinkOptions, run_sink
+from fixsim.store import FileStore
+from stp.fixwire import parse_frame
 from tests.conftest import free_port
 
 START = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""FIX framing, parsing and encoding (adapters.fix.codec).
+"""FIX framing, parsing and encoding (stp.fixwire).
 
 Expected wire bytes, BodyLengths and CheckSums are computed here independently
 of the code under test (``build`` below), and cross-checked against simplefix.
@@ -14,7 +14,7 @@ import simplefix
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.fix.codec import (
+from stp.fixwire import (
     DATA_LENGTH_TAGS,
     Framer,
     GarbledMessage,

@@ -14,9 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.fix.codec import fields_of, finish
-from adapters.sim.fixmsg import er_body, wire_settl_type
-from adapters.sim.scenario import Scenario
+from fixsim.fixmsg import er_body, wire_settl_type
+from fixsim.scenario import Scenario
 from stp.fills import (
     CONTENT_TAGS,
     DK_OTHER,
@@ -31,6 +30,7 @@ from stp.fills import (
     content_hash,
     normalise,
 )
+from stp.fixwire import fields_of, finish
 
 ROOT = Path(__file__).resolve().parents[2]
 RECEIVED = datetime(2026, 11, 18, 9, 0, 1, 234567, tzinfo=UTC)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from adapters.config import MAX_MESSAGE_BYTES_LIMIT
-from adapters.fix.codec import fields_of
-from adapters.fix_gateway import (
+from adapters.fix.gateway import InboundQueue
+from adapters.fix.oversize import largest_field_tag
+from adapters.fix.pipe import (
     EVENT,
     HEADER,
     MAX_FRAME,
@@ -18,8 +19,6 @@ from adapters.fix_gateway import (
     MESSAGE_META,
     TRUNCATED_KEEP,
     FrameReader,
-    Inbound,
-    InboundQueue,
     WireError,
     _cut,
     decode_event,
@@ -27,9 +26,10 @@ from adapters.fix_gateway import (
     event_frame,
     message_frame,
 )
-from adapters.fix_oversize import largest_field_tag
-from adapters.quickfix_sessions import msg_type_of
+from adapters.fix.quickfix import msg_type_of
 from handlers.intake import escaped_text, journal_raw, tolerant_fields
+from stp.fixwire import fields_of
+from stp.inbound import Inbound
 
 SESSIONS = ("LP1", "LP2", "PLATFORM")
 RAW = ("8=FIX.4.4\x019=71\x0135=8\x0134=7\x0149=LP1\x0152=20300107-09:00:00.000\x0156=STP\x01"
@@ -110,7 +110,7 @@ async def test_sends_without_a_gateway_are_held_for_the_next_one() -> None:
     (its report is committed: the LP would never ask again), within a bound;
     once stopping, nothing is held."""
     from adapters.config import EngineConfig, SessionSpec
-    from adapters.fix_gateway import FixGateway
+    from adapters.fix.gateway import FixGateway
 
     cfg = EngineConfig(path=None, database_url="sqlite://", state_dir=Path("/tmp"),
                        lps=(SessionSpec("lp", "LP1", 1, "STP", "LP1"),))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from adapters.config import ConfigError, SessionSpec, load
-from adapters.fix.codec import Framer, finish, parse_frame
-from adapters.fix_guard import Passed, Refused, check_logon
+from adapters.fix.guard import Passed, Refused, check_logon
 from adapters.secure import redact, restrict_state
+from stp.fixwire import Framer, finish, parse_frame
 from tests.integration.test_guard import logon
 
 SPEC = SessionSpec(role="platform", name="PLATFORM", port=1, sender_comp_id="STP", target_comp_id="PLATFORM",

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from adapters.fix.codec import finish
-from adapters.fix_oversize import SIGNATURE, discarded, largest_field_tag
+from adapters.fix.oversize import SIGNATURE, discarded, largest_field_tag
+from stp.fixwire import finish
 from tests.unit.test_poison import Log, cfg
 
 
 def test_quickfix_discards_a_message_whose_byte_sum_passes_2_31() -> None:
-    """Why adapters/fix_oversize.py exists: quickfix's own parse of a valid
+    """Why adapters/fix/oversize.py exists: quickfix's own parse of a valid
     20 MB message (CheckSum right) reports a negative computed CheckSum."""
     fix = pytest.importorskip("quickfix")
     body = "35=8\x0134=6\x0149=LP1\x0152=20261204-03:58:00.000\x0156=STP\x0158=" + "x" * 20_000_000 + "\x01"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from adapters.config import EngineConfig, SessionSpec
-from adapters.fix_gateway import FixGateway, InboundQueue
-from adapters.fix_poison import PoisonWatch, Suspect, last_received, messages_log
+from adapters.fix.gateway import FixGateway, InboundQueue
+from adapters.fix.poison import PoisonWatch, Suspect, last_received, messages_log
 
 
 def cfg(tmp_path: Path) -> EngineConfig:

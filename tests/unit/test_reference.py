@@ -30,7 +30,7 @@ def test_shipped_reference_data_loads() -> None:
     assert ref.pairs["USD/TRY"].price_tolerance == Decimal("0.05")
     assert ref.cut_off("JPY").timezone == "Asia/Tokyo" and ref.cut_off("EUR").at == time(16, 0)
     # the simulators' pairs are all known
-    from adapters.sim.scenario import DEFAULT_PAIRS
+    from fixsim.scenario import DEFAULT_PAIRS
 
     assert set(DEFAULT_PAIRS) <= ref.symbols
 

@@ -10,10 +10,10 @@ from decimal import Decimal
 import pytest
 import simplefix
 
-from adapters.fix.codec import finish, parse_frame
-from adapters.fix.dictionary import load_dictionary
-from adapters.sim.fixmsg import er_body
-from adapters.sim.scenario import FaultRates, Scenario, SimFill, wire_faults
+from fixsim.dictionary import load_dictionary
+from fixsim.fixmsg import er_body
+from fixsim.scenario import FaultRates, Scenario, SimFill, wire_faults
+from stp.fixwire import finish, parse_frame
 from stp.valuedates import CurrencyPair, fx_trade_date, value_date
 
 START = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)   # a Wednesday

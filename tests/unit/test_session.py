@@ -1,4 +1,4 @@
-"""The FIX session state machine (adapters.fix.session), without I/O.
+"""The FIX session state machine (fixsim.session), without I/O.
 
 Two harnesses:
 
@@ -21,7 +21,15 @@ from typing import Any
 
 import pytest
 
-from adapters.fix.codec import (
+from fixsim.dictionary import load_dictionary
+from fixsim.session import (
+    BusinessRejectError,
+    Session,
+    SessionConfig,
+    UnsupportedMessageType,
+)
+from fixsim.store import MemoryStore
+from stp.fixwire import (
     SOH,
     Framer,
     Message,
@@ -31,14 +39,6 @@ from adapters.fix.codec import (
     parse_frame,
     parse_utc_timestamp,
 )
-from adapters.fix.dictionary import load_dictionary
-from adapters.fix.session import (
-    BusinessRejectError,
-    Session,
-    SessionConfig,
-    UnsupportedMessageType,
-)
-from adapters.fix.store import MemoryStore
 
 T0 = 1_700_000_000.0
 BEGIN = "FIX.4.4"
@@ -1036,7 +1036,7 @@ def test_reset_on_disconnect_restarts_at_one_with_reset_flag() -> None:
 
 
 def test_file_store_restart_recovers_lost_message(tmp_path: Any) -> None:
-    from adapters.fix.store import FileStore
+    from fixsim.store import FileStore
 
     p = Pair()
 

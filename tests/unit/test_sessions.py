@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.config import ConfigError, gateway_time_zone, load, session_schedule
-from adapters.quickfix_sessions import schedule_settings, session_settings_text
+from adapters.fix.quickfix import schedule_settings, session_settings_text
 from stp.breaks import DEFAULT_SEVERITY, BreakType, Severity
 from stp.sessions import (
     NON_STOP_DAY,

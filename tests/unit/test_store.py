@@ -1,4 +1,4 @@
-"""Message stores (adapters.fix.store): MemoryStore and FileStore."""
+"""Message stores (fixsim.store): MemoryStore and FileStore."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.fix.store import FileStore, MemoryStore
+from fixsim.store import FileStore, MemoryStore
 
 KEY = "FIX.4.4:STP->LP"
 

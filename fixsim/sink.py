@@ -15,11 +15,11 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from adapters.fix.codec import Message
-from adapters.fix.dictionary import load_dictionary
-from adapters.fix.session import Session, SessionConfig, UnsupportedMessageType
-from adapters.fix.store import MemoryStore
-from adapters.fix.transport import FixAcceptor, FixInitiator
+from fixsim.dictionary import load_dictionary
+from fixsim.session import Session, SessionConfig, UnsupportedMessageType
+from fixsim.store import MemoryStore
+from fixsim.transport import FixAcceptor, FixInitiator
+from stp.fixwire import Message
 
 _NOT_CONTENT = frozenset({8, 9, 10, 34, 43, 49, 52, 56, 97, 122})
 

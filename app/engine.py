@@ -2,9 +2,9 @@
 
 Start: migrate the schema, load the committed state (next ids, each session's
 last inbound MsgSeqNum), start post-trade (in its own process by default:
-adapters/posttrade_process.py; ``[engine] posttrade = "inline"`` keeps it in
+app/posttrade_process.py; ``[engine] posttrade = "inline"`` keeps it in
 this event loop), start the intake task, start the FIX gateway (quickfix in
-its own process: adapters/fix_gateway.py; each session resumes after its
+its own process: adapters/fix/gateway.py; each session resumes after its
 committed sequence number).  Stop (SIGINT/SIGTERM): close the hand-off from
 the gateway, commit what the intake has queued, have the gateway log every
 session out, let post-trade process what is committed (and the outbox
@@ -23,15 +23,15 @@ from typing import Any
 
 import structlog
 
-from adapters import reports
 from adapters.broker import EmbeddedBroker, broker_reachable
 from adapters.commands import CommandListener
 from adapters.config import EngineConfig, session_schedule
+from adapters.db import inbox
 from adapters.db.repository import Database, IntakeState, us_to_datetime
-from adapters.fix_gateway import FixGateway, InboundQueue
+from adapters.fix.gateway import FixGateway, InboundQueue
 from adapters.mqtt import MqttSettings, OutboxRelay, settings_from_config
-from adapters.posttrade_process import PostTradeProcess
 from adapters.reference import load_reference
+from app.posttrade_process import PostTradeProcess
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
 from stp.reference import ReferenceData
@@ -86,7 +86,7 @@ async def prune_inbox_periodically(db: Database, retention_days: float, every_s:
     retention_us = int(retention_days * 86_400_000_000)
     while True:
         try:
-            pruned = await reports.prune_inbox(db, retention_us)
+            pruned = await inbox.prune_inbox(db, retention_us)
             if pruned:
                 log.info("inbox_pruned", rows=pruned, retention_days=retention_days)
         except Exception as exc:

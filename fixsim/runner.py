@@ -28,13 +28,9 @@ from typing import Any, TextIO
 
 import structlog
 
-from adapters.fix.codec import Message
-from adapters.fix.dictionary import load_dictionary
-from adapters.fix.session import Session, SessionConfig, UnsupportedMessageType
-from adapters.fix.store import FileStore
-from adapters.fix.transport import FixAcceptor, FixConnection, FixInitiator
-from adapters.sim.fixmsg import er_body, md_body
-from adapters.sim.scenario import (
+from fixsim.dictionary import load_dictionary
+from fixsim.fixmsg import er_body, md_body
+from fixsim.scenario import (
     DEFAULT_PAIRS,
     FaultRates,
     Scenario,
@@ -44,6 +40,10 @@ from adapters.sim.scenario import (
     price_decimals,
     wire_faults,
 )
+from fixsim.session import Session, SessionConfig, UnsupportedMessageType
+from fixsim.store import FileStore
+from fixsim.transport import FixAcceptor, FixConnection, FixInitiator
+from stp.fixwire import Message
 
 log = structlog.get_logger("sim")
 

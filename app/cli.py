@@ -13,10 +13,7 @@
   recon statement       end of day: the LP's trade statement (CSV) against the engine's fills
   recon positions       end of day: the LP's position report (CSV) against the engine's nets
   session reset         set a FIX session's sequence numbers (audited; through the running engine)
-  simulate lp           LP simulator (FIX acceptor streaming ExecutionReports)
-  simulate platform     trading-platform simulator (FIX initiator)
-  simulate sink         a counting FIX peer that checks exactly-once delivery
-  simulate conformance  the session layer in the QuickFIX acceptance-test profile
+  simulate ...          the simulators and the conformance acceptor (fixsim/cli.py)
 """
 
 from __future__ import annotations
@@ -34,57 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from adapters import logs
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return "127.0.0.1", int(port)
-    return host or "127.0.0.1", int(port)
-
-
-def _start_time(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _add_sim_options(p: argparse.ArgumentParser, role: str) -> None:
-    p.add_argument("--port", type=int, required=True,
-                   help="port to listen on" if role == "lp" else "engine port to connect to")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--count", type=int, default=1000, help="scenario events (ExecutionReports)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--rate", type=float, default=None, help="ExecutionReports per second (default: max)")
-    p.add_argument("--pairs", default=None, help="comma-separated, e.g. EUR/USD,USD/JPY,USD/CAD")
-    p.add_argument("--faults", default="",
-                   help="fault rates, e.g. price=0.01,garbled=0.001 or all=0.01 "
-                        "(price, quantity, side, value_date, missing_lp, missing_platform, "
-                        "execid_reuse, late, duplicate, possdup, seq_gap, garbled, disconnect)")
-    p.add_argument("--sender-comp-id", default="LP1" if role == "lp" else "PLATFORM")
-    p.add_argument("--target-comp-id", default="STP")
-    p.add_argument("--begin-string", default="FIX.4.4", choices=["FIX.4.4", "FIX.4.2"])
-    p.add_argument("--lp-name", default=None, help="ExecID prefix (default: the LP's CompID)")
-    p.add_argument("--state-dir", type=Path, default=Path("var/sim"),
-                   help="sequence numbers, sent messages and scenario position")
-    p.add_argument("--reset", action="store_true", help="start over: sequence 1, first event")
-    p.add_argument("--start", type=_start_time, default=None,
-                   help="first TransactTime, ISO 8601 (default: today 08:00 UTC)")
-    p.add_argument("--linger", type=float, default=5.0,
-                   help="seconds to stay up idle after the last fill (-1: until signalled)")
-    p.add_argument("--heartbeat", type=int, default=30)
-    p.add_argument("--wait-logon", type=float, default=None,
-                   help="give up after this many seconds without a counterparty")
-    p.add_argument("--session-reset-at", type=_start_time, default=None,
-                   help="ISO 8601 moment of the simulator's session-day boundary: drop the connection "
-                        "and start again from MsgSeqNum 1 (the scenario goes on)")
-    p.add_argument("--reset-flag", action="store_true",
-                   help="with --session-reset-at: log on again with ResetSeqNumFlag=Y (an initiator: "
-                        "the platform simulator)")
-    if role == "lp":
-        p.add_argument("--quotes-every", type=int, default=0,
-                       help="send a market-data snapshot (35=W) of the pair after every N fills (0: none)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="live progress line on stderr (default: when stderr is a terminal)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -178,35 +124,6 @@ def _build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--config", default=None)
 
-    sim = sub.add_parser("simulate", help="simulators and the FIX conformance acceptor")
-    sim_sub = sim.add_subparsers(dest="role", required=True)
-    _add_sim_options(sim_sub.add_parser("lp", help="LP simulator (acceptor)"), "lp")
-    _add_sim_options(sim_sub.add_parser("platform", help="platform simulator (initiator)"), "platform")
-
-    sink = sim_sub.add_parser("sink", help="counting FIX peer that checks exactly-once delivery")
-    mode = sink.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--connect", type=_host_port, help="HOST:PORT of an LP simulator")
-    mode.add_argument("--listen", type=_host_port, help="[HOST:]PORT for a platform simulator")
-    sink.add_argument("--sender-comp-id", default="STP")
-    sink.add_argument("--target-comp-id", default="LP1")
-    sink.add_argument("--begin-string", default="FIX.4.4", choices=["FIX.4.4", "FIX.4.2"])
-    sink.add_argument("--expect", type=int, default=None, help="stop after this many distinct ExecIDs")
-    sink.add_argument("--idle", type=float, default=10.0, help="stop after this long without a fill")
-    sink.add_argument("--no-validate", action="store_true",
-                      help="skip data-dictionary validation of inbound messages")
-
-    stm = sim_sub.add_parser("statement", help="the LP's end-of-day trade statement (CSV) of a scenario")
-    stm.add_argument("--out", type=Path, required=True)
-    stm.add_argument("--count", type=int, default=1000)
-    stm.add_argument("--seed", type=int, default=1)
-    stm.add_argument("--pairs", default=None)
-    stm.add_argument("--faults", default="")
-    stm.add_argument("--start", type=_start_time, default=None)
-    stm.add_argument("--lp-name", default="LP1", help="ExecID prefix (the LP simulator's CompID)")
-
-    conf = sim_sub.add_parser("conformance", help="session layer as the QuickFIX acceptance-test acceptor")
-    conf.add_argument("--port", type=int, required=True)
-    conf.add_argument("--host", default="127.0.0.1")
     return parser
 
 
@@ -219,9 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "posttrade", "gateway", "status", "db", "report", "settlement", "cash",
                         "breaks", "recon", "allocate", "session"):
         return _engine_command(args)
-    logs.configure(args.log_level)
-    if args.command == "simulate":
-        return _simulate(args)
     parser.print_help()
     return 2
 
@@ -250,7 +164,7 @@ def _engine_command(args: argparse.Namespace) -> int:
     logs.configure(args.log_level or cfg.log_level, json=cfg.log_format != "console")
     _restrict_state(cfg)
     if args.command == "status":
-        from adapters.engine import status
+        from app.engine import status
 
         result = asyncio.run(status(cfg))
         print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
@@ -274,16 +188,16 @@ def _engine_command(args: argparse.Namespace) -> int:
         asyncio.run(upgrade())
         return 0
     if args.command == "posttrade":
-        from adapters.posttrade_process import run_posttrade
+        from app.posttrade_process import run_posttrade
 
         asyncio.run(run_posttrade(cfg, standalone=args.standalone))
         return 0
     if args.command == "gateway":
-        from adapters.fix_gateway import run_gateway
+        from app.gateway_process import run_gateway
 
         return run_gateway(cfg)
-    from adapters.engine import run_engine
-    from adapters.fix_gateway import GatewayExited
+    from adapters.fix.gateway import GatewayExited
+    from app.engine import run_engine
 
     try:
         return _run_async(run_engine(cfg, log_level=args.log_level))
@@ -293,64 +207,10 @@ def _engine_command(args: argparse.Namespace) -> int:
         return 1
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    if args.role == "conformance":
-        from adapters.fix import conformance
-
-        return _run_async(conformance.serve(args.port, args.host))
-    if args.role == "sink":
-        from adapters.sim.sink import SinkOptions, run_sink, summary_json
-
-        sink_opt = SinkOptions(sender_comp_id=args.sender_comp_id, target_comp_id=args.target_comp_id,
-                               begin_string=args.begin_string, connect=args.connect,
-                               listen=args.listen, expect=args.expect, idle=args.idle,
-                               validate=not args.no_validate)
-        results: list[dict[str, object]] = []
-
-        async def sink() -> None:
-            results.append(await run_sink(sink_opt))
-
-        _run_async(sink())
-        if results:
-            print(summary_json(results[0]))
-            return 0 if results[0].get("complete") else 1
-        return 1
-    from adapters.sim.runner import SimOptions, run_simulator
-    from adapters.sim.scenario import DEFAULT_PAIRS, FaultRates, Scenario, default_start
-
-    try:
-        faults = FaultRates.parse(args.faults)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    pairs = tuple(p.strip() for p in args.pairs.split(",")) if args.pairs else DEFAULT_PAIRS
-    if args.role == "statement":
-        from adapters.sim.statement import write_statement
-
-        scenario = Scenario(seed=args.seed, count=args.count, pairs=pairs, faults=faults,
-                            start=args.start or default_start(), lp_name=args.lp_name)
-        with args.out.open("w") as out:
-            lines = write_statement(scenario, out)
-        print(json.dumps({"statement": str(args.out), "lines": lines}))
-        return 0
-    opt = SimOptions(role=args.role, port=args.port, host=args.host, count=args.count,
-                     seed=args.seed, rate=args.rate, pairs=pairs, faults=faults,
-                     sender_comp_id=args.sender_comp_id, target_comp_id=args.target_comp_id,
-                     begin_string=args.begin_string, state_dir=args.state_dir, reset=args.reset,
-                     start=args.start, linger=args.linger, heartbeat=args.heartbeat,
-                     lp_name=args.lp_name, progress=args.progress, wait_logon=args.wait_logon,
-                     quotes_every=getattr(args, "quotes_every", 0),
-                     session_reset_at=args.session_reset_at, reset_flag=args.reset_flag)
-    try:
-        return _run_async(run_simulator(opt))
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
 def _breaks_command(args: argparse.Namespace, cfg: Any) -> int:
-    from adapters import desk
+    from adapters.db import inbox, queries
     from adapters.db.repository import Database
+    from app import desk
 
     if args.action == "watch":
         return _run_async(desk.watch(cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_topic_prefix, sys.stdout,
@@ -361,7 +221,6 @@ def _breaks_command(args: argparse.Namespace, cfg: Any) -> int:
         try:
             await db.migrate()
             if args.action in ("ack", "resolve"):
-                from adapters import reports
 
                 if not args.break_id or not args.by:
                     print(f"error: breaks {args.action} needs a break id and --by", file=sys.stderr)
@@ -371,10 +230,10 @@ def _breaks_command(args: argparse.Namespace, cfg: Any) -> int:
                     return 2
                 kind = "break_acknowledge" if args.action == "ack" else "break_resolve"
                 payload = {"break_id": args.break_id, "by": args.by, "reason": args.reason}
-                print(json.dumps({"queued": await reports.enqueue(db, kind, payload), **payload}))
+                print(json.dumps({"queued": await inbox.enqueue(db, kind, payload), **payload}))
                 return 0
             if args.action == "list":
-                rows = await desk.list_breaks(db, args.state, args.type, args.limit)
+                rows = await queries.list_breaks(db, args.state, args.type, args.limit)
                 if args.json:
                     print(json.dumps(rows, indent=2))
                 else:
@@ -385,7 +244,7 @@ def _breaks_command(args: argparse.Namespace, cfg: Any) -> int:
             if not args.break_id:
                 print("error: breaks show needs a break id", file=sys.stderr)
                 return 2
-            found = await desk.show_break(db, args.break_id)
+            found = await queries.show_break(db, args.break_id)
             if found is None:
                 print(f"error: no break {args.break_id}", file=sys.stderr)
                 return 1
@@ -398,8 +257,9 @@ def _breaks_command(args: argparse.Namespace, cfg: Any) -> int:
 
 
 async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
-    from adapters import reports
+    from adapters.db import inbox, queries
     from adapters.db.repository import Database
+    from app import reports
 
     db = Database(cfg.database_url)
     try:
@@ -409,10 +269,10 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
                 if args.date is None:
                     print("error: report settlements needs --date YYYY-MM-DD", file=sys.stderr)
                     return 2
-                rows = await reports.settlements(db, args.date)
+                rows = await queries.settlements(db, args.date)
                 print(json.dumps(rows, indent=2) if args.json else reports.format_settlements(rows))
             else:
-                rows = await reports.positions(db, args.account)
+                rows = await queries.positions(db, args.account)
                 print(json.dumps(rows, indent=2) if args.json else reports.format_positions(rows))
             return 0
         if args.command == "allocate":
@@ -422,22 +282,22 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
             if not args.by.strip() or len(args.by.strip()) > 80:
                 print("error: allocate needs --by (who, at most 80 characters)", file=sys.stderr)
                 return 2
-            payload = reports.allocate_payload(args.session, args.exec_id, args.account, args.by,
+            payload = inbox.allocate_payload(args.session, args.exec_id, args.account, args.by,
                                                args.reason)
-            inbox_id = await reports.enqueue(db, "allocate", payload)
+            inbox_id = await inbox.enqueue(db, "allocate", payload)
         elif args.command == "settlement":
-            payload = reports.settlement_status_payload(args.counterparty, args.currency, args.date,
+            payload = inbox.settlement_status_payload(args.counterparty, args.currency, args.date,
                                                         args.status, args.reason, args.version)
-            inbox_id = await reports.enqueue(db, "settlement_status", payload)
+            inbox_id = await inbox.enqueue(db, "settlement_status", payload)
         else:
             amount = args.amount if args.action == "deposit" else -args.amount
             if args.amount <= 0:
                 print("error: --amount must be positive", file=sys.stderr)
                 return 2
-            payload = reports.cash_payload(args.account, args.currency, amount, args.value_date,
+            payload = inbox.cash_payload(args.account, args.currency, amount, args.value_date,
                                            args.reference)
-            inbox_id = await reports.enqueue(db, "cash", payload)
-            result = await reports.wait_applied(db, inbox_id, args.wait) if args.wait > 0 else None
+            inbox_id = await inbox.enqueue(db, "cash", payload)
+            result = await inbox.wait_applied(db, inbox_id, args.wait) if args.wait > 0 else None
             if result is not None:
                 print(json.dumps({"inbox": inbox_id, **payload, "result": result}))
                 if result.startswith("error:"):

@@ -22,7 +22,7 @@ The engine starts ``run_engine.py gateway --config FILE`` as its child.
   listens) and ``send_failed``.  A frame is never longer than the size cap
   allows, so a longer length can only be corruption.
 
-A message that kills the gateway twice is quarantined (adapters/fix_poison.py).
+A message that kills the gateway twice is quarantined (adapters/fix/poison.py).
 
 Exactly once does not depend on the pipe: the engine commits a message's
 fill and the session's sequence number in one transaction, and a gateway
@@ -39,163 +39,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
-import signal
-import struct
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from adapters.config import EngineConfig, engine_subcommand, gateway_time_zone
-from adapters.fix_poison import Logged, PoisonWatch
+from adapters.config import EngineConfig, engine_subcommand
+from adapters.fix.pipe import (
+    MESSAGE,
+    TRUNCATED_KEEP,
+    FrameReader,
+    WireError,
+    _cut,
+    decode_event,
+    decode_message,
+    decode_text,
+    event_frame,
+)
+from adapters.fix.poison import Logged, PoisonWatch
 from stp.backoff import Backoff
+from stp.inbound import SESSION_EVENTS, Inbound, MessageKind
 
 log = structlog.get_logger("engine.gateway")
-
-# -- the wire between the two processes -------------------------------------
-# A frame: type (1 byte), payload length (4 bytes, little-endian), payload.
-# "M": one inbound message: kind (1 byte), session index (2), receive time in
-#      microseconds since the epoch (8), the message's true size in bytes (8),
-#      then the message's bytes exactly as quickfix holds them (UTF-8 when the
-#      counterparty sent UTF-8, any other bytes as they came), or their first
-#      ``TRUNCATED_KEEP`` bytes when the message is over the size cap (then the
-#      true size is larger than what follows).
-# "E": an event or a command, as JSON: {"event": ..., ...}.
-HEADER = struct.Struct("<cI")
-MESSAGE_META = struct.Struct("<BHqQ")
-MESSAGE = b"M"
-EVENT = b"E"
-KINDS = ("app", "unsupported", "session_reject", "reset", "oversized", "poison")
-# gateway -> engine events about a session, handed to the intake in order with
-# the messages (as ``Inbound`` with the event's JSON as ``raw``)
-SESSION_EVENTS = frozenset({"session_logon", "session_logout", "seq_set"})
-KIND_CODE = {k: i for i, k in enumerate(KINDS)}
-MAX_FRAME = 16 * 1024 * 1024          # the frame limit: a message at the largest cap (8 MiB) fits below it
-MAX_MESSAGE_BYTES = 1024 * 1024       # [engine] max_message_bytes by default
-TRUNCATED_KEEP = 64 * 1024            # what an oversized message keeps of itself (journal and pipe)
-
-
-class WireError(ValueError):
-    pass
-
-
-def _cut(data: bytes, keep: int) -> bytes:
-    """The first ``keep`` bytes at most, not ending inside a UTF-8 sequence."""
-    if len(data) <= keep:
-        return data
-    end = keep
-    while end > keep - 3 and end > 0 and 0x80 <= data[end] <= 0xBF:
-        end -= 1                       # data[end] continues a character: cut before it starts
-    return data[:end]
-
-
-def message_bytes_frame(kind: str, session_index: int, received_us: int, data: bytes,
-                        limit: int = MAX_MESSAGE_BYTES) -> bytes:
-    """A message frame from the message's bytes; over ``limit`` only its first
-    ``TRUNCATED_KEEP`` bytes go, with its true size."""
-    size = len(data)
-    if size > limit:
-        data = _cut(data, min(TRUNCATED_KEEP, limit))
-    return HEADER.pack(MESSAGE, MESSAGE_META.size + len(data)) + \
-        MESSAGE_META.pack(KIND_CODE[kind], session_index, received_us, size) + data
-
-
-def message_frame(kind: str, session_index: int, received_us: int, raw: str,
-                  limit: int = MAX_MESSAGE_BYTES) -> bytes:
-    """A message frame from quickfix's string.  quickfix's Python binding
-    decodes the message's bytes as UTF-8 with surrogate escapes: encoding them
-    back the same way gives the bytes exactly (valid UTF-8 or not)."""
-    return message_bytes_frame(kind, session_index, received_us, raw.encode("utf-8", "surrogateescape"),
-                               limit)
-
-
-def event_frame(event: str, **data: Any) -> bytes:
-    payload = json.dumps({"event": event, **data}, separators=(",", ":")).encode()
-    return HEADER.pack(EVENT, len(payload)) + payload
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One message handed from the gateway to the intake."""
-
-    session: str                  # configured session name
-    raw: str                      # the message as quickfix received it (see ``binary``)
-    received: float               # time.time() in the callback
-    kind: str                     # "app", "unsupported", "session_reject", "reset", "oversized", "poison"
-    # the bytes are not valid UTF-8: ``raw`` holds them with surrogate escapes
-    # (``raw.encode("utf-8", "surrogateescape")`` gives them back exactly)
-    binary: bool = False
-    size: int = -1                # the message's true size in bytes; larger than raw's when truncated
-    truncated: bool = False       # raw is the message's first TRUNCATED_KEEP bytes (it was oversized)
-
-    def wire_bytes(self) -> bytes:
-        return self.raw.encode("utf-8", "surrogateescape")
-
-
-def decode_text(data: bytes) -> tuple[str, bool]:
-    """(text, binary): UTF-8 when the bytes are valid UTF-8, else the bytes
-    with surrogate escapes for the invalid ones (lossless either way)."""
-    try:
-        return data.decode(), False
-    except UnicodeDecodeError:
-        return data.decode("utf-8", "surrogateescape"), True
-
-
-class FrameReader:
-    """Splits a byte stream into frames (pure: feed bytes, get frames)."""
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self._rest = b""
-        self.max_frame = max_frame
-
-    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
-        buf = self._rest + data if self._rest else data
-        frames: list[tuple[bytes, bytes]] = []
-        pos, n = 0, len(buf)
-        unpack = HEADER.unpack_from
-        size = HEADER.size
-        max_frame = self.max_frame
-        while n - pos >= size:
-            kind, length = unpack(buf, pos)
-            if length > max_frame or kind not in (MESSAGE, EVENT):
-                raise WireError(f"corrupt frame header {bytes(buf[pos:pos + size])!r}")
-            end = pos + size + length
-            if end > n:
-                break
-            frames.append((kind, buf[pos + size:end]))
-            pos = end
-        self._rest = buf[pos:]
-        return frames
-
-
-def decode_message(payload: bytes, sessions: tuple[str, ...]) -> Inbound:
-    kind, index, received_us, size = MESSAGE_META.unpack_from(payload)
-    if kind >= len(KINDS) or index >= len(sessions):
-        raise WireError(f"message frame with kind {kind} for session {index}")
-    data = payload[MESSAGE_META.size:]
-    try:
-        return Inbound(sessions[index], data.decode(), received_us / 1e6, KINDS[kind], False, size,
-                       size != len(data))
-    except UnicodeDecodeError:
-        return Inbound(sessions[index], data.decode("utf-8", "surrogateescape"), received_us / 1e6,
-                       KINDS[kind], True, size, size != len(data))
-
-
-def decode_event(payload: bytes) -> dict[str, Any]:
-    value = json.loads(payload)
-    if not isinstance(value, dict) or "event" not in value:
-        raise WireError(f"event frame without an event: {payload[:80]!r}")
-    return value
-
-
 # -- the engine's side ----------------------------------------------------------
 class InboundQueue:
     """The gateway's messages waiting for the intake (the engine's event loop
@@ -460,7 +329,7 @@ class FixGateway:
                       note="the gateway died twice on it: journaled as poison, its MsgSeqNum committed")
         return len(suspects)
 
-    def _put_logged(self, session: str, kind: str, message: Logged) -> None:
+    def _put_logged(self, session: str, kind: MessageKind, message: Logged) -> None:
         cap = self.cfg.max_message_bytes
         data = message.raw
         size = len(data)
@@ -577,160 +446,3 @@ class FixGateway:
             code = await protocol.exited
         transport.close()
         return code
-
-
-# -- the gateway process ----------------------------------------------------------
-class GatewayOutbox:
-    """From quickfix's callback threads to the engine's pipe.
-
-    ``put`` appends a frame and returns; a writer thread sends whatever has
-    gathered in one write (the pipe write releases the GIL).  The writer
-    lets frames gather for ``gather_s`` after the first: one wake-up, one
-    write and one read on the engine's side per batch instead of per
-    message (each wake-up also takes the GIL from quickfix's thread).  Past
-    ``maximum`` frames waiting (the engine has stopped reading), ``put``
-    waits, so quickfix stops reading its sockets."""
-
-    def __init__(self, fd: int, maximum: int = 50_000, gather_s: float = 0.0005) -> None:
-        self.fd = fd
-        self.maximum = maximum
-        self.gather_s = gather_s
-        self._frames: list[bytes] = []
-        self._cond = threading.Condition(threading.Lock())
-
-    def put(self, frame: bytes) -> None:
-        cond = self._cond
-        with cond:
-            frames = self._frames
-            while len(frames) >= self.maximum:
-                cond.wait(1.0)
-                frames = self._frames
-            frames.append(frame)
-            if len(frames) == 1:
-                cond.notify_all()
-
-    def run(self) -> None:
-        """The writer thread."""
-        cond = self._cond
-        while True:
-            with cond:
-                while not self._frames:
-                    cond.wait()
-            time.sleep(self.gather_s)
-            with cond:
-                frames, self._frames = self._frames, []
-                cond.notify_all()
-            data = memoryview(b"".join(frames))
-            try:
-                while data:
-                    data = data[os.write(self.fd, data):]
-            except OSError:
-                os._exit(0)          # the engine is gone: nothing more can be delivered
-
-    def flush(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._cond:
-                if not self._frames:
-                    break
-            time.sleep(0.005)
-
-
-Frame = tuple[bytes, bytes]
-
-
-def read_frame(fd: int, reader: FrameReader, pending: deque[Frame]) -> Frame | None:
-    """The next frame from a blocking descriptor (None at end of file)."""
-    while not pending:
-        data = os.read(fd, 65536)
-        if not data:
-            return None
-        pending.extend(reader.feed(data))
-    return pending.popleft()
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL when the engine dies, even if this process is busy."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)          # PR_SET_PDEATHSIG
-    parent = os.environ.get("STP_GATEWAY_PARENT")
-    if parent is not None and os.getppid() != int(parent):
-        os._exit(0)                                      # it died before prctl took effect
-
-
-def run_gateway(cfg: EngineConfig) -> int:
-    """The child's main: quickfix sessions until ``stop`` or end of stdin."""
-    from adapters.fix_oversize import ChecksumOverflowWatch
-    from adapters.quickfix_sessions import EngineApplication, QuickfixSessions
-
-    _die_with_parent()
-    out_fd = os.dup(1)          # the engine's pipe; anything printed goes to stderr instead
-    os.dup2(2, 1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    reader, pending = FrameReader(), deque[Frame]()
-    first = read_frame(0, reader, pending)
-    if first is None:
-        return 0
-    start = decode_event(first[1])
-    if start.get("event") != "start":
-        log.error("fix_gateway_protocol_error", expected="start", got=start.get("event"))
-        return 2
-    outbox = GatewayOutbox(out_fd)
-    threading.Thread(target=outbox.run, name="gateway-writer", daemon=True).start()
-    # quickfix's UseLocalTime=Y reads the process's local time zone
-    os.environ["TZ"] = gateway_time_zone(cfg)
-    time.tzset()
-    app = EngineApplication(cfg, outbox, {k: int(v) for k, v in start.get("resume", {}).items()},
-                            days=dict(start.get("days", {})),
-                            outbound={k: int(v) for k, v in start.get("outbound", {}).items()})
-    sessions = QuickfixSessions(cfg, app)
-    # quickfix drops a message whose CheckSum sum overflows before fromApp: answered from its logs
-    overflow = ChecksumOverflowWatch(cfg, app.session_ids, outbox.put)
-    try:
-        sessions.start()
-    except Exception as exc:       # quickfix's own errors (a port in use, a bad setting)
-        log.error("fix_gateway_start_error", error=str(exc)[:300])
-        return 3
-    # quickfix puts SIGINT back to the default when its sessions start
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    overflow.start()
-    outbox.put(event_frame("ready", sessions=[s.name for s in cfg.sessions], pid=os.getpid()))
-    while True:
-        frame = read_frame(0, reader, pending)
-        if frame is None:
-            # the engine is gone: it resumes from its committed sequence numbers
-            log.warning("fix_gateway_orphaned")
-            return _exit(0)
-        command = decode_event(frame[1])
-        name = command.get("event")
-        if name == "send":
-            try:
-                ok = sessions.send(command["session"], command["msg_type"],
-                                   [(int(t), str(v)) for t, v in command["body"]])
-            except Exception as exc:          # a value quickfix's binding refuses: not a reason to die
-                log.error("fix_send_error", session=command["session"], error=repr(exc)[:300])
-                ok = False
-            if not ok:
-                log.warning("fix_send_failed", session=command["session"], msg_type=command["msg_type"])
-                outbox.put(event_frame("send_failed", session=command["session"]))
-        elif name == "set_seq":
-            result = sessions.set_sequence(command["session"], command.get("next_target"),
-                                           command.get("next_sender"), str(command.get("reason") or ""))
-            outbox.put(event_frame("seq_set", session=command["session"], request=command.get("request"),
-                                   at_us=int(time.time() * 1_000_000), **result))
-        elif name == "stop":
-            sessions.stop()
-            outbox.flush()
-            return _exit(0)
-        else:
-            log.error("fix_gateway_protocol_error", got=name)
-
-
-def _exit(code: int) -> int:
-    """quickfix's threads are still running: leave without the destructors
-    that would stop them (an acceptor's stop races its own thread and
-    crashes: see QuickfixSessions.stop)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -4,7 +4,7 @@ A ``Session`` is fed parsed messages (``on_message``), garbled frames
 (``on_garbled``), clock ticks (``on_timer``) and connection events; it
 answers by queuing encoded bytes (``take_output``) and by setting
 ``disconnect_requested``.  The transport that owns the socket does the rest
-(see ``adapters.fix.transport``), so everything here runs in tests without a
+(see ``fixsim.transport``), so everything here runs in tests without a
 socket or an event loop.
 
 Behaviour follows QuickFIX's ``Session`` (the reference the acceptance
@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from adapters.fix import dictionary as dd
-from adapters.fix.codec import (
+from fixsim import dictionary as dd
+from fixsim.store import MemoryStore, MessageStore
+from stp.fixwire import (
     SOH,
     GarbledMessage,
     Message,
@@ -37,7 +38,6 @@ from adapters.fix.codec import (
     parse_utc_timestamp,
     printable,
 )
-from adapters.fix.store import MemoryStore, MessageStore
 
 log = structlog.get_logger("fix.session")
 

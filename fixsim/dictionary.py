@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from adapters.fix.codec import Message
+from stp.fixwire import Message
 
 # SessionRejectReason (373) codes and QuickFIX's texts for them.
 INVALID_TAG_NUMBER = 0

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from adapters.fix.codec import DEFAULT_MAX_MESSAGE_SIZE, Framer, GarbledMessage, parse_frame
-from adapters.fix.session import Session
+from fixsim.session import Session
+from stp.fixwire import DEFAULT_MAX_MESSAGE_SIZE, Framer, GarbledMessage, parse_frame
 
 log = structlog.get_logger("fix.transport")
 

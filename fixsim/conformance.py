@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 
-from adapters.fix.codec import Message
-from adapters.fix.dictionary import load_dictionary
-from adapters.fix.session import Session, SessionConfig, UnsupportedMessageType
-from adapters.fix.store import MemoryStore
-from adapters.fix.transport import FixAcceptor
+from fixsim.dictionary import load_dictionary
+from fixsim.session import Session, SessionConfig, UnsupportedMessageType
+from fixsim.store import MemoryStore
+from fixsim.transport import FixAcceptor
+from stp.fixwire import Message
 
 PROFILE = (("FIX.4.4", "ISLD", "TW44"), ("FIX.4.4", "ISLD", "TW"), ("FIX.4.2", "ISLD", "TW42"))
 ECHOED = frozenset({"D", "d", "C"})

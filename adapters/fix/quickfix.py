@@ -1,5 +1,5 @@
 """The FIX sessions, run by quickfix inside the gateway process
-(adapters/fix_gateway.py).
+(adapters/fix/gateway.py).
 
 quickfix calls back on its own threads.  The callbacks here do the least
 possible and never raise into quickfix (an uncaught Python exception there
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import sysconfig
 import threading
 import time
 from datetime import UTC, datetime
@@ -29,12 +31,12 @@ from typing import Any, Protocol
 import structlog
 
 from adapters.config import EngineConfig, SessionSpec, gateway_time_zone, session_schedule
-from adapters.fix.dictionary import standard_dictionary_dir
-from adapters.fix_gateway import event_frame, message_bytes_frame, message_frame
-from adapters.fix_guard import LogonGuard, confine_to_loopback
-from adapters.fix_oversize import largest_field_tag
-from adapters.fix_poison import SUPPORTED_APP_TYPES, session_file_prefix
+from adapters.fix.guard import LogonGuard, confine_to_loopback
+from adapters.fix.oversize import largest_field_tag
+from adapters.fix.pipe import event_frame, message_bytes_frame, message_frame
+from adapters.fix.poison import SUPPORTED_APP_TYPES, session_file_prefix
 from adapters.secure import redact
+from stp.inbound import MessageKind
 from stp.sessions import DAY_NAMES, UTC_ZONES, SessionSchedule, session_day
 
 log = structlog.get_logger("engine.fix")
@@ -62,6 +64,20 @@ def msg_type_of(raw: str) -> str:
     return raw[start + 4:end if end >= 0 else len(raw)]
 
 
+
+def standard_dictionary_dir() -> Path:
+    """Where the quickfix package installs FIX4x.xml (``share/quickfix``), or
+    ``$STP_FIX_SPEC_DIR``."""
+    env = os.environ.get("STP_FIX_SPEC_DIR")
+    if env:
+        return Path(env)
+    for prefix in (sys.prefix, sysconfig.get_path("data"), sys.base_prefix):
+        candidate = Path(prefix) / "share" / "quickfix"
+        if (candidate / "FIX44.xml").exists():
+            return candidate
+    raise FileNotFoundError("FIX data dictionaries not found: install the quickfix package (it ships "
+                            "share/quickfix/FIX44.xml) or set STP_FIX_SPEC_DIR")
+
 def _import_quickfix() -> Any:
     import quickfix
 
@@ -72,7 +88,7 @@ def session_settings_text(cfg: EngineConfig, role: str, accept_ports: dict[str, 
     """quickfix settings for the configured LP (initiator) or platform (acceptor) sessions.
 
     ``accept_ports``: the loopback port quickfix's acceptor takes for each
-    platform session behind the pre-logon guard (adapters/fix_guard.py); the
+    platform session behind the pre-logon guard (adapters/fix/guard.py); the
     configured port is the guard's."""
     spec_dir = standard_dictionary_dir()
     qf = cfg.quickfix_dir
@@ -241,7 +257,7 @@ def build_quickfix_application(app: EngineApplication) -> Any:
 
     cap = app.max_message_bytes
 
-    def frame(kind: str, session_id: Any, message: Any, received: float) -> None:
+    def frame(kind: MessageKind, session_id: Any, message: Any, received: float) -> None:
         # admin messages only (a Logon with ResetSeqNumFlag, a Reject): never
         # a password in the journal
         found = known(session_id)
@@ -349,7 +365,7 @@ def build_quickfix_application(app: EngineApplication) -> Any:
 
         def fromAdmin(self, message: Any, session_id: Any) -> None:
             # a platform's credentials are checked by the pre-logon guard
-            # (adapters/fix_guard.py) before quickfix sees the Logon: quickfix
+            # (adapters/fix/guard.py) before quickfix sees the Logon: quickfix
             # resets sequence numbers on ResetSeqNumFlag=Y before calling this
             try:
                 header = message.getHeader()
@@ -451,7 +467,7 @@ class QuickfixSessions:
             self._initiator = fix.SocketInitiator(self._qf_app, store, settings, logs)
             self._initiator.start()
         if self.cfg.platforms:
-            # quickfix's acceptor behind the pre-logon guard (adapters/fix_guard.py)
+            # quickfix's acceptor behind the pre-logon guard (adapters/fix/guard.py)
             internal = {s.name: _free_port() for s in self.cfg.platforms}
             settings = self._settings(fix, "platform", internal)
             store, logs = fix.FileStoreFactory(settings), fix.FileLogFactory(settings)
@@ -487,7 +503,7 @@ class QuickfixSessions:
         (``FIX::SocketServer::close`` from ``Acceptor::stop``, iterating the
         socket map), in about half of the stops just after a start.  Its
         sessions are logged out here instead, and its threads end with the
-        process, which exits without running destructors (adapters/cli.py)."""
+        process, which exits without running destructors (app/cli.py)."""
         fix = _import_quickfix()
         if self._initiator is not None:
             self._initiator.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
-from adapters.sim.scenario import Scenario
+from fixsim.scenario import Scenario
 
 COLUMNS = ("exec_id", "exec_type", "exec_ref_id", "order_id", "account", "trade_date", "symbol", "side",
            "last_qty", "last_px", "currency", "settl_date")

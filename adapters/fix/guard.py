@@ -54,8 +54,8 @@ from dataclasses import dataclass
 import structlog
 
 from adapters.config import SessionSpec
-from adapters.fix.codec import Framer, GarbledMessage, finish, join_fields, parse_frame
 from adapters.secure import PASSWORD_TAGS
+from stp.fixwire import Framer, GarbledMessage, finish, join_fields, parse_frame
 
 log = structlog.get_logger("engine.guard")
 

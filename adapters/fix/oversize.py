@@ -32,8 +32,8 @@ from typing import Any
 import structlog
 
 from adapters.config import EngineConfig, SessionSpec
-from adapters.fix_gateway import message_bytes_frame
-from adapters.fix_poison import Logged, log_entries, messages_log, read_log, session_file_prefix
+from adapters.fix.pipe import message_bytes_frame
+from adapters.fix.poison import Logged, log_entries, messages_log, read_log, session_file_prefix
 
 log = structlog.get_logger("engine.fix")
 

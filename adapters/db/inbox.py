@@ -1,5 +1,5 @@
-"""What the desk looks at, from the database: settlements and positions; and
-the commands it gives (settlement status, cash, allocations) through the inbox.
+"""The inbox: the desk's and the bus's commands (settlement status, cash,
+allocations, break lifecycle) waiting for the engine, and their payloads.
 
 Commands go into the ``inbox`` table and the running engine applies them in
 order (within a second); a stopped engine applies them when it starts, so a
@@ -18,49 +18,6 @@ from typing import Any
 
 from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database, now_us
-
-
-async def settlements(db: Database, value_date: date) -> list[dict[str, Any]]:
-    store = PostTradeStore(db)
-    nets = await store.fetch("SELECT counterparty, currency, amount FROM nets WHERE value_date = ? "
-                             "ORDER BY counterparty, currency", (value_date,))
-    instructions = await store.fetch(
-        "SELECT counterparty, currency, version, adjustment, amount, state, ssi, failure_reason "
-        "FROM instructions WHERE value_date = ? ORDER BY counterparty, currency, version", (value_date,))
-    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for cp, ccy, version, adjustment, amount, state, ssi, reason in instructions:
-        by_key.setdefault((cp, ccy), []).append({
-            "version": int(version), "adjustment": bool(adjustment), "amount": amount, "state": state,
-            "ssi": json.loads(ssi) if ssi else None, "failure_reason": reason})
-    out = []
-    for cp, ccy, amount in nets:
-        net = Decimal(amount)
-        out.append({"counterparty": cp, "currency": ccy, "value_date": value_date.isoformat(),
-                    "net": str(net), "direction": "receive" if net > 0 else "pay" if net < 0 else "flat",
-                    "instructions": by_key.get((cp, ccy), [])})
-    return out
-
-
-async def positions(db: Database, account: str | None = None) -> list[dict[str, Any]]:
-    store = PostTradeStore(db)
-    where, params = ("WHERE p.account = ?", (account,)) if account else ("", ())
-    rows = await store.fetch(
-        "SELECT p.account, p.pair, p.quantity, p.average_price, p.realised_pnl, m.currency, m.balance, "
-        "m.equity, m.used_margin, m.free_margin, m.margin_level, m.state FROM positions p "
-        f"LEFT JOIN margin_accounts m ON m.account = p.account {where} ORDER BY p.account, p.pair",
-        params)
-    dated = await store.fetch("SELECT account, pair, value_date, quantity FROM position_value_dates "
-                              "ORDER BY account, pair, value_date")
-    by_date: dict[tuple[str, str], dict[str, str]] = {}
-    for acc, pair, vd, qty in dated:
-        if Decimal(qty) != 0:
-            by_date.setdefault((acc, pair), {})[str(vd)] = qty
-    return [{"account": r[0], "pair": r[1], "quantity": r[2], "average_price": r[3], "realised_pnl": r[4],
-             "by_value_date": by_date.get((r[0], r[1]), {}),
-             "margin": None if r[5] is None else {"currency": r[5], "balance": r[6], "equity": r[7],
-                                                   "used_margin": r[8], "free_margin": r[9],
-                                                   "margin_level": r[10], "state": r[11]}}
-            for r in rows]
 
 
 async def enqueue(db: Database, kind: str, payload: dict[str, Any]) -> int:
@@ -224,23 +181,3 @@ def allocate_payload(session: str, exec_id: str, account: str, by: str,
     """The inbox payload of an allocation (``run_engine.py allocate``)."""
     return {"session": session, "exec_id": exec_id, "account": account, "by": by.strip(),
             "reason": reason}
-
-
-def format_settlements(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'counterparty':<14}{'ccy':<5}{'net':>22}  {'direction':<9} instructions"]
-    for r in rows:
-        inst = ", ".join(f"v{i['version']} {i['state']} {i['amount']}" for i in r["instructions"]) or "-"
-        lines.append(f"{r['counterparty']:<14}{r['currency']:<5}{r['net']:>22}  {r['direction']:<9} {inst}")
-    return "\n".join(lines)
-
-
-def format_positions(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'account':<9}{'pair':<9}{'quantity':>18}{'avg price':>14}{'realised':>16}  margin"]
-    for r in rows:
-        m = r["margin"] or {}
-        margin = f"{m.get('state', '-')} level {m.get('margin_level') or '-'}%" if m else "-"
-        avg = r["average_price"]
-        shown = f"{Decimal(avg).quantize(Decimal('0.0000001'))}" if avg else "-"   # display only
-        lines.append(f"{r['account']:<9}{r['pair']:<9}{r['quantity']:>18}{shown:>14}"
-                     f"{r['realised_pnl']:>16}  {margin}")
-    return "\n".join(lines)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from adapters.sim.scenario import SimFill
+from fixsim.scenario import SimFill
 
 _TRANS_TYPE_42 = {"F": "0", "G": "2", "H": "1"}
 

@@ -110,8 +110,8 @@ async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str
     """The child: post-trade, outbox relay and command listener until stdin
     closes; standalone: polling the database, until SIGINT or SIGTERM."""
     from adapters.db.repository import Database
-    from adapters.engine import build_posttrade, close_posttrade
     from adapters.reference import load_reference
+    from app.engine import build_posttrade, close_posttrade
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from adapters.config import EngineConfig, SessionSpec
+from stp.inbound import MessageKind
 
 ADMIN_MSG_TYPES = frozenset({"0", "1", "2", "3", "4", "5", "A"})
 # ExecutionReport, TradeCaptureReport, MarketDataSnapshotFullRefresh (what fromApp hands over as "app")
@@ -123,7 +124,7 @@ def last_received(path: Path, since: int, sender_comp_id: str, tail: int = TAIL_
 
 
 def received_before(path: Path, since: int, spec: SessionSpec, committed: int, seq: int,
-                    tail: int) -> list[tuple[str, Logged]] | None:
+                    tail: int) -> list[tuple[MessageKind, Logged]] | None:
     """What the dead gateway received from the counterparty after the
     committed MsgSeqNum and before the suspect ``seq`` (quickfix processed
     them, but their frames died with the gateway), as (kind, message) for
@@ -148,7 +149,7 @@ def received_before(path: Path, since: int, spec: SessionSpec, committed: int, s
                 rejects[int(ref)] = entry
     if any(n not in covered for n in range(committed + 1, seq)):
         return None
-    out: list[tuple[str, Logged]] = []
+    out: list[tuple[MessageKind, Logged]] = []
     for n in range(committed + 1, seq):
         got = theirs.get(n)
         if got is None or got.msg_type in ADMIN_MSG_TYPES:
@@ -166,7 +167,7 @@ class Suspect:
     seq: int
     message: Logged
     # what quickfix processed before it and the engine never received
-    before: tuple[tuple[str, Logged], ...] = ()
+    before: tuple[tuple[MessageKind, Logged], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
