@@ -64,13 +64,9 @@ from adapters.db import inbox
 from adapters.db.repository import Database, database_unavailable
 from stp.backoff import Backoff
 from stp.commands import AllocateCommand, BreakCommand, CommandError, parse_command
-from stp.events import command_reply
+from stp.events import command_reply, reply_topic
 
 log = structlog.get_logger("engine.commands")
-
-
-def reply_topic(prefix: str, reply_to: str | None) -> str:
-    return reply_to or f"{prefix}/replies/breaks"
 
 
 def paho_of(client: aiomqtt.Client) -> Any:

@@ -314,18 +314,21 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
         await db.close()
 
 
-async def _recon(recon: Any, db: Any, reference: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+async def _recon(store: Any, reference: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from handlers import recon
+
     if args.what == "statement":
-        return await recon.reconcile_statement_file(  # type: ignore[no-any-return]
-            db, reference, cfg.mqtt_topic_prefix, args.session, args.file, args.trade_date)
-    return await recon.reconcile_positions_file(  # type: ignore[no-any-return]
-        db, reference, cfg.mqtt_topic_prefix, args.session, args.file)
+        return await recon.reconcile_statement_file(
+            store, reference, cfg.mqtt_topic_prefix, args.session, args.file, args.trade_date)
+    return await recon.reconcile_positions_file(store, reference, cfg.mqtt_topic_prefix, args.session,
+                                                args.file)
 
 
 async def _recon_command(args: argparse.Namespace, cfg: Any) -> int:
-    from adapters import recon
+    from adapters.db.posttrade import PostTradeStore
     from adapters.db.repository import Database
     from adapters.reference import load_reference
+    from handlers.recon import ReconError
 
     if args.session not in {s.name for s in cfg.lps}:
         print(f"error: no [[lp]] session named {args.session}", file=sys.stderr)
@@ -338,8 +341,8 @@ async def _recon_command(args: argparse.Namespace, cfg: Any) -> int:
     try:
         await db.migrate()
         try:
-            result = await _recon(recon, db, reference, cfg, args)
-        except recon.ReconError as exc:
+            result = await _recon(PostTradeStore(db), reference, cfg, args)
+        except ReconError as exc:
             print(f"error: {exc}; nothing stored", file=sys.stderr)
             return 2
     finally:

@@ -111,7 +111,7 @@ async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str
     closes; standalone: polling the database, until SIGINT or SIGTERM."""
     from adapters.db.repository import Database
     from adapters.reference import load_reference
-    from app.engine import build_posttrade, close_posttrade
+    from app.posttrade_parts import build_posttrade, close_posttrade
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters import logs  # noqa: E402
 from adapters.config import PROJECT_ROOT  # noqa: E402
+from adapters.db.posttrade import PostTradeStore  # noqa: E402
 from adapters.db.repository import Database  # noqa: E402
 from adapters.fix.gateway import InboundQueue  # noqa: E402
 from adapters.reference import load_reference  # noqa: E402
@@ -137,7 +138,8 @@ async def run_scenario(url: str, seed: int, count: int, faults: str) -> dict[str
     db = Database(url)
     await db.migrate()
     try:
-        pipeline = PostTrade(db, reference, frozenset({"LP1"}), {"PLATFORM": "exec_id"}, {"PLATFORM": "LP1"})
+        pipeline = PostTrade(PostTradeStore(db), reference, frozenset({"LP1"}), {"PLATFORM": "exec_id"},
+                             {"PLATFORM": "LP1"})
         intake = Intake(InboundQueue(), db, await db.load_intake_state(), known_symbols=reference.symbols)
         await pipeline.load()
         intake.on_committed = pipeline.submit

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters import logs  # noqa: E402
 from adapters.config import PROJECT_ROOT  # noqa: E402
+from adapters.db.posttrade import PostTradeStore  # noqa: E402
 from adapters.db.repository import Database  # noqa: E402
 from adapters.fix.gateway import InboundQueue  # noqa: E402
 from adapters.reference import load_reference  # noqa: E402
@@ -63,7 +64,7 @@ async def run(count: int, batch: int, every: int, url: str) -> None:
         state = await db.load_intake_state()
         intake = Intake(InboundQueue(), db, state,
                         known_symbols=reference.symbols)
-        pipeline = PostTrade(db, reference, frozenset({"LP1"}), {}, {})
+        pipeline = PostTrade(PostTradeStore(db), reference, frozenset({"LP1"}), {}, {})
         await pipeline.load()
         committed: list[tuple[int, object]] = []
         intake.on_committed = committed.extend      # what PostTrade.run takes from its queue

@@ -15,7 +15,7 @@ PostgreSQL, whose schema is dropped and migrated first):
    window (``inflight=W``) and a sliding window instead of gather-and-wait
    (``sliding``).
 2. ``max``: ``--count`` distinct MISMATCH breaks go through ``BreakSink.add``
-   into a ``PostTradeWrite`` and ``PostTradeStore.write``, ``--per-commit``
+   into a ``BatchChanges`` and ``PostTradeStore.write``, ``--per-commit``
    per transaction, as fast as the database takes them, with the real
    ``OutboxRelay`` running concurrently and its ``wakeup`` set after each
    commit (as the post-trade stage does) -> breaks/s from the first detection
@@ -66,12 +66,13 @@ sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
 
-from adapters.db.posttrade import PostTradeStore, PostTradeWrite  # noqa: E402
+from adapters.db.posttrade import PostTradeStore  # noqa: E402
 from adapters.db.repository import Database, now_us  # noqa: E402
 from adapters.logs import configure  # noqa: E402
 from adapters.mqtt import MqttSettings, OutboxRelay  # noqa: E402
 from handlers.breaks import BreakSink  # noqa: E402
 from stp.breaks import Break, BreakType  # noqa: E402
+from stp.changes import BatchChanges  # noqa: E402
 from stp.events import break_detected  # noqa: E402
 
 TARGET_PER_S = 1250.0      # 5% of 25,000 fills/s
@@ -376,7 +377,7 @@ class Phase:
 
     async def offer(self, breaks: Sequence[Break]) -> int:
         """One post-trade transaction with these breaks; the detection stamp."""
-        w = PostTradeWrite()
+        w = BatchChanges()
         stamp = now_us()
         t = time.perf_counter()
         for brk in breaks:

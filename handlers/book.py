@@ -22,12 +22,12 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any
 
-from adapters.db.posttrade import PostTradeStore, PostTradeWrite, text
+from handlers.ports import BookingReader
 from stp.allocation import AccountSource, Houses, allocate, resolve_account, unallocated_break
 from stp.booking import Booking, BookingKind, book_fill
 from stp.breaks import Break
+from stp.changes import BatchChanges, Booked
 from stp.fills import ExecKind, Fill
 from stp.positions import Position, apply_trade
 
@@ -36,7 +36,7 @@ _ZERO = Decimal(0)
 
 
 class BookStage:
-    def __init__(self, store: PostTradeStore, accounts: frozenset[str], next_seq: int,
+    def __init__(self, store: BookingReader, accounts: frozenset[str], next_seq: int,
                  next_posting_id: int, houses: Houses | None = None,
                  pending_us: int = 120_000_000) -> None:
         self.store = store
@@ -71,7 +71,7 @@ class BookStage:
         self._stored = {}
         self._referenced = set()
 
-    def book(self, fill_id: int, fill: Fill, w: PostTradeWrite, now_us: int,
+    def book(self, fill_id: int, fill: Fill, w: BatchChanges, now_us: int,
              platform: Fill | None = None, awaiting_platform: bool = False,
              disagreeing: Fill | None = None) -> tuple[tuple[Booking, ...], tuple[Break, ...]]:
         """The bookings and breaks of an LP fill.  ``platform``: the platform
@@ -108,7 +108,7 @@ class BookStage:
                     self._remember(booking.fill_key, booking, now_us)
         return result.bookings, breaks
 
-    def _add(self, booking: Booking, fill_id: int | None, w: PostTradeWrite, now_us: int,
+    def _add(self, booking: Booking, fill_id: int | None, w: BatchChanges, now_us: int,
              by: str | None = None) -> None:
         self.write_booking(booking, fill_id, w, now_us, by)
         if booking.kind is BookingKind.TRADE and booking.fill_key is not None:
@@ -144,7 +144,7 @@ class BookStage:
         if entry is not None:
             self._pending_ids.pop(entry[0].booking_id, None)
 
-    def allocate_pending(self, lp_fill: Fill, platform: Fill, w: PostTradeWrite,
+    def allocate_pending(self, lp_fill: Fill, platform: Fill, w: BatchChanges,
                          now_us: int) -> tuple[Booking, ...]:
         """A platform record matched LP fill ``lp_fill``: if that fill waits on
         its house account and the record names a client account, move it there
@@ -165,7 +165,7 @@ class BookStage:
         return bookings
 
     def allocate_active(self, booking: Booking | None, account: str, key: tuple[str, str], by: str,
-                        w: PostTradeWrite, now_us: int) -> tuple[Booking, ...]:
+                        w: BatchChanges, now_us: int) -> tuple[Booking, ...]:
         """The desk's allocation of fill ``key`` (its active booking, read by
         the caller) to ``account``; raises AllocationError if refused."""
         assert self.houses is not None
@@ -175,27 +175,13 @@ class BookStage:
             self._add(b, None, w, now_us, by)
         return bookings
 
-    def write_booking(self, b: Booking, fill_id: int | None, w: PostTradeWrite, now_us: int,
+    def write_booking(self, b: Booking, fill_id: int | None, w: BatchChanges, now_us: int,
                       by: str | None = None) -> None:
-        t = b.trade
-        day = self.store.day
-        session, exec_id = b.fill_key if b.fill_key else (None, None)
-        if t is not None:
-            trade: tuple[Any, ...] = (t.side._value_, text(t.base_amount), text(t.quote_amount),
-                                      text(t.price), day(t.value_date))
-        else:
-            trade = (None, None, None, None, None)
-        w.rows["bookings"][b.booking_id] = (
-            b.booking_id, self.next_seq, b.kind._value_, fill_id, session, exec_id, b.reverses,
-            b.account, b.counterparty, b.pair, *trade, now_us, b.allocated_from, by)
+        """The booking into the ledger: the next sequence number, and the
+        next posting ids for its postings."""
+        w.bookings[b.booking_id] = Booked(b, self.next_seq, fill_id, self.next_posting_id, now_us, by)
         self.next_seq += 1
-        postings = w.rows["postings"]
-        posting_id = self.next_posting_id
-        for p in b.postings:
-            postings[posting_id] = (posting_id, b.booking_id, p.ledger, p.party, str(p.amount),
-                                    day(p.value_date))
-            posting_id += 1
-        self.next_posting_id = posting_id
+        self.next_posting_id += len(b.postings)
 
 
 class PositionKeeper:
@@ -229,16 +215,15 @@ class PositionKeeper:
             self._moved_dated[(key[0], key[1], vd)] = None
         return position
 
-    def end_batch(self, w: PostTradeWrite, now_us: int) -> None:
+    def end_batch(self, w: BatchChanges, now_us: int) -> None:
         """Write the rows of the positions the batch moved."""
         positions, dated = self.positions, self.dated
         for key in self._moved:
             position = positions[key]
-            w.put("positions", key, (key[0], key[1], str(position.quantity), text(position.average_price),
-                                     str(position.realised_pnl), str(position.quote_flow), now_us))
+            w.positions[key] = (position, now_us)
         for dkey in self._moved_dated:
             account, pair, vd = dkey
-            w.put("position_value_dates", dkey, (account, pair, vd, str(dated[(account, pair)][vd])))
+            w.dated[dkey] = dated[(account, pair)][vd]
         self.abort_batch()
 
     def abort_batch(self) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from datetime import datetime
+from typing import cast
 
-from adapters.db.posttrade import PostTradeWrite, to_json
 from stp.breaks import Break, BreakType
+from stp.changes import BatchChanges, Confirmation, ConfirmationState, FieldDifference
 from stp.confirm import Matcher, MatchResult, Validator
 from stp.fills import Fill
 
@@ -31,7 +32,7 @@ class ConfirmStage:
         # (session, exec_id) -> fill id of fills waiting for their counterpart
         self._ids: OrderedDict[tuple[str, str], int] = OrderedDict()
 
-    def on_fill(self, fill_id: int, fill: Fill, now: datetime, w: PostTradeWrite,
+    def on_fill(self, fill_id: int, fill: Fill, now: datetime, w: BatchChanges,
                 now_us: int) -> tuple[bool, list[Break]]:
         """(book it?, breaks) for one fill."""
         breaks: list[Break] = []
@@ -52,11 +53,10 @@ class ConfirmStage:
             breaks.append(result.break_)
         return bookable, breaks
 
-    def _record(self, result: MatchResult, w: PostTradeWrite, now_us: int) -> None:
-        diffs = to_json([{"field": d.field, "lp": d.lp, "platform": d.platform}
-                         for d in result.differences]) if result.differences else None
-        state = str(result.state)
-        rows = w.rows["confirmations"]
+    def _record(self, result: MatchResult, w: BatchChanges, now_us: int) -> None:
+        diffs = tuple(FieldDifference(d.field, d.lp, d.platform) for d in result.differences)
+        state = cast(ConfirmationState, str(result.state))
+        rows = w.confirmations
         ids = self._ids
         for fill in (result.fill, result.counterpart):
             if fill is None:
@@ -65,20 +65,20 @@ class ConfirmStage:
             fill_id = ids.get(key)
             if fill_id is None:
                 continue
-            rows[fill_id] = (fill_id, key[0], key[1], state, diffs, now_us)
+            rows[fill_id] = Confirmation(fill_id, key[0], key[1], state, diffs, None, now_us)
             if state != "received":
                 ids.pop(key, None)
 
-    def expire(self, now: datetime, w: PostTradeWrite, now_us: int) -> list[Break]:
+    def expire(self, now: datetime, w: BatchChanges, now_us: int) -> list[Break]:
         breaks = self.matcher.expire(now)
         for brk in breaks:
             keys = brk.keys
             session, exec_id = keys.get("session"), keys.get("exec_id")
-            state = "unmatched" if brk.type in (BreakType.UNMATCHED_LP, BreakType.UNMATCHED_PLATFORM) \
-                else "mismatched"
+            state: ConfirmationState = "unmatched" \
+                if brk.type in (BreakType.UNMATCHED_LP, BreakType.UNMATCHED_PLATFORM) else "mismatched"
             if session and exec_id:
                 fill_id = self._ids.pop((session, exec_id), None)
                 if fill_id is not None:
-                    w.put("confirmations", fill_id, (fill_id, session, exec_id, state,
-                                                     to_json({"break": brk.summary}), now_us))
+                    w.confirmations[fill_id] = Confirmation(fill_id, session, exec_id, state, (),
+                                                            brk.summary, now_us)
         return breaks

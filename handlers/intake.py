@@ -24,15 +24,14 @@ from typing import Any
 
 import structlog
 
-from adapters.db.posttrade import PostTradeWrite
-from adapters.db.repository import Database, IntakeBatch, IntakeState
-from adapters.fix.gateway import InboundQueue
 from handlers.breaks import BreakSink
+from handlers.ports import InboundSource, IntakeStore
 from stp.breaks import Break, BreakType
+from stp.changes import BatchChanges
 from stp.fills import Fill, NotAFill, Rejection, normalise
 from stp.fixwire import GarbledMessage, fields_of, parse_text
 from stp.inbound import SESSION_EVENTS, Inbound
-from stp.intake import Outcome, dedupe
+from stp.intake import Conflict, IntakeBatch, IntakeState, JournalEntry, Outcome, dedupe
 from stp.limits import (
     AmountLimits,
     LimitRejection,
@@ -109,7 +108,7 @@ class KnownExecutions:
 
 
 class Intake:
-    def __init__(self, queue: InboundQueue, db: Database, state: IntakeState,
+    def __init__(self, queue: InboundSource, db: IntakeStore, state: IntakeState,
                  send_dont_know: DontKnowSender | None = None, batch_max: int = 2000,
                  known_symbols: frozenset[str] | None = None, topic_prefix: str = "fxstp",
                  limits: AmountLimits | None = None) -> None:
@@ -314,18 +313,15 @@ class Intake:
             journal_id = staged.next_journal_id
             staged.next_journal_id += 1
             f = fields or {}
-            batch.journal.append([
-                journal_id, item.session, seq, f.get(35, "?")[:8], received_us, None,
-                f.get(43) == "Y", exec_id[:64] if exec_id else None,
-                outcome.value if outcome is not None else item.kind, reason,
-                *journal_raw(item)])
+            batch.journal.append(JournalEntry(
+                journal_id, item.session, seq, f.get(35, "?")[:8], received_us, f.get(43) == "Y",
+                exec_id[:64] if exec_id else None, outcome.value if outcome is not None else item.kind,
+                reason, *journal_raw(item)))
             if isinstance(result, Quote):
                 quotes.append(result)
-                batch.prices[result.symbol] = (result.symbol, result.session, _text(result.bid),
-                                               _text(result.offer), str(result.price), journal_id,
-                                               received_us)
+                batch.prices[result.symbol] = (result, journal_id, received_us)
             if outcome is Outcome.ACCEPTED and isinstance(result, Fill):
-                batch.fills.append(_fill_row(result, staged.next_fill_id, journal_id))
+                batch.fills.append((staged.next_fill_id, journal_id, result))
                 accepted.append((staged.next_fill_id, result))
                 staged.next_fill_id += 1
             # a refused quote is answered (BMR), journaled and counted, not a break:
@@ -339,10 +335,9 @@ class Intake:
             if outcome is not None and (problem or oversized):
                 problems.append(_intake_break(outcome, item, fields or {}, seq, reason, known, result))
             if outcome is Outcome.CONFLICT and isinstance(result, Fill):
-                batch.conflicts.append((
+                batch.conflicts.append(Conflict(
                     staged.next_conflict_id, journal_id, item.session, result.exec_id,
-                    known or "", result.content_hash,
-                    received_us))
+                    known or "", result.content_hash, received_us))
                 staged.next_conflict_id += 1
             if item.kind == "reset":
                 staged.last_seq[item.session] = 0
@@ -356,7 +351,7 @@ class Intake:
                     # a session's first commit (or a row from before session days)
                     staged.new_day(batch, item.session, self._day(item.session, item.received))
         if problems:
-            batch.breaks = PostTradeWrite()
+            batch.breaks = BatchChanges()
             stamp = int(time.time() * 1_000_000)
             for brk in problems:
                 self.break_sink.add(brk, batch.breaks, stamp)
@@ -369,8 +364,8 @@ class Intake:
         counters.batches += 1
         counters.messages += len(batch.journal)          # the gateway's session events are not messages
         outcomes = counters.outcomes
-        for row in batch.journal:
-            outcomes[row[8]] = outcomes.get(row[8], 0) + 1
+        for entry in batch.journal:
+            outcomes[entry.outcome] = outcomes.get(entry.outcome, 0) + 1
         add = self.latency.add
         for item in items:
             if item.kind not in SESSION_EVENTS:
@@ -599,12 +594,6 @@ def _seq(fields: dict[int, str] | None, kind: str) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-
-
-def _us(dt: datetime | None) -> int | None:
-    """Exact integer microseconds since the epoch."""
-    return None if dt is None else (dt - _EPOCH) // _ONE_US
 
 
 class _Staged:
@@ -648,16 +637,3 @@ class _Staged:
         intake.last_seq = self.last_seq
         intake.days = self.days
         intake.health.update(self.health)
-
-
-def _text(d: Decimal | None) -> str | None:
-    return None if d is None else str(d)
-
-
-def _fill_row(f: Fill, fill_id: int, journal_id: int) -> tuple[Any, ...]:
-    """A fills row in FILL_COLUMNS order; decimals as their exact text."""
-    return (fill_id, journal_id, f.session, f.exec_id, f.kind.value, f.exec_ref_id, f.order_id,
-            f.cl_ord_id, f.account, f.symbol, f.side.value, f.currency, str(f.last_qty),
-            str(f.last_px), _text(f.cum_qty), _text(f.leaves_qty), _text(f.avg_px),
-            _text(f.order_qty), f.trade_date, f.settl_type, f.settl_date, _us(f.transact_time),
-            _us(f.received_at), _text(f.spot_rate), _text(f.forward_points), f.content_hash)

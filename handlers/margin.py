@@ -23,13 +23,13 @@ from decimal import Decimal
 
 import structlog
 
-from adapters.db.posttrade import PostTradeWrite, text
-from adapters.db.repository import us_to_datetime
 from stp.breaks import Break
+from stp.changes import BatchChanges
 from stp.events import margin_event, margin_state
 from stp.margin import MarginBook, MarginEvent, MarginState, PositionView, unpriced_break
 from stp.positions import Position
 from stp.reference import ReferenceData
+from stp.timestamps import us_to_datetime
 
 log = structlog.get_logger("engine.margin")
 
@@ -161,13 +161,11 @@ class MarginStage:
             return []
         return self.book.check_exposure(account)
 
-    def flush(self, events: list[MarginEvent], w: PostTradeWrite, now_us: int) -> None:
+    def flush(self, events: list[MarginEvent], w: BatchChanges, now_us: int) -> None:
         at = us_to_datetime(now_us)
         for account in self._touched:
             m = self.book.snapshot(account)
-            w.put("margin_accounts", account, (account, m.currency, str(m.balance), str(m.unrealised_pnl),
-                                               str(m.equity), str(m.used_margin), str(m.free_margin),
-                                               text(m.margin_level), m.state, now_us, m.priced_state))
+            w.margins[account] = (m, now_us)
             data: dict[str, object] = {
                 "currency": m.currency, "balance": str(m.balance), "unrealised_pnl": str(m.unrealised_pnl),
                 "equity": str(m.equity), "used_margin": str(m.used_margin), "free_margin": str(m.free_margin),
@@ -182,9 +180,7 @@ class MarginStage:
         for e in events:
             if e.account in quiet:
                 continue
-            w.put("margin_events", self.next_event_id, (self.next_event_id, e.account, str(e.kind),
-                                                        text(e.margin_level), str(e.equity),
-                                                        str(e.used_margin), now_us))
+            w.margin_events[self.next_event_id] = (e, now_us)
             w.publish(margin_event(self.next_event_id, e.account, str(e.kind), {
                 "margin_level": text(e.margin_level), "equity": str(e.equity),
                 "used_margin": str(e.used_margin), "threshold": str(e.at_threshold)}, self.prefix, at),
@@ -193,3 +189,8 @@ class MarginStage:
             log.warning("margin_event", account=e.account, kind=str(e.kind),
                         margin_level=str(e.margin_level), equity=str(e.equity),
                         used_margin=str(e.used_margin), threshold=str(e.at_threshold))
+
+
+def text(d: Decimal | None) -> str | None:
+    """An amount in a bus payload: its exact text."""
+    return None if d is None else str(d)

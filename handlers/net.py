@@ -14,8 +14,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from adapters.db.posttrade import PostTradeWrite
 from stp.booking import Booking
+from stp.changes import BatchChanges
 from stp.netting import NetChange, NetKey, contributions, exact_context
 
 _ZERO = Decimal(0)
@@ -38,7 +38,7 @@ class NetStage:
             else:
                 seen[1] = booking.booking_id
 
-    def end_batch(self, w: PostTradeWrite, now_us: int) -> list[NetChange]:
+    def end_batch(self, w: BatchChanges, now_us: int) -> list[NetChange]:
         """The batch's net changes (first before -> last after, in the order the
         nets first moved), their rows written to ``w``."""
         changes: list[NetChange] = []
@@ -46,7 +46,7 @@ class NetStage:
         for key, (before, booking_id) in self._moved.items():
             after = nets[key]
             changes.append(NetChange(key, before, after, booking_id))
-            w.put("nets", key, (key.counterparty, key.currency, key.value_date, str(after), now_us))
+            w.nets[key] = (after, now_us)
         self._moved = {}
         return changes
 

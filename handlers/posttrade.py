@@ -32,43 +32,41 @@ from typing import Any
 
 import structlog
 
-from adapters.commands import reply_topic
-from adapters.db.posttrade import PostTradeStore, PostTradeWrite
-from adapters.db.repository import Database, database_unavailable, datetime_to_us, now_us, us_to_datetime
 from handlers.book import BookStage, PositionKeeper
 from handlers.breaks import BreakSink
 from handlers.confirm import ConfirmStage
 from handlers.margin import MarginStage
 from handlers.net import NetStage
-from handlers.settle import SettleStage, load_instructions
+from handlers.ports import PostTradeStore, now_us
+from handlers.settle import SettleStage
 from stp.allocation import AllocationError, Houses, with_house_accounts
 from stp.allocation import allocation_booking_id as allocation_id
 from stp.backoff import Backoff
 from stp.booking import Booking, BookingKind, book_cash, book_negative_balance_credit
 from stp.breaks import Break, BreakState, BreakType, IllegalBreakTransition, UnknownBreak, transition
+from stp.changes import BatchChanges, Confirmation, LifecycleChange
 from stp.confirm import Matcher, MatchResult, MatchState, Validator
 from stp.currency import minor_units
-from stp.events import break_changed, command_reply
+from stp.events import break_changed, command_reply, reply_topic
 from stp.fills import Fill
 from stp.margin import MarginEvent
 from stp.marketdata import Quote
-from stp.netting import NetKey
 from stp.positions import Position
 from stp.reference import ReferenceData
+from stp.timestamps import datetime_to_us, us_to_datetime
 
 log = structlog.get_logger("engine.posttrade")
 
 
 class PostTrade:
-    def __init__(self, db: Database, reference: ReferenceData, lp_sessions: frozenset[str],
+    def __init__(self, store: PostTradeStore, reference: ReferenceData, lp_sessions: frozenset[str],
                  key_by_platform: dict[str, str], lp_for_platform: dict[str, str],
                  match_window: timedelta = timedelta(seconds=30),
                  price_tolerance: Decimal = Decimal("0.00001"), qty_tolerance: Decimal = Decimal(0),
                  timer_seconds: float = 1.0, topic_prefix: str = "fxstp",
                  escalate_before: timedelta = timedelta(hours=1),
                  house_accounts: Mapping[str, str] | None = None) -> None:
-        self.db = db
-        self.store = PostTradeStore(db)
+        self.store = store
         # every LP session's house account (configured, else HOUSE-<session>),
         # in the reference data like any other account
         self.houses = Houses.for_sessions(lp_sessions, house_accounts)
@@ -119,67 +117,45 @@ class PostTrade:
         self._stale = False
         # the confirmation expiries of a tick whose commit failed (breaks and
         # confirmation rows): the matcher has let them go, the recovery commits them
-        self._unsaved_expiry: tuple[list[Break], dict[Any, tuple[Any, ...]]] | None = None
+        self._unsaved_expiry: tuple[list[Break], dict[int, Confirmation]] | None = None
 
     # -- state ------------------------------------------------------------
     async def load(self) -> None:
         store = self.store
         self.cursor = await store.cursor()
         next_seq, next_posting, next_event = await store.next_ids()
-        positions: dict[tuple[str, str], Position] = {}
-        for account, pair, qty, avg, pnl, flow in await store.fetch(
-                "SELECT account, pair, quantity, average_price, realised_pnl, quote_flow FROM positions"):
-            q, a = Decimal(qty), None if avg is None else Decimal(avg)
-            cost = (q * a) if a is not None else Decimal(0)
-            positions[(account, pair)] = Position(account, pair, q, a, Decimal(pnl), cost, Decimal(flow))
-        dated: dict[tuple[str, str], dict[object, Decimal]] = {}
-        for account, pair, vd, qty in await store.fetch(
-                "SELECT account, pair, value_date, quantity FROM position_value_dates"):
-            dated.setdefault((account, pair), {})[_date(vd)] = Decimal(qty)
-        nets = {NetKey(cp, ccy, _date(vd)): Decimal(amount) for cp, ccy, vd, amount in await store.fetch(
-            "SELECT counterparty, currency, value_date, amount FROM nets")}
+        positions = await store.positions()
+        dated = await store.dated_positions()
+        nets = await store.nets()
         self.book = BookStage(store, frozenset(self.reference.accounts), next_seq, next_posting,
                               houses=self.houses,
                               pending_us=int(2 * self._matcher_args[0].total_seconds() * 1e6) + 1_000_000)
         self.positions = PositionKeeper(positions, dated)
         self.net = NetStage(nets)
         since = datetime.now(UTC).date() - timedelta(days=31)
-        self.settle = SettleStage(self.reference, await load_instructions(store, since))
+        self.settle = SettleStage(self.reference, await store.instructions_since(since))
         clients = frozenset(a for a in self.reference.accounts if not self.houses.is_house(a))
         self.confirm = ConfirmStage(Validator(self.reference),
                                     Matcher(*self._matcher_args, client_accounts=clients), self.lp_sessions)
         # house accounts: margin computed and published as state, no margin events
         self.margin = MarginStage(self.reference, next_event, self.topic_prefix, quiet=self.houses.accounts)
         # latest price per pair, then positions and cash into the margin book
-        latest: dict[str, tuple[int, Decimal]] = {}
-        for symbol, price, received in await store.fetch(
-                "SELECT f.symbol, COALESCE(f.spot_rate, f.last_px), f.received_us FROM fills f JOIN "
-                "(SELECT symbol, MAX(id) AS id FROM fills GROUP BY symbol) m ON f.id = m.id"):
-            latest[symbol] = (int(received), Decimal(price))
-        for symbol, price, received in await store.fetch(
-                "SELECT symbol, price, received_us FROM market_prices"):
-            if symbol not in latest or int(received) > latest[symbol][0]:
-                latest[symbol] = (int(received), Decimal(price))
+        latest = await store.latest_prices()
         self.margin.on_prices({symbol: price for symbol, (_, price) in latest.items()})
         self._price_at = {symbol: us_to_datetime(received_us) for symbol, (received_us, _) in latest.items()}
-        for account, ccy, amount in await store.fetch(
-                "SELECT b.account, p.ledger, p.amount FROM postings p JOIN bookings b "
-                "ON b.booking_id = p.booking_id WHERE b.kind IN ('cash', 'adjustment') "
-                "AND p.party LIKE 'client:%'"):
-            self.margin.on_cash(account, ccy, Decimal(amount))
+        for account, ccy, amount in await store.client_cash():
+            self.margin.on_cash(account, ccy, amount)
         self.margin.on_positions(list(positions.values()))
         self.margin.take_breaks()     # unpriced before the restart: its breaks are stored already
         self.margin.take_priced_again()
-        for (keys,) in await store.fetch(
-                "SELECT keys FROM breaks WHERE type = 'margin_unpriced' AND state <> 'resolved'"):
-            key = json.loads(keys)       # priced while the engine was down: resolved at the next commit
-            self.margin.resolve_if_priced(str(key.get("account")), str(key.get("currency")))
-        self.margin.flush([], PostTradeWrite(), now_us())
+        for account, currency in await store.unresolved_unpriced():
+            # priced while the engine was down: resolved at the next commit
+            self.margin.resolve_if_priced(account, currency)
+        self.margin.flush([], BatchChanges(), now_us())
         # the margin state has hysteresis: an account stays in margin call until
         # its level is above the band, so the state is restored, not re-derived
         # (an unpriced account's: the state of its last full valuation)
-        self.margin.restore({account: state for account, state in await store.fetch(
-            "SELECT account, COALESCE(priced_state, state) FROM margin_accounts")})
+        self.margin.restore(await store.margin_states())
         log.info("posttrade_loaded", cursor=self.cursor, positions=len(positions), nets=len(nets))
 
     # -- feeding ------------------------------------------------------------
@@ -216,13 +192,12 @@ class PostTrade:
     async def _read_quotes(self) -> None:
         """The latest market-data price per pair, as the intake committed it."""
         self._quotes_due = False
-        for symbol, price, received_us in await self.store.fetch(
-                "SELECT symbol, price, received_us FROM market_prices"):
-            at = us_to_datetime(int(received_us))
+        for symbol, price, received_us in await self.store.market_prices():
+            at = us_to_datetime(received_us)
             marked = self._price_at.get(symbol)
             current = self._quotes.get(symbol)
             if (marked is None or at > marked) and (current is None or at > current[0]):
-                self._quotes[symbol] = (at, Decimal(price))
+                self._quotes[symbol] = (at, price)
 
     async def catch_up(self) -> None:
         """Process the fills committed by the intake but not yet here."""
@@ -354,7 +329,7 @@ class PostTrade:
         quotes, self._quotes = self._quotes, {}
         if not fills and not quotes:
             return
-        w = PostTradeWrite()
+        w = BatchChanges()
         now = datetime.now(UTC)
         stamp = now_us()
         breaks: list[Break] = []
@@ -470,7 +445,7 @@ class PostTrade:
             self.cursor = fills[-1][0]
             self.processed += len(fills)
 
-    def _resolve_priced_again(self, w: PostTradeWrite, stamp: int) -> None:
+    def _resolve_priced_again(self, w: BatchChanges, stamp: int) -> None:
         """A currency an account held without a rate has one now: its
         ``margin_unpriced`` break is resolved by the engine."""
         for brk in self.margin.take_priced_again():
@@ -479,7 +454,7 @@ class PostTrade:
             self.breaks.resolve(brk, "engine", f"a {rate} rate arrived: the margin of {account} is priced",
                                 w, stamp)
 
-    def _protect_negative_balance(self, account: str, ref: int | str, w: PostTradeWrite,
+    def _protect_negative_balance(self, account: str, ref: int | str, w: BatchChanges,
                                   stamp: int) -> list[MarginEvent]:
         """Negative balance protection (the account's leverage group): an
         account left without positions (a stop-out closed them) and with a
@@ -548,18 +523,17 @@ class PostTrade:
                     self._stale = True
                     raise
 
-    async def _pending_inbox(self) -> list[tuple[Any, ...]]:
-        return await self.store.fetch(
-            "SELECT id, kind, payload FROM inbox WHERE applied_us IS NULL ORDER BY id")
+    async def _pending_inbox(self) -> list[tuple[int, str, str]]:
+        return await self.store.pending_inbox()
 
-    async def _tick(self, now: datetime | None = None, inbox: list[tuple[Any, ...]] | None = None,
+    async def _tick(self, now: datetime | None = None, inbox: list[tuple[int, str, str]] | None = None,
                     timers: bool = True) -> None:
         """Inbox, confirmation expiry, settlement cut-offs and escalations (one
         transaction); ``inbox``: only these commands, ``timers=False``: no
         expiry or cut-off."""
         now = now or datetime.now(UTC)
         stamp = now_us()
-        w = PostTradeWrite()
+        w = BatchChanges()
         breaks: list[Break] = []
         if timers:
             expired = self.confirm.expire(now, w, stamp)
@@ -567,14 +541,14 @@ class PostTrade:
                 carried, rows = self._unsaved_expiry
                 expired = carried + expired
                 for key, row in rows.items():
-                    w.rows["confirmations"].setdefault(key, row)
-            self._unsaved_expiry = (expired, dict(w.rows["confirmations"]))
+                    w.confirmations.setdefault(key, row)
+            self._unsaved_expiry = (expired, dict(w.confirmations))
             breaks += expired
             breaks += self.settle.run_cut_offs(now, w)
         events: list[MarginEvent] = []
         for inbox_id, kind, payload_text in await self._pending_inbox() if inbox is None else inbox:
             payload: dict[str, Any] = {"_inbox_id": inbox_id}
-            written = _extent(w)
+            written = w.extent()
             try:
                 parsed = json.loads(payload_text)
                 if not isinstance(parsed, dict):
@@ -584,7 +558,7 @@ class PostTrade:
                 breaks += found
                 events += evs
             except (ValueError, KeyError, TypeError) as exc:
-                if _extent(w) != written:
+                if w.extent() != written:
                     # not a refusal: it failed after writing part of what it
                     # does (and moving the state in memory): the tick fails,
                     # the recovery reloads and fails this command alone
@@ -624,20 +598,20 @@ class PostTrade:
             except Exception as exc:
                 self._stale = True
                 await self._load_state(keep_confirm=True)     # undo what it did in memory
-                if database_unavailable(exc):
+                if self.store.unavailable(exc):
                     # the database, not the command: never its failure; the
                     # tick raises, the timer backs off and a later tick
                     # applies it, however long the outage lasts
                     raise
                 await self._fail_command(row, exc, now or datetime.now(UTC))
 
-    async def _fail_command(self, row: tuple[Any, ...], exc: Exception, now: datetime) -> None:
+    async def _fail_command(self, row: tuple[int, str, str], exc: Exception, now: datetime) -> None:
         """Mark a command that cannot be applied failed, with its error, and
         answer it if it came from the bus; nothing else of it is kept."""
         inbox_id, kind, payload_text = row
         message = f"not applied: {type(exc).__name__}: {exc}"[:500]
         log.error("inbox_failed", id=inbox_id, kind=kind, error=message)
-        w = PostTradeWrite()
+        w = BatchChanges()
         stamp = now_us()
         try:
             payload = json.loads(payload_text)
@@ -650,7 +624,7 @@ class PostTrade:
         await self.store.write(w)
         self.committed.set()
 
-    async def _apply_inbox(self, kind: str, payload: dict[str, Any], w: PostTradeWrite,
+    async def _apply_inbox(self, kind: str, payload: dict[str, Any], w: BatchChanges,
                            stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
         if kind in ("break_acknowledge", "break_resolve"):
             return await self._break_lifecycle(kind.split("_", 1)[1], payload, w, stamp), [], []
@@ -667,7 +641,7 @@ class PostTrade:
     def _reverses_house(self, bookings: tuple[Booking, ...]) -> bool:
         return any(b.kind is BookingKind.REVERSAL and self.houses.is_house(b.account) for b in bookings)
 
-    async def _allocate(self, payload: dict[str, Any], w: PostTradeWrite,
+    async def _allocate(self, payload: dict[str, Any], w: BatchChanges,
                         stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
         """The desk's allocation of an LP fill from its house account to a
         client: a reversal on the house and a booking on the client, linked;
@@ -687,7 +661,7 @@ class PostTrade:
         key = (session, exec_id)
         now = us_to_datetime(stamp)
         try:
-            if allocation_id(session, exec_id) in w.rows["bookings"]:
+            if allocation_id(session, exec_id) in w.bookings:
                 raise AllocationError("already_allocated", f"fill {session}/{exec_id} was just allocated")
             booking = (await self.store.active_trade_bookings({key})).get(key)
             bookings = self.book.allocate_active(booking, account, key, by, w, stamp)
@@ -724,7 +698,7 @@ class PostTrade:
         return f"allocated {session}/{exec_id} from {house} to {account} by {by}", breaks, events
 
     def _resolve_unallocated(self, session: str, exec_id: str, by: str, reason: str,
-                             w: PostTradeWrite, stamp: int) -> None:
+                             w: BatchChanges, stamp: int) -> None:
         """The fill's ``unallocated`` break is resolved (it was allocated, or
         cancelled or corrected on the house), through ``BreakSink.resolve``:
         one detected in this same write is dropped (never raised), a stored
@@ -733,7 +707,7 @@ class PostTrade:
         brk = Break(BreakType.UNALLOCATED, {"session": session, "exec_id": exec_id}, "")
         self.breaks.resolve(brk, by[:80], reason, w, stamp)
 
-    async def _cash(self, payload: dict[str, Any], w: PostTradeWrite,
+    async def _cash(self, payload: dict[str, Any], w: BatchChanges,
                     stamp: int) -> tuple[str, list[Break], list[MarginEvent]]:
         """A deposit (amount > 0) or withdrawal (< 0) of client cash, booked
         against client money.  Refused (ValueError, nothing booked): an
@@ -760,8 +734,7 @@ class PostTrade:
         if not reference:
             raise ValueError("a cash movement needs a reference")
         booking_id = f"C:{reference}"
-        if booking_id in w.rows["bookings"] or await self.store.fetch(
-                "SELECT 1 FROM bookings WHERE booking_id = ?", (booking_id,)):
+        if booking_id in w.bookings or await self.store.booking_exists(booking_id):
             raise ValueError(f"reference {reference!r} is already booked ({booking_id}): "
                              "give each cash movement a reference of its own")
         value_date = date.fromisoformat(payload["value_date"]) if payload.get("value_date") else None
@@ -777,30 +750,29 @@ class PostTrade:
                         result={"booking_id": booking.booking_id, "account": account})
         return f"booked {booking.booking_id}", [], events
 
-    async def _break_lifecycle(self, action: str, payload: dict[str, Any], w: PostTradeWrite,
+    async def _break_lifecycle(self, action: str, payload: dict[str, Any], w: BatchChanges,
                                stamp: int) -> str:
         """open -> acknowledged -> resolved, who/when/why; every change is published."""
         break_id, by, reason = str(payload["break_id"]), str(payload.get("by") or ""), payload.get("reason")
-        rows = await self.store.fetch("SELECT state, type, keys, occurrence FROM breaks WHERE break_id = ?",
-                                      (break_id,))
-        if not rows:
+        stored = await self.store.stored_break(break_id)
+        if stored is None:
             raise UnknownBreak(break_id)
-        state = w.changed_state.get(break_id, rows[0][0])     # changed earlier in this tick?
+        state = w.changed_state.get(break_id, stored.state)     # changed earlier in this tick?
         new = transition(state, action, by, reason)
         if new is BreakState.ACKNOWLEDGED:
-            w.change_break((new.value, by, stamp, None, None, None, break_id))
+            w.change_break(LifecycleChange(break_id, "acknowledged", by, stamp))
         else:
-            w.change_break((new.value, None, None, by, stamp, reason, break_id))
+            w.change_break(LifecycleChange(break_id, "resolved", by, stamp, reason))
         at = us_to_datetime(stamp)
-        w.publish(break_changed(break_id, rows[0][1], json.loads(rows[0][2]), new.value, by, reason,
-                                self.topic_prefix, at, int(rows[0][3])), stamp)
+        w.publish(break_changed(break_id, stored.type, stored.keys, new.value, by, reason,
+                                self.topic_prefix, at, stored.occurrence), stamp)
         log.info("break_changed", break_id=break_id, state=new.value, by=by, reason=reason)
         if payload.get("via") == "mqtt":
             self._reply(payload, True, at, w, stamp,
                         result={"break_id": break_id, "state": new.value, "by": by})
         return f"{new.value} by {by}"
 
-    def _reply(self, payload: dict[str, Any], ok: bool, at: datetime, w: PostTradeWrite, stamp: int,
+    def _reply(self, payload: dict[str, Any], ok: bool, at: datetime, w: BatchChanges, stamp: int,
                **answer: Any) -> None:
         """Answer a command from the bus, in the transaction that applies it;
         the inbox row keeps the reply, so a repeat of the command (same
@@ -815,16 +787,6 @@ class PostTrade:
 
 class WithdrawalRefused(ValueError):
     """A withdrawal above what the account may take out (nothing is booked)."""
-
-
-def _extent(w: PostTradeWrite) -> tuple[int, ...]:
-    """How much ``w`` holds: a command that refuses (raises before writing
-    anything) leaves it as it was; one whose failure changes it failed
-    halfway.  Every command writes a row or a change that is new (a booking,
-    a posting, a lifecycle change, an instruction, a reply) before anything
-    else of it."""
-    return (*(len(rows) for rows in w.rows.values()), len(w.break_states), len(w.resolved),
-            len(w.detected), len(w.inbox_replies))
 
 
 def _allocates(match: MatchResult) -> bool:

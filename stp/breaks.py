@@ -172,3 +172,18 @@ def occurrence_after_detection(state: str, occurrence: int) -> tuple[int, bool]:
     if state in (BreakState.OPEN, BreakState.ACKNOWLEDGED):
         return occurrence, False
     raise ValueError(f"unknown break state {state!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBreak:
+    """A break as the database holds it (what the lifecycle and the
+    escalations read back)."""
+
+    break_id: str
+    type: str
+    severity: str
+    state: str
+    keys: dict[str, Any]
+    summary: str
+    cut_off_us: int | None
+    occurrence: int

@@ -126,3 +126,8 @@ def engine_status(state: str, prefix: str, at: datetime, **detail: str) -> BusEv
     data = {"state": state, **detail}
     return BusEvent(event_id, f"{prefix}/status",
                     cloud_event(event_id, "com.fxstp.engine.status", "engine", data, at), retain=True)
+
+
+def reply_topic(prefix: str, reply_to: str | None) -> str:
+    """Where a command's reply goes: the topic it asked for, else the desk's."""
+    return reply_to or f"{prefix}/replies/breaks"

@@ -249,3 +249,17 @@ def position_drift(counterparty: str, ours: Mapping[tuple[str, date], Decimal],
             ours={"lp_pays": str(mine)}, theirs={"lp_pays": str(lp)},
             value_date=value_date, currencies=(currency,)))
     return StatementResult(tuple(breaks), matched)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconRun:
+    """One reconciliation run as it is recorded, with the file as received."""
+
+    kind: str                   # "statement" or "positions"
+    session: str
+    as_of: date | None
+    source: str
+    content: str
+    lines: int
+    matched: int
+    breaks: int

@@ -1,84 +1,34 @@
-"""Storage of the post-trade stages: one transaction per batch, and the reads a
-restart and a reversal need.
-
-Rows arrive as tuples in the column order of the INSERTs below and go out
-with driver-level executemany (as the intake does).  Upserts use
-``INSERT ... ON CONFLICT ... DO UPDATE``, which SQLite and PostgreSQL share.
-Amounts are exact decimal text.
+"""Storage of the post-trade stages: one transaction per batch
+(``stp.changes.BatchChanges``, mapped to rows in ``adapters.db.rows``), and
+the reads a start, a restart, a reversal, the timer's work and a
+reconciliation need, each as domain values.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db.repository import Database, now_us, us_to_datetime
+from adapters.db.repository import Database, database_unavailable, now_us
+from adapters.db.rows import ChangesWriter
 from stp.booking import Booking, BookingKind, Posting, TradeAmounts
-from stp.breaks import Break, occurrence_after_detection
-from stp.events import BusEvent, break_changed, break_detected
+from stp.breaks import StoredBreak
+from stp.changes import BatchChanges
 from stp.fills import ExecKind, Fill, Side
+from stp.margin import MarginState
+from stp.netting import NetKey
+from stp.positions import Position
+from stp.reconcile import ReconRun
+from stp.reference import Ssi
+from stp.settlement import Instruction, InstructionState
+from stp.timestamps import us_to_datetime
 from stp.valuedates import CurrencyPair
 
-_UPSERTS = {
-    "bookings": ("INSERT INTO bookings (booking_id, seq, kind, fill_id, fill_session, fill_exec_id, "
-                 "reverses, account, counterparty, pair, side, base_amount, quote_amount, price, "
-                 "value_date, booked_us, allocated_from, allocated_by) VALUES ({})", 18),
-    "postings": ("INSERT INTO postings (id, booking_id, ledger, party, amount, value_date) VALUES ({})", 6),
-    "positions": ("INSERT INTO positions (account, pair, quantity, average_price, realised_pnl, quote_flow, "
-                  "updated_us) VALUES ({}) ON CONFLICT (account, pair) DO UPDATE SET "
-                  "quantity = excluded.quantity, average_price = excluded.average_price, "
-                  "realised_pnl = excluded.realised_pnl, quote_flow = excluded.quote_flow, "
-                  "updated_us = excluded.updated_us", 7),
-    "position_value_dates": ("INSERT INTO position_value_dates (account, pair, value_date, quantity) "
-                             "VALUES ({}) ON CONFLICT (account, pair, value_date) DO UPDATE SET "
-                             "quantity = excluded.quantity", 4),
-    "nets": ("INSERT INTO nets (counterparty, currency, value_date, amount, updated_us) VALUES ({}) "
-             "ON CONFLICT (counterparty, currency, value_date) DO UPDATE SET amount = excluded.amount, "
-             "updated_us = excluded.updated_us", 5),
-    "instructions": ("INSERT INTO instructions (instruction_id, counterparty, currency, value_date, "
-                     "version, adjustment, amount, state, ssi, instructed_us, settled_us, "
-                     "failure_reason, updated_us) VALUES ({}) ON CONFLICT (instruction_id) DO UPDATE "
-                     "SET amount = excluded.amount, state = excluded.state, ssi = excluded.ssi, "
-                     "instructed_us = excluded.instructed_us, settled_us = excluded.settled_us, "
-                     "failure_reason = excluded.failure_reason, updated_us = excluded.updated_us", 13),
-    "breaks": ("INSERT INTO breaks (break_id, type, severity, keys, summary, ours, theirs, state, "
-               "detected_us, last_seen_us, occurrences, cut_off_us) VALUES ({}) ON CONFLICT (break_id) "
-               "DO UPDATE SET last_seen_us = excluded.last_seen_us, occurrences = breaks.occurrences + 1",
-               12),
-    "confirmations": ("INSERT INTO confirmations (fill_id, session, exec_id, state, differences, "
-                      "updated_us) VALUES ({}) ON CONFLICT (fill_id) DO UPDATE SET state = excluded.state, "
-                      "differences = excluded.differences, updated_us = excluded.updated_us", 6),
-    "margin_accounts": ("INSERT INTO margin_accounts (account, currency, balance, unrealised_pnl, equity, "
-                        "used_margin, free_margin, margin_level, state, updated_us, priced_state) "
-                        "VALUES ({}) "
-                        "ON CONFLICT (account) DO UPDATE SET balance = excluded.balance, "
-                        "unrealised_pnl = excluded.unrealised_pnl, equity = excluded.equity, "
-                        "used_margin = excluded.used_margin, free_margin = excluded.free_margin, "
-                        "margin_level = excluded.margin_level, state = excluded.state, "
-                        "updated_us = excluded.updated_us, priced_state = excluded.priced_state", 11),
-    "margin_events": ("INSERT INTO margin_events (id, account, kind, margin_level, equity, used_margin, "
-                      "at_us) VALUES ({})", 7),
-    # events for the bus, committed with what they describe (transactional outbox)
-    "outbox": ("INSERT INTO outbox (event_id, topic, payload, retain, created_us) VALUES ({})", 5),
-}
-_BREAK_STATE = ("UPDATE breaks SET state = ?, acknowledged_by = COALESCE(?, acknowledged_by), "
-                "acknowledged_us = COALESCE(?, acknowledged_us), resolved_by = COALESCE(?, resolved_by), "
-                "resolved_us = COALESCE(?, resolved_us), resolution = COALESCE(?, resolution) "
-                "WHERE break_id = ?")
-# a resolved break detected again: open again, as its next occurrence; who
-# acknowledged and resolved the previous one, and why, are cleared (the new
-# occurrence has not been acknowledged nor resolved); resolved_us stays, the
-# time the previous occurrence was resolved (reopened_us is after it)
-_REOPEN = ("UPDATE breaks SET state = 'open', occurrence = ?, reopened_us = ?, severity = ?, summary = ?, "
-           "ours = ?, theirs = ?, cut_off_us = ?, escalated_us = NULL, acknowledged_by = NULL, "
-           "acknowledged_us = NULL, resolved_by = NULL, resolution = NULL "
-           "WHERE break_id = ? AND state = 'resolved'")
 # unreversed trade bookings (callers add their conditions)
 _ACTIVE_TRADES = ("SELECT b.booking_id, b.account, b.counterparty, b.pair, b.side, b.base_amount, "
                   "b.quote_amount, b.price, b.value_date FROM bookings b WHERE b.kind = 'trade' "
@@ -89,107 +39,25 @@ _ACTIVE_TRADES_WITH_POSTINGS = (
     "b.base_amount, b.quote_amount, b.price, b.value_date, p.ledger, p.party, p.amount, p.value_date "
     "FROM bookings b LEFT JOIN postings p ON p.booking_id = b.booking_id WHERE b.kind = 'trade' "
     "AND NOT EXISTS (SELECT 1 FROM bookings r WHERE r.reverses = b.booking_id) ")
-# the order a batch is written in
-_TABLES = tuple(_UPSERTS)
-
-
-# date -> its ISO text, for SQLite (bounded: value dates are few)
-_ISO_DAYS: dict[date, str] = {}
-
-
-def _iso_day(d: Any) -> Any:
-    """What sqlite3's default adapter binds for a date (its ISO text), without
-    the adapter's Python call per value in the driver's thread; anything but a
-    plain date is left to the driver."""
-    text = _ISO_DAYS.get(d)
-    if text is None:
-        if type(d) is not date:
-            return d
-        if len(_ISO_DAYS) >= 10_000:
-            _ISO_DAYS.clear()
-        text = _ISO_DAYS[d] = d.isoformat()
-    return text
-
-
-def _same(d: Any) -> Any:
-    return d
-
-
-def text(d: Decimal | None) -> str | None:
-    return None if d is None else str(d)
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-@dataclass(slots=True)
-class PostTradeWrite:
-    """Everything one batch changes, written in one transaction."""
-
-    rows: dict[str, dict[Any, tuple[Any, ...]]] = field(
-        default_factory=lambda: {t: {} for t in _TABLES})
-    inbox_done: list[tuple[int, str]] = field(default_factory=list)    # (id, result)
-    inbox_replies: dict[int, str] = field(default_factory=dict)        # id -> the reply published
-    break_states: list[tuple[Any, ...]] = field(default_factory=list)  # lifecycle changes
-    # break id -> its state after this batch's changes (a tick of N commands
-    # looked them up by scanning break_states: N^2/2)
-    changed_state: dict[str, str] = field(default_factory=dict)
-    escalated: list[tuple[int, str]] = field(default_factory=list)     # (stamp, break_id)
-    # break id -> its detections' (outbox key, break, topic prefix, stamp): a
-    # resolved break detected again reopens as its next occurrence, with events
-    # of their own (``PostTradeStore.write_rows``)
-    detected: dict[str, list[tuple[Any, Break, str, int]]] = field(default_factory=dict)
-    # breaks the engine resolves itself: (break, by, reason, topic prefix, stamp),
-    # and their ids (a detection of one of them in the same write is dropped)
-    resolved: list[tuple[Break, str, str, str, int]] = field(default_factory=list)
-    resolving: set[str] = field(default_factory=set)
-    cursor: int | None = None
-
-    def put(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
-        """Upserted tables keep the last row per key; insert-only tables need unique keys."""
-        self.rows[table][key] = row
-
-    def change_break(self, change: tuple[Any, ...]) -> None:
-        """A lifecycle change: (state, acknowledged by, at, resolved by, at, reason, break id)."""
-        self.break_states.append(change)
-        self.changed_state[change[-1]] = change[0]
-
-    def publish(self, event: BusEvent, stamp_us: int) -> Any:
-        """Queue a bus event (its key in the outbox rows is returned);
-        retained topics keep only the batch's last state."""
-        outbox = self.rows["outbox"]
-        key = event.topic if event.retain else (event.event_id, len(outbox))
-        outbox[key] = (event.event_id, event.topic, event.payload, event.retain, stamp_us)
-        return key
-
-    def __bool__(self) -> bool:
-        return any(self.rows.values()) or bool(self.inbox_done) or bool(self.break_states) \
-            or bool(self.escalated) or bool(self.resolved) or self.cursor is not None
+_FILL_COLUMNS = ("id, session, exec_id, kind, exec_ref_id, order_id, cl_ord_id, account, symbol, "
+                 "side, currency, last_qty, last_px, cum_qty, leaves_qty, avg_px, order_qty, trade_date, "
+                 "settl_type, settl_date, transact_us, received_us, spot_rate, forward_points, content_hash")
 
 
 class PostTradeStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        qmark = db.engine.dialect.paramstyle == "qmark"
-        self._sql = {t: sql.format(", ".join("?" if qmark else f"${i + 1}" for i in range(n)))
-                     for t, (sql, n) in _UPSERTS.items()}
-        self._qmark = qmark
-        # a date as a statement parameter: SQLite stores the ISO text either way
-        # (bound here, it skips the adapter call per value); asyncpg wants the date
-        self.day: Callable[[Any], Any] = _iso_day if db.is_sqlite else _same
+        self.writer = ChangesWriter(db.engine.dialect.paramstyle == "qmark", db.is_sqlite)
+        self.query = self.writer.query
 
-    def query(self, sql: str) -> str:
-        """Queries are written with ?; PostgreSQL (asyncpg) wants $1, $2, ..."""
-        if self._qmark:
-            return sql
-        parts = sql.split("?")
-        return "".join(part + (f"${i + 1}" if i < len(parts) - 1 else "") for i, part in enumerate(parts))
+    def unavailable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is about reaching the database (try again later)."""
+        return database_unavailable(exc)
 
-    async def write(self, w: PostTradeWrite) -> None:
+    async def write(self, w: BatchChanges) -> None:
         stamp = now_us()
         async with self.db.engine.begin() as conn:
-            await self.write_rows(conn, w)
+            await self.writer.write(conn, w)
             mark_done = self.query("UPDATE inbox SET applied_us = ?, result = ?, reply = ? WHERE id = ?")
             replies = w.inbox_replies
             for inbox_id, result in w.inbox_done:
@@ -197,92 +65,18 @@ class PostTradeStore:
             if w.cursor is not None:
                 await self._set_cursor(conn, w.cursor, stamp)
 
-    async def write_rows(self, conn: AsyncConnection, w: PostTradeWrite) -> None:
-        """The rows of ``w`` inside the caller's transaction."""
-        if w.resolving and w.detected:
-            _drop_resolved_detections(w)
-        reopened = await self._occurrences(conn, w) if w.detected else []
-        resolved_states, resolved_events = await self._resolutions(conn, w) if w.resolved else ([], [])
-        for table in _TABLES:
-            rows = w.rows[table]
-            if rows:
-                await conn.exec_driver_sql(self._sql[table], list(rows.values()))
-        if w.break_states:
-            await conn.exec_driver_sql(self.query(_BREAK_STATE), w.break_states)
-        if w.escalated:
-            await conn.exec_driver_sql(self.query("UPDATE breaks SET escalated_us = ? WHERE break_id = ?"),
-                                       w.escalated)
-        if reopened:
-            await conn.exec_driver_sql(self.query(_REOPEN), reopened)
-        if resolved_states:
-            await conn.exec_driver_sql(self.query(_BREAK_STATE), resolved_states)
-            await conn.exec_driver_sql(self._sql["outbox"], resolved_events)
-
-    async def _resolutions(self, conn: AsyncConnection, w: PostTradeWrite
-                           ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """The state changes and events of the breaks the engine resolves
-        (``w.resolved``) that are stored and not resolved already, neither in
-        the database nor by a lifecycle change of the same write
-        (``w.changed_state``); each event carries the stored occurrence (a
-        reopened break's resolution is that occurrence's, not the first's).
-        Detections of the same write were dropped (``_drop_resolved_detections``)."""
-        ids = list({brk.break_id for brk, *_ in w.resolved})
-        stored: dict[str, tuple[str, int]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            rows = await conn.exec_driver_sql(self.query(
-                "SELECT break_id, state, occurrence FROM breaks WHERE break_id IN ("
-                + ", ".join("?" * len(chunk)) + ")"), tuple(chunk))
-            for row in rows.all():
-                r: tuple[Any, ...] = tuple(row)
-                stored[str(r[0])] = (str(r[1]), int(r[2]))
-        states: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
-        for brk, by, reason, prefix, stamp in w.resolved:
-            state, occurrence = stored.get(brk.break_id, ("resolved", 1))
-            state = w.changed_state.get(brk.break_id, state)      # the desk's, earlier in this write
-            if state == "resolved":
-                continue
-            stored[brk.break_id] = ("resolved", occurrence)
-            states.append(("resolved", None, None, by, stamp, reason, brk.break_id))
-            e = break_changed(brk.break_id, brk.type.value, brk.keys, "resolved", by, reason, prefix,
-                              us_to_datetime(stamp), occurrence)
-            events.append((e.event_id, e.topic, e.payload, e.retain, stamp))
-        return states, events
-
-    async def _occurrences(self, conn: AsyncConnection, w: PostTradeWrite) -> list[tuple[Any, ...]]:
-        """The stored state of each break ``w`` detects: one seen again after
-        its occurrence n, or resolved (it reopens as occurrence n + 1), gets
-        that occurrence's events (``stp.breaks.occurrence_id``) instead of the
-        first's.  Returns the reopenings to write (``_REOPEN``)."""
-        ids = list(w.detected)
-        stored: dict[str, tuple[str, int]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            rows = await conn.exec_driver_sql(self.query(
-                "SELECT break_id, state, occurrence FROM breaks WHERE break_id IN ("
-                + ", ".join("?" * len(chunk)) + ")"), tuple(chunk))
-            for row in rows.all():
-                r: tuple[Any, ...] = tuple(row)
-                stored[str(r[0])] = (str(r[1]), int(r[2]))
-        for change in w.break_states:       # changed earlier in this same transaction
-            if change[-1] in stored:
-                stored[change[-1]] = (change[0], stored[change[-1]][1])
-        reopened: list[tuple[Any, ...]] = []
-        outbox = w.rows["outbox"]
-        for break_id, (state, occurrence) in stored.items():
-            n, reopens = occurrence_after_detection(state, occurrence)
-            if n == 1:
-                continue                    # the events queued already carry the break id
-            stamp = 0
-            for key, brk, prefix, stamp in w.detected[break_id]:
-                event = break_detected(brk, prefix, us_to_datetime(stamp), n)
-                outbox[key] = (event.event_id, event.topic, event.payload, event.retain, stamp)
-            if reopens:
-                new = w.rows["breaks"][break_id]
-                # the new occurrence's values, its cut-off, not escalated yet
-                reopened.append((n, stamp, new[2], new[4], new[5], new[6], new[11], break_id))
-        return reopened
+    async def record_recon(self, w: BatchChanges, run: ReconRun) -> None:
+        """A reconciliation's breaks and events, and the run with its file, in
+        one transaction."""
+        stamp = now_us()
+        async with self.db.engine.begin() as conn:
+            await self.writer.write(conn, w)
+            as_of = None if run.as_of is None else run.as_of.isoformat()
+            await conn.exec_driver_sql(self.query(
+                "INSERT INTO recon_runs (kind, session, as_of, source, content, lines, matched, breaks, "
+                "run_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (run.kind, run.session, as_of, run.source[:255], run.content, run.lines, run.matched,
+                 run.breaks, stamp))
 
     async def _set_cursor(self, conn: AsyncConnection, fill_id: int, stamp: int) -> None:
         result = await conn.exec_driver_sql(
@@ -310,11 +104,8 @@ class PostTradeStore:
         return int(b[0][0]) + 1, int(p[0][0]) + 1, int(e[0][0]) + 1
 
     async def fills_after(self, fill_id: int, limit: int) -> list[tuple[int, Fill]]:
-        rows = await self.fetch(
-            "SELECT id, session, exec_id, kind, exec_ref_id, order_id, cl_ord_id, account, symbol, side, "
-            "currency, last_qty, last_px, cum_qty, leaves_qty, avg_px, order_qty, trade_date, settl_type, "
-            "settl_date, transact_us, received_us, spot_rate, forward_points, content_hash "
-            "FROM fills WHERE id > ? ORDER BY id LIMIT ?", (fill_id, limit))
+        rows = await self.fetch(f"SELECT {_FILL_COLUMNS} FROM fills WHERE id > ? ORDER BY id LIMIT ?",
+                                (fill_id, limit))
         return [(int(r[0]), fill_from_row(r[1:])) for r in rows]
 
     async def active_trade_bookings(self, keys: Iterable[tuple[str, str]]
@@ -365,16 +156,138 @@ class PostTradeStore:
             trade=_trade(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]))
 
 
-def _drop_resolved_detections(w: PostTradeWrite) -> None:
-    """A break the engine resolves in the same write that detects it: the
-    detection is dropped (its cause is gone before anything is committed),
-    so a break raised and resolved within one batch is never raised, and a
-    stored one is resolved, not seen again or reopened first."""
-    outbox, rows = w.rows["outbox"], w.rows["breaks"]
-    for break_id in w.resolving.intersection(w.detected):
-        for key, *_ in w.detected.pop(break_id):
-            outbox.pop(key, None)
-        rows.pop(break_id, None)
+
+    # -- the stages' state at a start -------------------------------------------
+    async def positions(self) -> dict[tuple[str, str], Position]:
+        out: dict[tuple[str, str], Position] = {}
+        for account, pair, qty, avg, pnl, flow in await self.fetch(
+                "SELECT account, pair, quantity, average_price, realised_pnl, quote_flow FROM positions"):
+            q, a = Decimal(qty), None if avg is None else Decimal(avg)
+            cost = (q * a) if a is not None else Decimal(0)
+            out[(account, pair)] = Position(account, pair, q, a, Decimal(pnl), cost, Decimal(flow))
+        return out
+
+    async def dated_positions(self) -> dict[tuple[str, str], dict[object, Decimal]]:
+        dated: dict[tuple[str, str], dict[object, Decimal]] = {}
+        for account, pair, vd, qty in await self.fetch(
+                "SELECT account, pair, value_date, quantity FROM position_value_dates"):
+            dated.setdefault((account, pair), {})[_day(vd)] = Decimal(qty)
+        return dated
+
+    async def nets(self) -> dict[NetKey, Decimal]:
+        return {NetKey(cp, ccy, _day(vd)): Decimal(amount) for cp, ccy, vd, amount in await self.fetch(
+            "SELECT counterparty, currency, value_date, amount FROM nets")}
+
+    async def latest_prices(self) -> dict[str, tuple[int, Decimal]]:
+        """symbol -> (received_us, price): each pair's newest price, from its
+        latest fill or its market data, whichever was received last."""
+        latest: dict[str, tuple[int, Decimal]] = {}
+        for symbol, price, received in await self.fetch(
+                "SELECT f.symbol, COALESCE(f.spot_rate, f.last_px), f.received_us FROM fills f JOIN "
+                "(SELECT symbol, MAX(id) AS id FROM fills GROUP BY symbol) m ON f.id = m.id"):
+            latest[symbol] = (int(received), Decimal(price))
+        for symbol, price, received in await self.market_prices():
+            if symbol not in latest or received > latest[symbol][0]:
+                latest[symbol] = (received, price)
+        return latest
+
+    async def market_prices(self) -> list[tuple[str, Decimal, int]]:
+        """(symbol, price, received_us): each pair's latest market data."""
+        return [(str(symbol), Decimal(price), int(received)) for symbol, price, received in await self.fetch(
+            "SELECT symbol, price, received_us FROM market_prices")]
+
+    async def client_cash(self) -> list[tuple[str, str, Decimal]]:
+        """(account, currency, amount) of every client cash posting (deposits,
+        withdrawals, adjustments)."""
+        return [(str(account), str(ccy), Decimal(amount)) for account, ccy, amount in await self.fetch(
+            "SELECT b.account, p.ledger, p.amount FROM postings p JOIN bookings b "
+            "ON b.booking_id = p.booking_id WHERE b.kind IN ('cash', 'adjustment') "
+            "AND p.party LIKE 'client:%'")]
+
+    async def unresolved_unpriced(self) -> list[tuple[str, str]]:
+        """(account, currency) of the margin_unpriced breaks not resolved."""
+        out = []
+        for (keys,) in await self.fetch(
+                "SELECT keys FROM breaks WHERE type = 'margin_unpriced' AND state <> 'resolved'"):
+            key = json.loads(keys)
+            out.append((str(key.get("account")), str(key.get("currency"))))
+        return out
+
+    async def margin_states(self) -> dict[str, MarginState]:
+        """account -> its margin state at the last commit (an unpriced
+        account's: the state of its last full valuation)."""
+        return {str(account): cast(MarginState, str(state)) for account, state in await self.fetch(
+            "SELECT account, COALESCE(priced_state, state) FROM margin_accounts")}
+
+    async def instructions_since(self, since: date) -> list[Instruction]:
+        rows = await self.fetch(
+            "SELECT counterparty, currency, value_date, version, adjustment, amount, state, ssi, "
+            "instructed_us, settled_us, failure_reason, updated_us FROM instructions WHERE value_date >= ? "
+            "ORDER BY counterparty, currency, value_date, version", (since,))
+        out = []
+        for r in rows:
+            state = InstructionState(r[6])
+            ssi = None
+            if r[7]:
+                s = json.loads(r[7])
+                ssi = Ssi(counterparty=r[0], currency=r[1], bank_bic=s["bank_bic"], account=s["account"],
+                          version=int(s["version"]))
+            finished = _dt(r[9])
+            out.append(Instruction(
+                key=NetKey(r[0], r[1], _day(r[2])), amount=Decimal(r[5]), state=state, version=int(r[3]),
+                adjustment=bool(r[4]), ssi=ssi, instructed_at=_dt(r[8]),
+                settled_at=finished if state is InstructionState.SETTLED else None,
+                failed_at=finished if state is InstructionState.FAILED else None,
+                failure_reason=r[10], updated_at=_dt(r[11])))
+        return out
+
+    # -- the timer's work ---------------------------------------------------------
+    async def pending_inbox(self) -> list[tuple[int, str, str]]:
+        """(id, kind, payload JSON) of the commands not applied yet, in order."""
+        return [(int(i), str(kind), str(payload)) for i, kind, payload in await self.fetch(
+            "SELECT id, kind, payload FROM inbox WHERE applied_us IS NULL ORDER BY id")]
+
+    async def booking_exists(self, booking_id: str) -> bool:
+        return bool(await self.fetch("SELECT 1 FROM bookings WHERE booking_id = ?", (booking_id,)))
+
+    async def stored_break(self, break_id: str) -> StoredBreak | None:
+        rows = await self.fetch(f"SELECT {_BREAK_COLUMNS} FROM breaks WHERE break_id = ?", (break_id,))
+        return _stored_break(rows[0]) if rows else None
+
+    async def escalations_due(self, until_us: int, limit: int = 1000) -> list[StoredBreak]:
+        """The unresolved breaks not escalated yet whose cut-off is at or
+        before ``until_us``, soonest first."""
+        return [_stored_break(r) for r in await self.fetch(
+            f"SELECT {_BREAK_COLUMNS} FROM breaks WHERE escalated_us IS NULL AND cut_off_us IS NOT NULL "
+            "AND cut_off_us <= ? AND state <> 'resolved' ORDER BY cut_off_us LIMIT ?", (until_us, limit))]
+
+    # -- reconciliation -----------------------------------------------------------
+    async def session_fills(self, session: str) -> list[Fill]:
+        """Every fill of ``session`` (the engine's side of a statement)."""
+        rows = await self.fetch(f"SELECT {_FILL_COLUMNS} FROM fills WHERE session = ? ORDER BY id",
+                                (session,))
+        return [fill_from_row(r[1:]) for r in rows]
+
+    async def counterparty_nets(self, counterparty: str) -> dict[tuple[str, date], Decimal]:
+        rows = await self.fetch("SELECT currency, value_date, amount FROM nets WHERE counterparty = ?",
+                                (counterparty,))
+        return {(str(c), d): Decimal(a) for c, vd, a in rows if (d := _date(vd)) is not None}
+
+
+_BREAK_COLUMNS = "break_id, type, severity, state, keys, summary, cut_off_us, occurrence"
+
+
+def _stored_break(r: tuple[Any, ...]) -> StoredBreak:
+    return StoredBreak(str(r[0]), str(r[1]), str(r[2]), str(r[3]), json.loads(r[4]), str(r[5]),
+                       None if r[6] is None else int(r[6]), int(r[7]))
+
+
+def _dt(us: int | None) -> datetime | None:
+    return None if us is None else us_to_datetime(us)
+
+
+def _day(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def _date(value: Any) -> date | None:

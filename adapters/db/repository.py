@@ -17,8 +17,6 @@ import os
 import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,6 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.config import sqlite_path
 from adapters.db import schema
+from adapters.db.rows import ChangesWriter, conflict_row, fill_row, journal_row, price_row
+from stp.intake import IntakeBatch, IntakeState
+from stp.timestamps import us_to_datetime
 
 log = structlog.get_logger("engine.db")
 
@@ -48,10 +49,6 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-
-
 def database_unavailable(exc: BaseException) -> bool:
     """Whether a database error is about reaching the database (down, locked,
     timed out, the connection lost: try the same again later) rather than
@@ -67,15 +64,6 @@ def database_unavailable(exc: BaseException) -> bool:
         return bool(exc.connection_invalidated) or isinstance(exc, sa_exc.OperationalError
                                                                 | sa_exc.InterfaceError)
     return False
-
-
-def us_to_datetime(us: int) -> datetime:
-    """A stored time (integer microseconds since the epoch, UTC) as a datetime."""
-    return EPOCH + timedelta(microseconds=int(us))
-
-
-def datetime_to_us(at: datetime) -> int:
-    return (at - EPOCH) // _ONE_US
 
 
 def _iso(us: int | None) -> str | None:
@@ -96,39 +84,6 @@ CONFLICT_COLUMNS = ("id", "journal_id", "session", "exec_id", "original_hash", "
                     "received_us")
 
 
-@dataclass(slots=True)
-class IntakeBatch:
-    """Rows as tuples in the column order above (driver-level executemany:
-    the per-row parameter processing of SQLAlchemy Core costs more than the
-    insert itself).  ``journal`` rows carry ``None`` for committed_us, which
-    ``write_intake`` fills in."""
-
-    journal: list[list[Any]] = field(default_factory=list)
-    fills: list[tuple[Any, ...]] = field(default_factory=list)
-    conflicts: list[tuple[Any, ...]] = field(default_factory=list)
-    last_seq: dict[str, int] = field(default_factory=dict)   # session -> last committed seq
-    resets: set[str] = field(default_factory=set)            # sessions whose sequence restarted
-    breaks: Any = None       # a PostTradeWrite with break rows and outbox events, same transaction
-    session_days: dict[str, str | None] = field(default_factory=dict)  # session -> day of its last_seq
-    status: dict[str, dict[str, Any]] = field(default_factory=dict)   # session -> status columns
-    resets_applied: list[dict[str, Any]] = field(default_factory=list)  # session_resets rows done
-    prices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # symbol -> latest quote row
-
-    def __len__(self) -> int:
-        return len(self.journal)
-
-
-@dataclass(slots=True)
-class IntakeState:
-    next_journal_id: int
-    next_fill_id: int
-    next_conflict_id: int
-    last_seq: dict[str, int]
-    session_days: dict[str, str | None] = field(default_factory=dict)   # the day each last_seq is in
-    updated_us: dict[str, int] = field(default_factory=dict)            # when it was committed
-    pending_outbound: dict[str, int] = field(default_factory=dict)      # set by ops with no engine
-
-
 class Database:
     def __init__(self, url: str, sqlite_synchronous: str = "FULL") -> None:
         self.url = url
@@ -139,6 +94,7 @@ class Database:
                 Path(path.split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
         self._qmark = self.engine.dialect.paramstyle == "qmark"
+        self._changes = ChangesWriter(self._qmark, self.is_sqlite)
         self._insert_journal = self._insert_sql("journal", JOURNAL_COLUMNS)
         self._insert_fills = self._insert_sql("fills", FILL_COLUMNS)
         self._insert_conflicts = self._insert_sql("conflicts", CONFLICT_COLUMNS)
@@ -270,15 +226,15 @@ class Database:
     async def write_intake(self, batch: IntakeBatch) -> None:
         """Journal, fills, conflicts and sequence numbers: one transaction."""
         stamp = now_us()
-        for row in batch.journal:
-            row[5] = stamp
         async with self.engine.begin() as conn:
             if batch.journal:
-                await conn.exec_driver_sql(self._insert_journal, [tuple(r) for r in batch.journal])
+                await conn.exec_driver_sql(self._insert_journal,
+                                           [journal_row(j, stamp) for j in batch.journal])
             if batch.fills:
-                await conn.exec_driver_sql(self._insert_fills, batch.fills)
+                await conn.exec_driver_sql(self._insert_fills, [fill_row(f, fill_id, journal_id)
+                                                                for fill_id, journal_id, f in batch.fills])
             if batch.conflicts:
-                await conn.exec_driver_sql(self._insert_conflicts, batch.conflicts)
+                await conn.exec_driver_sql(self._insert_conflicts, [conflict_row(c) for c in batch.conflicts])
             for session, seq in batch.last_seq.items():
                 await self._set_last_seq(conn, session, seq, session in batch.resets, stamp,
                                          batch.session_days.get(session, KEEP))
@@ -290,11 +246,11 @@ class Database:
                 await conn.execute(r.update().where(r.c.id == applied["id"]).values(
                     {k: v for k, v in applied.items() if k != "id"}))
             if batch.prices:
-                await conn.exec_driver_sql(self._upsert_price, list(batch.prices.values()))
+                prices = [price_row(q, journal_id, received)
+                          for q, journal_id, received in batch.prices.values()]
+                await conn.exec_driver_sql(self._upsert_price, prices)
             if batch.breaks:
-                from adapters.db.posttrade import PostTradeStore
-
-                await PostTradeStore(self).write_rows(conn, batch.breaks)
+                await self._changes.write(conn, batch.breaks)
 
     async def latest_quotes(self) -> list[tuple[str, str, int, int]]:
         """(symbol, price text, received_us, journal_id): each pair's latest

@@ -26,6 +26,7 @@ from adapters.commands import CommandListener
 from adapters.config import PROJECT_ROOT
 from adapters.db import inbox as inbox_db
 from adapters.db import queries
+from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database
 from adapters.fix.gateway import InboundQueue
 from fixsim.fixmsg import er_body
@@ -72,7 +73,7 @@ async def run(db: Database, lp: list[SimFill], platform: list[SimFill], lp_accou
     state = await db.load_intake_state()
     intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
     key_by_platform = {"PLATFORM": "exec_id"} if platform else {}
-    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), key_by_platform,
+    pipeline = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), key_by_platform,
                          {"PLATFORM": "LP1"} if platform else {}, house_accounts=house_accounts)
     await pipeline.load()
     intake.on_committed = pipeline.submit
@@ -233,7 +234,7 @@ async def test_allocating_afterwards_moves_positions_and_leaves_the_nets_unchang
     (booking,) = await q(db, "SELECT booking_id, account, allocated_from, allocated_by FROM bookings "
                              f"WHERE booking_id = 'A:LP1:{first.exec_id}'")
     assert booking[1:] == (first.account, f"T:LP1:{first.exec_id}", "ops1")
-    restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    restarted = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await restarted.load()
     assert restarted.net.nets == pipeline.net.nets
     assert {k: p.quantity for k, p in restarted.positions.positions.items()} == \

@@ -19,7 +19,7 @@ import pytest
 
 from adapters.db import inbox as inbox_db
 from adapters.db import queries
-from adapters.db.posttrade import PostTradeWrite
+from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database, now_us
 from adapters.fix.gateway import InboundQueue
 from fixsim.scenario import SimFill
@@ -28,6 +28,7 @@ from handlers.margin import MarginStage
 from handlers.posttrade import PostTrade
 from stp.allocation import unallocated_break_id
 from stp.breaks import Break, BreakType
+from stp.changes import BatchChanges
 from stp.inbound import Inbound
 from stp.reference import ReferenceData
 from tests.integration.test_allocation import HOUSE, house_positions, open_unallocated, positions, raw
@@ -44,7 +45,7 @@ class Feed:
     def __init__(self, db: Database, reference: ReferenceData = REFERENCE, platform: bool = True,
                  house_accounts: dict[str, str] | None = None) -> None:
         self.db = db
-        self.pipeline = PostTrade(db, reference, frozenset({"LP1"}),
+        self.pipeline = PostTrade(PostTradeStore(db), reference, frozenset({"LP1"}),
                                   {"PLATFORM": "exec_id"} if platform else {},
                                   {"PLATFORM": "LP1"} if platform else {}, house_accounts=house_accounts)
         self.reference = reference
@@ -135,7 +136,7 @@ async def test_an_allocation_failing_after_its_first_write_keeps_nothing(
     assert await q(db, "SELECT COUNT(*) FROM bookings WHERE kind = 'reversal' "
                        f"AND reverses = 'T:LP1:{first.exec_id}'") == [(0,)]
     assert unallocated_break_id("LP1", first.exec_id) in await open_unallocated(db)
-    fresh = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    fresh = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await fresh.load()
     assert {k: p.quantity for k, p in pipeline.positions.positions.items()} == \
         {k: p.quantity for k, p in fresh.positions.positions.items()}
@@ -144,7 +145,7 @@ async def test_an_allocation_failing_after_its_first_write_keeps_nothing(
 async def test_malformed_commands_are_refusals_wherever_they_are_in_the_tick(db: Database) -> None:
     """A command that is no JSON object is refused before anything is
     written (first in a tick, or after a command that wrote): no tick failure."""
-    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    pipeline = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await pipeline.load()
     insert = pipeline.store.query("INSERT INTO inbox (kind, payload, created_us) VALUES (?, ?, ?)")
     async with db.engine.begin() as conn:
@@ -228,7 +229,7 @@ async def test_the_resolution_of_a_reopened_unallocated_break_is_its_occurrence(
     await inbox_db.enqueue(db, "break_resolve", {"break_id": bid, "by": "ops1", "reason": "looking at it"})
     await pipeline.tick()
     ((keys, summary),) = await q(db, f"SELECT keys, summary FROM breaks WHERE break_id = '{bid}'")
-    w = PostTradeWrite()                                  # it comes back: occurrence 2
+    w = BatchChanges()                                  # it comes back: occurrence 2
     pipeline.breaks.add(Break(BreakType.UNALLOCATED, json.loads(keys), summary), w, now_us())
     await pipeline.store.write(w)
     await inbox_db.enqueue(db, "allocate",
@@ -275,12 +276,12 @@ async def test_a_break_resolved_by_an_allocation_at_its_cut_off_is_not_escalated
 
 
 async def test_a_reopened_break_has_no_acknowledgement_nor_resolution(db: Database) -> None:
-    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    pipeline = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await pipeline.load()
     brk = Break(BreakType.UNKNOWN_ACCOUNT, {"session": "LP1", "exec_id": "E9", "account": "X"}, "who is X")
 
     async def detect() -> None:
-        w = PostTradeWrite()
+        w = BatchChanges()
         pipeline.breaks.add(brk, w, now_us())
         await pipeline.store.write(w)
 

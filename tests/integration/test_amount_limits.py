@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.config import PROJECT_ROOT
+from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database
 from adapters.fix.gateway import InboundQueue
 from adapters.reference import load_reference
@@ -88,7 +89,7 @@ class Harness:
         self.intake.send_business_reject = send_bmr
         self.intake.quote_sessions = frozenset({"LP1"})
         await self.intake.load_reference_prices()
-        self.pipeline = PostTrade(self.db, REFERENCE, frozenset({"LP1"}), {}, {})
+        self.pipeline = PostTrade(PostTradeStore(self.db), REFERENCE, frozenset({"LP1"}), {}, {})
         await self.pipeline.load()
         self.intake.on_committed = self.pipeline.submit
         self.intake.on_quotes = self.pipeline.submit_quotes

@@ -36,12 +36,13 @@ from adapters.broker import broker_reachable
 from adapters.commands import CommandListener
 from adapters.db import inbox as inbox_db
 from adapters.db import queries
-from adapters.db.posttrade import PostTradeWrite
+from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database
 from adapters.mqtt import MqttSettings, OutboxRelay
 from fixsim.scenario import FaultRates, Scenario
 from handlers.posttrade import PostTrade
 from stp.breaks import Break, BreakType
+from stp.changes import BatchChanges
 from tests.conftest import ROOT, free_port
 from tests.integration.test_desk_bus import _ssi_break
 from tests.integration.test_engine_intake import write_config
@@ -170,7 +171,7 @@ async def test_a_command_nested_100000_deep_is_answered_and_acknowledged(db: Dat
                 assert d.reply("after-deep")[0]["ok"] is True
             # the engine again, with the same session: had the broker not been
             # acknowledged, it would deliver the deep commands again now, before the marker
-            restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+            restarted = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
             await restarted.load()
             async with Engine(db, restarted, broker.port, prefix, client_id):
                 await d.send({"request_id": "marker", "action": "ack", "break_id": "0" * 24, "by": "ops1"})
@@ -494,9 +495,9 @@ async def test_20000_commands_through_a_broker_set_up_as_the_readme_says(tmp_pat
     broker.start()
     count = 20_000
     prefix = f"burst-{uuid.uuid4().hex[:8]}"
-    pipeline = PostTrade(database, REFERENCE, frozenset({"LP1"}), {}, {}, topic_prefix=prefix)
+    pipeline = PostTrade(PostTradeStore(database), REFERENCE, frozenset({"LP1"}), {}, {}, topic_prefix=prefix)
     await pipeline.load()
-    w = PostTradeWrite()
+    w = BatchChanges()
     bids = []
     for i in range(count):
         brk = Break(BreakType.MISMATCH, {"session": "LP1", "exec_id": f"BURST-{i}"}, f"price differs on {i}")
@@ -639,7 +640,7 @@ async def test_request_ids_expire_after_the_retention(db: Database) -> None:
 
 
 async def test_the_engine_prunes_the_inbox_at_start(db: Database) -> None:
-    from app.engine import prune_inbox_periodically
+    from app.posttrade_parts import prune_inbox_periodically
 
     pipeline, _ = await _ssi_break(db)
     client = _Client([], [])

@@ -17,14 +17,15 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from adapters import recon
 from adapters.commands import CommandListener
 from adapters.db import inbox as inbox_db
 from adapters.db import queries
+from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database
 from adapters.mqtt import MqttSettings, OutboxRelay
 from fixsim.scenario import FaultRates, Scenario
 from fixsim.statement import write_statement
+from handlers import recon
 from handlers.posttrade import PostTrade
 from stp.netting import NetKey
 from tests.integration.test_outbox import MOSQUITTO, Broker
@@ -182,7 +183,7 @@ async def test_statement_reconciliation(db: Database, tmp_path: Path) -> None:
     write_statement(sc, buf)
     clean = tmp_path / "clean.csv"
     clean.write_text(buf.getvalue())
-    result = await recon.reconcile_statement_file(db, REFERENCE, "fxstp", "LP1", clean)
+    result = await recon.reconcile_statement_file(PostTradeStore(db), REFERENCE, "fxstp", "LP1", clean)
     assert (result["breaks"], result["matched"], result["unreadable_lines"]) == (0, 400, [])
     lines = buf.getvalue().splitlines()
     header, body = lines[0], lines[1:]
@@ -196,7 +197,7 @@ async def test_statement_reconciliation(db: Database, tmp_path: Path) -> None:
               "BAD-LINE,EUR/USD,9,1,1,USD"]
     path = tmp_path / "edited.csv"
     path.write_text("\n".join(edited) + "\n")
-    result = await recon.reconcile_statement_file(db, REFERENCE, "fxstp", "LP1", path)
+    result = await recon.reconcile_statement_file(PostTradeStore(db), REFERENCE, "fxstp", "LP1", path)
     assert result["by_type"] == {"recon_missing_lp": 1, "recon_difference": 1, "recon_missing_engine": 1}
     assert (result["lines"], result["matched"]) == (401, 398)
     # the unreadable line is reported with its line number, not reconciled
@@ -214,7 +215,7 @@ async def test_statement_reconciliation(db: Database, tmp_path: Path) -> None:
                                                         ("statement", 401, 398, 3)]
     assert runs[1][4] == path.read_text()
     # the same file again: the same breaks, counted, not new ones
-    await recon.reconcile_statement_file(db, REFERENCE, "fxstp", "LP1", path)
+    await recon.reconcile_statement_file(PostTradeStore(db), REFERENCE, "fxstp", "LP1", path)
     counted = await q(db, "SELECT COUNT(*), SUM(occurrences) FROM breaks WHERE type LIKE 'recon_%'")
     assert counted == [(3, 6)]
 
@@ -228,7 +229,7 @@ async def test_position_report_drift(db: Database, tmp_path: Path) -> None:
     rows = [(ccy, vd, amount) for (cp, ccy, vd), amount in sorted(nets.items()) if vd in report_dates]
     path = tmp_path / "positions.csv"
     path.write_text("currency,value_date,lp_pays\n" + "".join(f"{c},{v},{a}\n" for c, v, a in rows))
-    result = await recon.reconcile_positions_file(db, REFERENCE, "fxstp", "LP1", path)
+    result = await recon.reconcile_positions_file(PostTradeStore(db), REFERENCE, "fxstp", "LP1", path)
     assert (result["breaks"], result["unreadable_lines"]) == (0, [])
     assert result["matched"] >= len([r for r in rows if r[2] != 0])
     # one currency off by a minor unit, one left out
@@ -238,7 +239,7 @@ async def test_position_report_drift(db: Database, tmp_path: Path) -> None:
     text = "currency,value_date,lp_pays\n" + "".join(
         f"{c},{v},{a + step if (c, v) == (ccy, vd) else a}\n" for c, v, a in rows if (c, v, a) != skipped)
     path.write_text(text)
-    result = await recon.reconcile_positions_file(db, REFERENCE, "fxstp", "LP1", path)
+    result = await recon.reconcile_positions_file(PostTradeStore(db), REFERENCE, "fxstp", "LP1", path)
     drift = await queries.list_breaks(db, type_="position_drift")
     assert {(b["keys"]["currency"], b["keys"]["value_date"]) for b in drift} == \
         {(ccy, vd.isoformat()), (skipped[0], skipped[1].isoformat())}
@@ -298,16 +299,16 @@ async def test_a_statement_nothing_can_be_read_from_stores_nothing(db: Database,
     write_statement(sc, buf)
     bom = tmp_path / "bom.csv"                      # Excel's UTF-8 BOM before the header
     bom.write_bytes(b"\xef\xbb\xbf" + buf.getvalue().encode())
-    result = await recon.reconcile_statement_file(db, REFERENCE, "fxstp", "LP1", bom)
+    result = await recon.reconcile_statement_file(PostTradeStore(db), REFERENCE, "fxstp", "LP1", bom)
     assert (result["breaks"], result["matched"]) == (0, 50)
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("id;symbol;side\nE1;EURUSD;1\n")
     with pytest.raises(recon.ReconError, match="header lacks exec_id"):
-        await recon.reconcile_statement_file(db, REFERENCE, "fxstp", "LP1", wrong)
+        await recon.reconcile_statement_file(PostTradeStore(db), REFERENCE, "fxstp", "LP1", wrong)
     empty = tmp_path / "empty.csv"
     empty.write_text("currency,value_date,lp_pays\n")
     with pytest.raises(recon.ReconError, match="empty"):
-        await recon.reconcile_positions_file(db, REFERENCE, "fxstp", "LP1", empty)
+        await recon.reconcile_positions_file(PostTradeStore(db), REFERENCE, "fxstp", "LP1", empty)
     assert await q(db, "SELECT COUNT(*) FROM breaks") == [(0,)]
     assert await q(db, "SELECT COUNT(*) FROM recon_runs") == [(1,)]
 
@@ -366,7 +367,7 @@ async def test_a_command_with_a_request_id_is_applied_once_and_a_repeat_gets_the
     assert (listener.repeated, listener.refused) == (1, 0)
 
     # ... after a restart too: the dedupe is in the database
-    restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    restarted = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await restarted.load()
     again = FakeClient()
     await CommandListener(db, "fxstp").handle(again, ack)    # type: ignore[arg-type]
@@ -477,10 +478,10 @@ async def test_a_command_redelivered_after_a_restart_is_answered_as_the_first_wa
             await client.subscribe("fxstp/replies/#", qos=1)
             await client.subscribe("fxstp/breaks/#", qos=1)
             first = await engine_once(pipeline, client, ack)
-            restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+            restarted = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
             await restarted.load()
             second = await engine_once(restarted, client, ack)
-            reused = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+            reused = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
             await reused.load()
             third = await engine_once(reused, client, command("desk-9", "resolve", bid, "ops1", reason="x"))
     finally:

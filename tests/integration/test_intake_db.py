@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select, text
 
 from adapters.db import schema
-from adapters.db.repository import Database, IntakeState
+from adapters.db.repository import Database
 from adapters.fix.gateway import InboundQueue
 from fixsim.fixmsg import er_body
 from fixsim.scenario import Scenario, SimFill
@@ -24,6 +24,7 @@ from handlers.intake import Intake
 from stp.fills import content_hash
 from stp.fixwire import fields_of, finish
 from stp.inbound import Inbound
+from stp.intake import IntakeState
 
 PG_URL = os.environ.get("STP_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 START = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)      # a Wednesday

@@ -21,10 +21,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from adapters.db.posttrade import PostTradeStore, PostTradeWrite
+from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database
 from adapters.mqtt import MqttSettings, OutboxRelay
 from stp.breaks import Break, BreakType
+from stp.changes import BatchChanges
 from stp.events import break_detected
 from tests.conftest import free_port
 
@@ -122,7 +123,7 @@ class Subscriber:
 
 
 async def put_breaks(db: Database, prefix: str, start: int, count: int) -> set[str]:
-    w = PostTradeWrite()
+    w = BatchChanges()
     ids = set()
     for i in range(start, start + count):
         brk = Break(BreakType.MISMATCH, {"session": "LP1", "exec_id": f"E{i}"}, f"price differs on E{i}",

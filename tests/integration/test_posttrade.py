@@ -24,6 +24,7 @@ import pytest
 from adapters.config import PROJECT_ROOT
 from adapters.db import inbox as inbox_db
 from adapters.db import queries
+from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database
 from adapters.fix.gateway import InboundQueue
 from adapters.reference import load_reference
@@ -68,7 +69,8 @@ async def intake_and_pipeline(db: Database, lp: list[SimFill], platform: list[Si
     state = await db.load_intake_state()
     intake = Intake(InboundQueue(), db, state,
                     known_symbols=REFERENCE.symbols)
-    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"}, {"PLATFORM": "LP1"})
+    pipeline = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"},
+                         {"PLATFORM": "LP1"})
     await pipeline.load()
     intake.on_committed = pipeline.submit
     now = time.time()
@@ -220,7 +222,7 @@ async def test_restart_and_catch_up_from_the_cursor(db: Database) -> None:
     # the intake commits 600 fills but the pipeline only sees the first 300
     state = await db.load_intake_state()
     intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
-    first = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    first = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await first.load()
     seen: list[Any] = []
     intake.on_committed = seen.extend
@@ -228,7 +230,7 @@ async def test_restart_and_catch_up_from_the_cursor(db: Database) -> None:
     await intake.process([Inbound("LP1", raw(f, i + 2, "LP1"), now, "app") for i, f in enumerate(lp)])
     await first.process(seen[:300])
     # "crash"; a new pipeline loads its state and catches up from its cursor
-    second = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    second = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await second.load()
     assert second.cursor == seen[299][0]
     await second.catch_up()
@@ -245,7 +247,7 @@ async def test_restart_and_catch_up_from_the_cursor(db: Database) -> None:
              for a, p, flow in await q(db, "SELECT account, pair, quote_flow FROM positions")}
     assert {k: v for k, v in flows.items() if v} == {k: v for k, v in expected_quote_flows(lp).items() if v}
     # the in-memory state after a reload equals the state kept incrementally
-    third = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    third = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await third.load()
     assert third.net.nets == second.net.nets
     assert third.positions.positions.keys() == second.positions.positions.keys()
@@ -348,7 +350,7 @@ async def test_market_data_moves_margin_and_survives_a_restart(db: Database) -> 
     subjects = {json.loads(p)["subject"] for (p, t) in await q(db, "SELECT payload, topic FROM outbox")
                 if t.startswith("fxstp/margin/") and not t.endswith("/events")}
     assert moved <= subjects
-    restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    restarted = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await restarted.load()
     assert restarted.margin.book.prices.price(symbol) == new
     assert restarted.margin.book.snapshot(sorted(moved)[0]) == pipeline.margin.book.snapshot(sorted(moved)[0])
@@ -383,7 +385,7 @@ async def test_margin_call_inside_the_recovery_band_survives_a_restart(db: Datab
     inside = await move_to(pipeline, "102")
     assert inside.state == "margin_call" and Decimal(101) < inside.margin_level < Decimal(103)
     assert await stored() == ("margin_call", 1)                      # no "recovered" at 102
-    restarted = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    restarted = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await restarted.load()
     assert restarted.margin.book.snapshot(account) == inside         # still in margin call
     await restarted.tick()
@@ -399,7 +401,8 @@ async def test_margin_call_inside_the_recovery_band_survives_a_restart(db: Datab
     # the reference data changed while the engine was down (margin call at 110%):
     # the restart's crossing from the stored state is published with its next commit
     groups = {n: replace(g, margin_call_level=Decimal(110)) for n, g in REFERENCE.leverage_groups.items()}
-    stricter = PostTrade(db, replace(REFERENCE, leverage_groups=groups), frozenset({"LP1"}), {}, {})
+    stricter = PostTrade(PostTradeStore(db), replace(REFERENCE, leverage_groups=groups), frozenset({"LP1"}),
+                         {}, {})
     await stricter.load()
     assert stricter.margin.book.snapshot(account).state == "margin_call"
     assert await stored() == ("ok", 2)
@@ -423,7 +426,8 @@ async def test_breaks_of_fills_without_settl_date_carry_the_cut_off_of_their_val
 
     state = await db.load_intake_state()
     intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
-    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"}, {"PLATFORM": "LP1"})
+    pipeline = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"},
+                         {"PLATFORM": "LP1"})
     await pipeline.load()
     intake.on_committed = pipeline.submit
     now = time.time()
@@ -451,7 +455,7 @@ async def test_a_poked_pipeline_reads_quotes_and_fills_from_the_database(db: Dat
     events = scenario(200)
     state = await db.load_intake_state()
     intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
-    pipeline = PostTrade(db, REFERENCE, frozenset({"LP1"}), {}, {})
+    pipeline = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await pipeline.load()
     now = time.time()
     await intake.process([Inbound("LP1", raw(e.lp, i + 2, "LP1"), now, "app") for i, e in enumerate(events)])

@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from adapters.db import inbox as inbox_db
 from adapters.db import queries
-from adapters.db.posttrade import PostTradeWrite
+from adapters.db.posttrade import PostTradeStore
 from adapters.db.repository import Database, now_us
 from adapters.fix.gateway import InboundQueue
 from fixsim.fixmsg import md_body
@@ -27,6 +27,7 @@ from fixsim.scenario import SimFill
 from handlers.intake import Intake
 from handlers.posttrade import PostTrade
 from stp.breaks import Break, BreakType
+from stp.changes import BatchChanges
 from stp.fixwire import finish
 from stp.inbound import Inbound
 from stp.reference import ReferenceData
@@ -36,7 +37,7 @@ __all__ = ["db"]        # the fixture, SQLite and PostgreSQL
 
 
 def pipeline_for(db: Database, reference: ReferenceData = REFERENCE) -> PostTrade:
-    return PostTrade(db, reference, frozenset({"LP1"}), {}, {})
+    return PostTrade(PostTradeStore(db), reference, frozenset({"LP1"}), {}, {})
 
 
 async def inbox(db: Database) -> list[tuple[Any, ...]]:
@@ -152,9 +153,9 @@ async def test_a_valid_command_is_never_failed_for_the_database_being_unavailabl
     real_write = pipeline.store.write
     outages = 10
 
-    async def unavailable(w: PostTradeWrite) -> None:
+    async def unavailable(w: BatchChanges) -> None:
         nonlocal outages
-        if outages and w.rows["bookings"]:
+        if outages and w.bookings:
             outages -= 1
             raise outage
         await real_write(w)
@@ -181,11 +182,14 @@ async def test_a_valid_command_is_never_failed_for_the_database_being_unavailabl
 
 def test_one_check_tells_the_database_being_unavailable_for_the_listener_and_the_timer() -> None:
     import adapters.commands
+    import adapters.db.posttrade
     import handlers.posttrade
     from adapters.db import repository
 
-    assert handlers.posttrade.database_unavailable is repository.database_unavailable
+    # the timer asks its store (``PostTradeStore.unavailable``), which asks the one check
+    assert adapters.db.posttrade.database_unavailable is repository.database_unavailable
     assert adapters.commands.database_unavailable is repository.database_unavailable
+    assert not hasattr(handlers.posttrade, "database_unavailable")
     assert not hasattr(handlers.posttrade, "_transient")
     assert repository.database_unavailable(
         sa_exc.IntegrityError("COMMIT", {}, Exception("closed"), connection_invalidated=True))
@@ -276,7 +280,7 @@ async def test_failing_batch_commits_back_off(db: Database, monkeypatch: pytest.
     real_write = pipeline.store.write
     failures = 4
 
-    async def flaky_write(w: PostTradeWrite) -> None:
+    async def flaky_write(w: BatchChanges) -> None:
         nonlocal failures
         if failures:
             failures -= 1
@@ -346,7 +350,7 @@ async def test_a_resolved_break_detected_again_reopens_as_a_new_occurrence(db: D
     bid = brk.break_id
 
     async def detect() -> None:
-        w = PostTradeWrite()
+        w = BatchChanges()
         pipeline.breaks.add(brk, w, now_us())
         await pipeline.store.write(w)
 
@@ -388,7 +392,7 @@ async def test_a_break_resolved_and_detected_again_in_one_transaction_reopens(db
     pipeline = pipeline_for(db)
     await pipeline.load()
     brk = Break(BreakType.UNKNOWN_ACCOUNT, {"session": "LP1", "exec_id": "E1", "account": "X"}, "who is X")
-    w = PostTradeWrite()
+    w = BatchChanges()
     pipeline.breaks.add(brk, w, now_us())
     await pipeline.store.write(w)
     await inbox_db.enqueue(db, "break_resolve",

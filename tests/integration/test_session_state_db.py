@@ -8,12 +8,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 
-from adapters.db.repository import Database, datetime_to_us
+from adapters.db.repository import Database
 from app.engine import _session_days_at_start
 from fixsim.fixmsg import er_body
 from handlers.intake import Intake
 from stp.inbound import Inbound
 from stp.sessions import SessionSchedule, session_day
+from stp.timestamps import datetime_to_us
 from tests.integration.test_intake_db import app, db, new_intake, raw, sim_fills  # noqa: F401 (db: a fixture)
 
 FX_DAY = SessionSchedule(dtime(17), dtime(16, 59, 59), "America/New_York")

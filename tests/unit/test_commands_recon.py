@@ -255,22 +255,24 @@ def test_position_report_drift_per_currency_and_value_date() -> None:
 # --- recon dates a fill as confirmation did --------------------------------------------------
 
 
-async def test_recon_dates_a_fill_without_settl_date_with_the_configured_spot_lag() -> None:
+def test_recon_dates_a_fill_without_settl_date_with_the_configured_spot_lag() -> None:
     """A pair configured T+1 (EUR/USD defaults to T+2): a fill that came without
     SettlDate (64) is reconciled at the value date confirmation gave it, not
     at the default lag's."""
-    from adapters.recon import engine_executions
+    from handlers.recon import engine_executions
+    from stp.fills import ExecKind, Fill, Side
     from stp.reference import PairSettings
     from stp.valuedates import CurrencyPair, value_date
 
-    class Rows:
-        async def fetch(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
-            return [("E1", "trade", "EUR/USD", "buy", "1000000", "1.1", None, "2017-07-05", "O1", "ACC001",
-                     None, "0", None, 1)]
-
+    wed = date(2017, 7, 5)
+    received = datetime(2017, 7, 5, 9, tzinfo=UTC)
+    fill = Fill(session="LP1", exec_id="E1", kind=ExecKind.TRADE, exec_ref_id=None, order_id="O1",
+                cl_ord_id=None, account="ACC001", pair=CurrencyPair.parse("EUR/USD"), side=Side.BUY,
+                currency="EUR", last_qty=Decimal("1000000"), last_px=Decimal("1.1"), cum_qty=None,
+                leaves_qty=None, avg_px=None, order_qty=None, trade_date=wed, settl_type="0",
+                settl_date=None, transact_time=None, received_at=received)
     t1 = CurrencyPair("EUR", "USD", spot_lag=1)
     ref = ReferenceData({}, {}, {}, {"EUR/USD": PairSettings(t1)})
-    wed = date(2017, 7, 5)
-    out = await engine_executions(Rows(), ref, "LP1", None)           # type: ignore[arg-type]
+    out = engine_executions([fill], ref, None)
     assert out["E1"].settl_date == value_date(wed, t1, "0") == date(2017, 7, 6)
     assert value_date(wed, CurrencyPair("EUR", "USD"), "0") != date(2017, 7, 6)   # what recon gave before

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import contextlib
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adapters.db.posttrade import PostTradeStore, PostTradeWrite
-from adapters.db.repository import Database, now_us, us_to_datetime
 from handlers.breaks import BreakSink
+from handlers.ports import ReconStore, now_us
+from stp.changes import BatchChanges
+from stp.fills import Fill
 from stp.reconcile import (
     Execution,
     LineError,
+    ReconRun,
     StatementResult,
     parse_positions,
     parse_statement,
@@ -29,63 +30,41 @@ from stp.reconcile import (
     reconcile_statement,
 )
 from stp.reference import ReferenceData
-from stp.valuedates import CurrencyPair, fx_trade_date, value_date
+from stp.valuedates import fx_trade_date, value_date
 
 
-def _day(value: Any) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
-
-
-async def engine_executions(store: PostTradeStore, reference: ReferenceData, session: str,
-                            trade_dates: set[date] | None) -> dict[str, Execution]:
-    """The session's executions; a fill without SettlDate (64) gets the value
-    date its SettlType gives (what it was booked at), one without TradeDate
-    (75) the FX trade date of its TransactTime or receipt."""
-    rows = await store.fetch(
-        "SELECT exec_id, kind, symbol, side, last_qty, last_px, settl_date, trade_date, order_id, account, "
-        "exec_ref_id, settl_type, transact_us, received_us FROM fills WHERE session = ?", (session,))
+def engine_executions(fills: list[Fill], reference: ReferenceData,
+                      trade_dates: set[date] | None) -> dict[str, Execution]:
+    """The engine's side of a statement: its fills as executions, dated as
+    booking dated them.  A fill without SettlDate (64) gets the value date its
+    SettlType gives with the pair's configured spot lag (what it was booked
+    at: ``ReferenceData.pair_for``, the rule confirmation uses), one without
+    TradeDate (75) the FX trade date of its TransactTime or receipt."""
     out: dict[str, Execution] = {}
-    for r in rows:
-        trade_date = _day(r[7])
-        pair = reference.pair_for(CurrencyPair.parse(str(r[2])))   # as confirmation dated it
+    for f in fills:
+        pair = reference.pair_for(f.pair)
+        trade_date = f.trade_date
         if trade_date is None:
-            at = us_to_datetime(r[12] or r[13])
-            trade_date = fx_trade_date(at, pair)
+            trade_date = fx_trade_date(f.transact_time or f.received_at, pair)
         if trade_dates is not None and trade_date not in trade_dates:
             continue
-        settl_date = _day(r[6])
+        settl_date = f.settl_date
         if settl_date is None:
             with contextlib.suppress(ValueError, KeyError):
-                settl_date = value_date(trade_date, pair, str(r[11] or "0"))
-        out[str(r[0])] = Execution(str(r[0]), str(r[1]), str(r[2]), str(r[3]), Decimal(r[4]), Decimal(r[5]),
-                                   settl_date, trade_date, r[8], r[9], r[10])
+                settl_date = value_date(trade_date, pair, f.settl_type or "0")
+        out[f.exec_id] = Execution(f.exec_id, f.kind.value, f.symbol, f.side.value, f.last_qty, f.last_px,
+                                   settl_date, trade_date, f.order_id, f.account, f.exec_ref_id)
     return out
 
 
-async def engine_nets(store: PostTradeStore, counterparty: str) -> dict[tuple[str, date], Decimal]:
-    rows = await store.fetch("SELECT currency, value_date, amount FROM nets WHERE counterparty = ?",
-                             (counterparty,))
-    return {(str(c), d): Decimal(a) for c, vd, a in rows if (d := _day(vd)) is not None}
-
-
-async def _store(db: Database, reference: ReferenceData, prefix: str, kind: str, session: str,
-                 as_of: date | None, source: Path, content: str, lines: int,
+async def _store(store: ReconStore, reference: ReferenceData, prefix: str, run: ReconRun,
                  result: StatementResult) -> None:
-    store = PostTradeStore(db)
-    w = PostTradeWrite()
+    w = BatchChanges()
     stamp = now_us()
     sink = BreakSink(prefix, reference)
     for brk in result.breaks:
         sink.add(brk, w, stamp)
-    async with db.engine.begin() as conn:
-        await store.write_rows(conn, w)
-        await conn.exec_driver_sql(store.query(
-            "INSERT INTO recon_runs (kind, session, as_of, source, content, lines, matched, breaks, run_us) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-            (kind, session, None if as_of is None else as_of.isoformat(), str(source)[:255], content, lines,
-             result.matched, len(result.breaks), stamp))
+    await store.record_recon(w, run)
 
 
 class ReconError(ValueError):
@@ -109,7 +88,7 @@ def _report(kind: str, session: str, lines: int, result: StatementResult,
             "unreadable_lines": [{"line": e.line, "error": e.error} for e in errors]}
 
 
-async def reconcile_statement_file(db: Database, reference: ReferenceData, prefix: str, session: str,
+async def reconcile_statement_file(store: ReconStore, reference: ReferenceData, prefix: str, session: str,
                                    path: Path, trade_date: date | None = None) -> dict[str, Any]:
     """The statement's executions (of ``trade_date``, or of the trade dates it
     lists) against the engine's executions of ``session`` on those dates."""
@@ -123,21 +102,25 @@ async def reconcile_statement_file(db: Database, reference: ReferenceData, prefi
     else:
         listed = {e.trade_date for e in theirs if e.trade_date is not None}
         dates = listed or None
-    ours = await engine_executions(PostTradeStore(db), reference, session, dates)
+    ours = engine_executions(await store.session_fills(session), reference, dates)
     result = reconcile_statement(session, ours, theirs)
     lines = len(theirs) + len(errors)
-    await _store(db, reference, prefix, "statement", session, trade_date, path, content, lines, result)
+    run = ReconRun("statement", session, trade_date, str(path), content, lines, result.matched,
+                   len(result.breaks))
+    await _store(store, reference, prefix, run, result)
     return _report("statement", session, lines, result, errors)
 
 
-async def reconcile_positions_file(db: Database, reference: ReferenceData, prefix: str, counterparty: str,
-                                   path: Path) -> dict[str, Any]:
+async def reconcile_positions_file(store: ReconStore, reference: ReferenceData, prefix: str,
+                                   counterparty: str, path: Path) -> dict[str, Any]:
     content = path.read_text(encoding="utf-8-sig")
     theirs, errors = parse_positions(content)
     if not theirs:
         raise ReconError(_nothing_read("position report", errors))
-    ours = await engine_nets(PostTradeStore(db), counterparty)
+    ours = await store.counterparty_nets(counterparty)
     result = position_drift(counterparty, ours, theirs)
     lines = len(theirs) + len(errors)
-    await _store(db, reference, prefix, "positions", counterparty, None, path, content, lines, result)
+    run = ReconRun("positions", counterparty, None, str(path), content, lines, result.matched,
+                   len(result.breaks))
+    await _store(store, reference, prefix, run, result)
     return _report("positions", counterparty, lines, result, errors)
