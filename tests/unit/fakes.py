@@ -128,17 +128,21 @@ class Tables:
 
 
 class _Failing:
-    """Fails the next ``n`` writes (``fail_next``) with a ConnectionError."""
+    """Fails the next ``n`` writes (``fail_next``): with a ConnectionError (the
+    store is unavailable), or with ``error`` (anything else: what a write
+    itself gets wrong, e.g. a constraint)."""
 
     failures = 0
+    error: type[Exception] = ConnectionError
 
-    def fail_next(self, n: int = 1) -> None:
+    def fail_next(self, n: int = 1, error: type[Exception] = ConnectionError) -> None:
         self.failures = n
+        self.error = error
 
     def _maybe_fail(self) -> None:
         if self.failures > 0:
             self.failures -= 1
-            raise ConnectionError("fake store unavailable")
+            raise self.error("fake store: write failed")
 
     def unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, ConnectionError)

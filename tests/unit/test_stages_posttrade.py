@@ -415,3 +415,65 @@ async def test_a_settlement_status_settles_an_instructed_net() -> None:
     assert store.tables.instructions[f"LP1/EUR/{VD}/v1"].state.value == "settled"
     restarted = await pipeline(store, platform=False)           # read back by value date
     assert [i.state.value for i in restarted.settle.book.history(EUR)] == ["settled"]
+
+
+def deposit(store: FakePostTradeStore, reference: str, amount: str) -> int:
+    return store.enqueue("cash", {"account": "ACC001", "currency": "USD", "amount": amount,
+                                  "value_date": None, "reference": reference})
+
+
+async def test_a_tick_that_cannot_commit_leaves_its_command_waiting_and_counts_it_once() -> None:
+    store = FakePostTradeStore()
+    pt = await pipeline(store, platform=False)
+    before = pt.margin.book.snapshot("ACC001").balance
+    dep = deposit(store, "dep-1", "250.00")
+    store.fail_next(2)                  # the tick's commit, then the command's own in the recovery
+    with pytest.raises(ConnectionError):
+        await pt.tick()
+    assert await store.pending_inbox() == [(dep, "cash", store.tables.inbox[dep].payload)]
+    assert store.tables.bookings == {}
+    assert pt.margin.book.snapshot("ACC001").balance == before        # nothing of it kept in memory
+    await pt.tick()                                                    # the store is back
+    assert store.inbox_result(dep) == "booked C:dep-1"
+    assert store.tables.margins["ACC001"].balance == before + D("250.00")
+    assert pt.margin.book.snapshot("ACC001").balance == before + D("250.00")
+
+
+async def test_a_command_whose_commit_fails_for_what_it_is_is_failed_alone() -> None:
+    store = FakePostTradeStore()
+    pt = await pipeline(store, platform=False)
+    before = pt.margin.book.snapshot("ACC001").balance
+    bad, good = deposit(store, "dep-1", "100.00"), deposit(store, "dep-2", "7.00")
+    store.fail_next(2, RuntimeError)    # the tick's commit, then the first command's alone
+    await pt.tick()
+    assert store.inbox_result(bad) == "error: not applied: RuntimeError: fake store: write failed"
+    assert store.inbox_result(good) == "booked C:dep-2"
+    assert list(store.tables.bookings) == ["C:dep-2"]
+    assert store.tables.margins["ACC001"].balance == before + D("7.00")
+    assert pt.margin.book.snapshot("ACC001").balance == before + D("7.00")
+
+
+async def test_a_resolved_break_seen_again_reopens_as_its_next_occurrence() -> None:
+    """ACC001 may hold 400M EUR: over it, an ``exposure_limit`` break; seen
+    again while open it is the same occurrence; resolved by the desk and seen
+    again, it reopens as occurrence 2 with events of its own."""
+    store = FakePostTradeStore()
+    pt = await pipeline(store, platform=False)
+    await pt.process(store.add_fills([make_fill("E1", qty="410000000")]))
+    (brk,) = store.breaks_of(BreakType.EXPOSURE_LIMIT)
+    bid = brk.brk.break_id
+    assert (brk.brk.keys, brk.state, brk.occurrence, brk.occurrences) == \
+        ({"account": "ACC001", "currency": "EUR"}, "open", 1, 1)
+    await pt.process(store.add_fills([make_fill("E2", qty="1000000")]))
+    assert (store.tables.breaks[bid].occurrence, store.tables.breaks[bid].occurrences) == (1, 2)
+    store.enqueue("break_resolve", {"break_id": bid, "by": "ops1", "reason": "limit raised"})
+    await pt.tick()
+    assert store.tables.breaks[bid].state == "resolved"
+    await pt.process(store.add_fills([make_fill("E3", qty="1000000")]))
+    again = store.tables.breaks[bid]
+    assert (again.state, again.occurrence, again.occurrences, again.resolved_by, again.resolution) == \
+        ("open", 2, 3, None, None)
+    stored = await store.stored_break(bid)
+    assert stored is not None and (stored.state, stored.occurrence) == ("open", 2)
+    assert [e["id"] for e in store.events() if "/breaks/" in e["topic"]] == \
+        [bid, bid, f"{bid}-resolved", f"{bid}-2"]
