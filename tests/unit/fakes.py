@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.reference import load_reference
-from handlers.ports import InboundSource, IntakeStore, PostTradeStore, ReconStore
+from handlers.ports import FillKey, InboundSource, IntakeStore, PostTradeStore, ReconStore, now_us
 from stp.booking import Booking, BookingKind, Posting
 from stp.breaks import Break, BreakType, StoredBreak, occurrence_after_detection
 from stp.changes import BatchChanges, Booked, Confirmation
@@ -49,8 +49,6 @@ from stp.reconcile import ReconRun
 from stp.settlement import Instruction, InstructionState
 from stp.timestamps import datetime_to_us, us_to_datetime
 from stp.valuedates import CurrencyPair, value_date
-
-FillKey = tuple[str, str]
 
 
 class FakeIntegrityError(Exception):
@@ -146,10 +144,6 @@ class _Failing:
 
     def unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, ConnectionError)
-
-
-def now_us() -> int:
-    return datetime_to_us(datetime.now(UTC))
 
 
 # -- a batch's changes into the tables (adapters.db.rows.ChangesWriter.write) -------------------
