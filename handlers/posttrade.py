@@ -132,7 +132,7 @@ class PostTrade:
             q, a = Decimal(qty), None if avg is None else Decimal(avg)
             cost = (q * a) if a is not None else Decimal(0)
             positions[(account, pair)] = Position(account, pair, q, a, Decimal(pnl), cost, Decimal(flow))
-        dated: dict[tuple[str, str], dict[object, Decimal]] = {}
+        dated: dict[tuple[str, str], dict[date | None, Decimal]] = {}
         for account, pair, vd, qty in await store.fetch(
                 "SELECT account, pair, value_date, quantity FROM position_value_dates"):
             dated.setdefault((account, pair), {})[_date(vd)] = Decimal(qty)
