@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
-from decimal import Decimal
 
 from handlers.ports import BookingReader
 from stp.allocation import AccountSource, Houses, allocate, resolve_account, unallocated_break
@@ -29,10 +28,7 @@ from stp.booking import Booking, BookingKind, book_fill
 from stp.breaks import Break
 from stp.changes import BatchChanges, Booked
 from stp.fills import ExecKind, Fill
-from stp.positions import Position, apply_trade
-
-_Key = tuple[str, str]          # (account, pair)
-_ZERO = Decimal(0)
+from stp.positions import PositionBook
 
 
 class BookStage:
@@ -184,48 +180,21 @@ class BookStage:
         self.next_posting_id += len(b.postings)
 
 
-class PositionKeeper:
-    """Positions per (account, pair) and per value date, moved booking by
-    booking; a batch's rows (the final state of each position it moved) are
-    written once, at the end of the batch (``end_batch``)."""
+class PositionKeeper(PositionBook):
+    """The positions stage: ``stp.positions.PositionBook`` moves the positions
+    booking by booking; a batch's rows (the final state of each position and
+    value date quantity it moved) are written once, at the end of the batch
+    (``end_batch``)."""
 
-    def __init__(self, positions: dict[_Key, Position],
-                 dated: dict[_Key, dict[object, Decimal]]) -> None:
-        self.positions = positions
-        self.dated = dated
-        # this batch's moved positions and (account, pair, value date)s, in order
-        self._moved: dict[_Key, None] = {}
-        self._moved_dated: dict[tuple[str, str, object], None] = {}
-
-    def apply(self, booking: Booking) -> Position | None:
-        t = booking.trade
-        if t is None or booking.account is None or booking.pair is None:
-            return None
-        key = (booking.account, booking.pair)
-        sign = booking.sign
-        position = apply_trade(self.positions.get(key), t, sign)
-        self.positions[key] = position
-        dated = self.dated.get(key)
-        if dated is None:
-            dated = self.dated[key] = {}
-        vd = t.value_date
-        dated[vd] = dated.get(vd, _ZERO) + sign * t.base_amount
-        self._moved[key] = None
-        if vd is not None:
-            self._moved_dated[(key[0], key[1], vd)] = None
-        return position
+    __slots__ = ()
 
     def end_batch(self, w: BatchChanges, now_us: int) -> None:
         """Write the rows of the positions the batch moved."""
+        moved = self.take_moved()
         positions, dated = self.positions, self.dated
-        for key in self._moved:
+        for key in moved.positions:
             position = positions[key]
             w.positions[key] = (position, now_us)
-        for dkey in self._moved_dated:
+        for dkey in moved.dated:
             account, pair, vd = dkey
             w.dated[dkey] = dated[(account, pair)][vd]
-        self.abort_batch()
-
-    def abort_batch(self) -> None:
-        self._moved = {}
-        self._moved_dated = {}

@@ -10,10 +10,10 @@ adjustment instruction.  The desk reports settled/failed through the inbox
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
 
 from stp.breaks import Break
 from stp.changes import BatchChanges
+from stp.inbox import SettlementStatus
 from stp.netting import NetChange, NetKey
 from stp.reference import ReferenceData
 from stp.settlement import Instruction, SettlementBook
@@ -37,13 +37,13 @@ class SettleStage:
             self._write_key(key, w)          # type: ignore[arg-type]
         return breaks
 
-    def apply_status(self, payload: dict[str, Any], w: BatchChanges) -> tuple[list[Break], str]:
-        key = NetKey(payload["counterparty"], payload["currency"], date.fromisoformat(payload["value_date"]))
-        at = datetime.fromisoformat(payload["at"]) if payload.get("at") else datetime.now(UTC)
-        breaks = self.book.apply_status(key, payload["status"], at, payload.get("reason"),
-                                        version=payload.get("version"))
+    def apply_status(self, command: SettlementStatus, w: BatchChanges) -> tuple[list[Break], str]:
+        key = NetKey(command.counterparty, command.currency, command.value_date)
+        breaks = self.book.apply_status(key, command.status,  # type: ignore[arg-type]  # checked there
+                                        command.at or datetime.now(UTC), command.reason,
+                                        version=command.version)
         self._write_key(key, w)
-        return breaks, f"{payload['status']}: {key}"
+        return breaks, f"{command.status}: {key}"
 
     def _write_key(self, key: NetKey, w: BatchChanges) -> None:
         for ins in self.book.history(key):

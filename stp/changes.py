@@ -16,6 +16,7 @@ the engine resolve a break in the same write that detects it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from typing import Literal
 
@@ -118,7 +119,7 @@ class BatchChanges:
     bookings: dict[str, Booked] = field(default_factory=dict)
     positions: dict[tuple[str, str], tuple[Position, int]] = field(default_factory=dict)
     # (account, pair, value date) -> the quantity for that value date
-    dated: dict[tuple[str, str, object], Decimal] = field(default_factory=dict)
+    dated: dict[tuple[str, str, date], Decimal] = field(default_factory=dict)
     nets: dict[NetKey, tuple[Decimal, int]] = field(default_factory=dict)
     instructions: dict[str, Instruction] = field(default_factory=dict)
     breaks: dict[str, Detected] = field(default_factory=dict)

@@ -8,10 +8,11 @@ broker's point of view we *receive* EUR and *pay* USD.  So::
 
     net = -(sum of the counterparty's postings)   # positive: we receive
 
-The book is incremental: ``apply`` adds one booking's contribution and
-returns the nets it moved.  A cancel or correct is just another booking (a
-reversal has negated postings), so it nets out.  A net that comes back to
-zero is kept, with amount 0: an instruction may already exist for it.
+The book is incremental: ``apply`` adds one booking's contribution, and
+``take_changes`` gives the nets a batch of bookings moved.  A cancel or
+correct is just another booking (a reversal has negated postings), so it
+nets out.  A net that comes back to zero is kept, with amount 0: an
+instruction may already exist for it.
 
 Amounts are added exactly (38 digits, Inexact trapped): a sum that would
 have to round raises instead of losing a cent.  Pure: no I/O.
@@ -19,12 +20,11 @@ have to round raises instead of losing a cent.  Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Context, Decimal, Inexact
-from types import MappingProxyType
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from stp.currency import decimal_context
 from stp.frozen import fast_init
@@ -97,7 +97,9 @@ class NetKey:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class NetChange:
-    """One net moved by one booking: ``before`` -> ``after`` (positive: we receive)."""
+    """One net moved by a batch of bookings: ``before`` the batch -> ``after``
+    it (positive: we receive); ``booking_id``: the batch's last booking that
+    moved it."""
 
     key: NetKey
     before: Decimal
@@ -193,76 +195,60 @@ def contributions(booking: BookingLike) -> dict[NetKey, Decimal]:
 
 
 class NetBook:
-    """Nets per (counterparty, currency, value date), updated booking by booking.
+    """Nets per (counterparty, currency, value date), moved booking by booking;
+    and the record of what the current batch moved (``take_changes``), so that
+    a caller persists each net and hands it to settlement once per batch.
 
-    ``apply`` is idempotent per booking id: the same booking applied twice
-    changes nothing; the same id with a different contribution raises
-    NettingError (bookings are immutable).
+    Only the nets are held, not the bookings behind them: memory does not grow
+    with the fills.  So the book does not recognise a booking applied twice
+    (each booking is applied once: the pipeline's cursor) and cannot list a
+    net's bookings (the database can).  A net that comes back to zero is kept,
+    0: an instruction may already exist for it.  A key a booking touches with
+    a contribution of zero (postings that cancel out) is created and counts
+    as moved, with before = after.  Sums are exact (``exact_context``) and
+    not normalised, as none is -0: a contribution is never -0
+    (``contributions``) and a half-even sum of an amount and its opposite is
+    +0.  Pure: no I/O, no clock.
     """
 
-    __slots__ = ("_applied", "_by_key", "_nets")
+    __slots__ = ("_moved", "nets")
 
-    def __init__(self) -> None:
-        self._nets: dict[NetKey, Decimal] = {}
-        # booking id -> its contribution per key (idempotency, and the audit trail)
-        self._applied: dict[str, Mapping[NetKey, Decimal]] = {}
-        # key -> booking id -> contribution
-        self._by_key: dict[NetKey, dict[str, Decimal]] = {}
+    def __init__(self, nets: dict[NetKey, Decimal] | None = None) -> None:
+        """A book of ``nets`` (kept, not copied: the book moves them), empty if None."""
+        self.nets: dict[NetKey, Decimal] = {} if nets is None else nets
+        # this batch: net key -> [its amount before the batch, the last booking that moved it]
+        self._moved: dict[NetKey, list[Any]] = {}
 
-    def apply(self, booking: BookingLike) -> list[NetChange]:
-        """Add one booking; return the nets it changed, sorted by key.
+    def apply(self, booking: BookingLike) -> None:
+        """Add the booking's ``contributions``.  Raises NettingError (and changes
+        nothing) for a booking that cannot be netted; an amount beyond 38
+        digits raises Inexact midway (a caller then rebuilds the book, as after
+        any failed batch)."""
+        nets, moved, add = self.nets, self._moved, _EXACT.add
+        for key, delta in contributions(booking).items():
+            before = nets.get(key, _ZERO)
+            nets[key] = add(before, delta)
+            seen = moved.get(key)
+            if seen is None:
+                moved[key] = [before, booking.booking_id]
+            else:
+                seen[1] = booking.booking_id
 
-        Validates the whole booking before changing anything.  Keys to which
-        the booking contributes zero in total are not reported (and not
-        created).
-        """
-        contrib = contributions(booking)
-        previous = self._applied.get(booking.booking_id)
-        if previous is not None:
-            if dict(previous) != contrib:
-                raise NettingError(
-                    f"booking {booking.booking_id!r} was already netted with different content"
-                )
-            return []
-        ctx = exact_context()
-        new_nets = {
-            key: nonnegative_zero(ctx.add(self._nets.get(key, _ZERO), amount))
-            for key, amount in contrib.items()
-        }  # all sums computed (and checked exact) before any state changes
-        self._applied[booking.booking_id] = MappingProxyType(contrib)
-        changes: list[NetChange] = []
-        for key in sorted(contrib):
-            amount = contrib[key]
-            if amount.is_zero():
-                continue
-            before = self._nets.get(key, _ZERO)
-            self._nets[key] = new_nets[key]
-            self._by_key.setdefault(key, {})[booking.booking_id] = amount
-            changes.append(NetChange(key, before, new_nets[key], booking.booking_id))
+    def take_changes(self) -> list[NetChange]:
+        """The nets moved since the last ``take_changes`` or ``abort_batch``, one
+        change each (its amount before the batch -> now, the last booking that
+        moved it), in the order they first moved; a new batch starts."""
+        nets = self.nets
+        changes = [NetChange(key, before, nets[key], booking_id)
+                   for key, (before, booking_id) in self._moved.items()]
+        self._moved = {}
         return changes
 
-    def net(self, key: NetKey) -> Decimal:
-        """The net of ``key`` (0 for a key never touched)."""
-        return self._nets.get(key, _ZERO)
+    def abort_batch(self) -> None:
+        """Forget what the batch moved, not the moves: a caller that gives up
+        a batch rebuilds the book (the pipeline reloads it from the database)."""
+        self._moved = {}
 
-    def nets(
-        self,
-        counterparty: str | None = None,
-        value_date: date | None = None,
-        currency: str | None = None,
-    ) -> dict[NetKey, Decimal]:
-        """All nets (including zero ones), filtered, sorted by key."""
-        return {
-            key: amount
-            for key, amount in sorted(self._nets.items())
-            if (counterparty is None or key.counterparty == counterparty)
-            and (value_date is None or key.value_date == value_date)
-            and (currency is None or key.currency == currency)
-        }
-
-    def trades(self, key: NetKey) -> dict[str, Decimal]:
-        """Booking id -> contribution for the bookings in ``key``'s net."""
-        return dict(self._by_key.get(key, {}))
-
-    def __contains__(self, booking_id: object) -> bool:
-        return booking_id in self._applied
+    def for_date(self, value_date: date) -> dict[NetKey, Decimal]:
+        """The nets of one value date (zero ones included)."""
+        return {k: v for k, v in self.nets.items() if k.value_date == value_date}

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from stp.booking import Booking, BookingKind, TradeAmounts
+from stp.booking import Booking, TradeAmounts
 from stp.currency import decimal_context, quantize
 from stp.frozen import fast_init
 
-__all__ = ["Position", "PositionBook", "apply_trade", "replay", "replay_bookings"]
+__all__ = ["Position", "PositionBook", "PositionMoves", "apply_trade", "replay"]
 
 _ZERO = Decimal(0)
 
@@ -141,103 +141,87 @@ def replay(trades: Iterable[TradeAmounts]) -> Position:
     return position
 
 
-def replay_bookings(bookings: Iterable[Booking]) -> dict[tuple[str, str], Position]:
-    """Positions from trade and reversal bookings in booking order, from flat."""
-    out: dict[tuple[str, str], Position] = {}
-    for booking in bookings:
-        t = booking.trade
-        if t is None:
-            continue
-        key = (t.account, t.pair.symbol)
-        out[key] = apply_trade(out.get(key), t, booking.sign)
-    return out
-
-
 _Key = tuple[str, str]                   # (account, pair symbol)
+_DatedKey = tuple[str, str, date]        # (account, pair symbol, value date)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionMoves:
+    """What a batch of bookings moved, each key once, in the order it first moved."""
+
+    positions: tuple[_Key, ...]
+    dated: tuple[_DatedKey, ...]
 
 
 class PositionBook:
-    """Positions kept up to date booking by booking.
+    """Positions per (account, pair) and quantities per (account, pair, value
+    date), moved booking by booking; and the record of what the current batch
+    moved (``take_moved``), so that a caller persists each once per batch.
 
-    The book checks reversals against the active (booked, not reversed)
-    trades it holds per (account, pair), keyed by booking id; a reversal
-    applies the opposite trade at its original price (O(1)).  A position
-    stays once opened, flat or not (its realised P&L is history).
-    Position by value date is the sum of active base amounts per date
-    (zero entries omitted).  (The engine's PositionKeeper applies the same
-    rule without holding the trades: memory does not grow with fills.)
+    The book holds the positions, not the trades behind them: memory does not
+    grow with the fills, and a reversal (the opposite trade at its original
+    price, ``apply_trade(..., sign=-1)``) costs what a trade does.  So it does
+    not check that a reversal reverses an active trade, nor that a booking is
+    new: the booking stage finds the active booking a cancel reverses, and
+    each booking is applied once (the pipeline's cursor).
+
+    Keyed by the booking's account and pair (a booking without a trade, an
+    account or a pair, i.e. cash, moves nothing).  Nothing is dropped at
+    zero: a position stays once opened, flat or not (its realised P&L is
+    history), and a value date's quantity that comes back to zero stays, 0,
+    like the stored row it mirrors, which must be overwritten with 0.
+    Quantities per value date are summed in ``decimal_context()``, the
+    context of the position's quantity, so they add up to it exactly.
+    Pure: no I/O, no clock.
     """
 
-    __slots__ = ("_accounts", "_active", "_dated", "_positions")
+    __slots__ = ("_moved", "_moved_dated", "dated", "positions")
 
-    def __init__(self) -> None:
-        self._active: dict[_Key, dict[str, TradeAmounts]] = {}
-        self._positions: dict[_Key, Position] = {}
-        self._dated: dict[_Key, dict[date | None, Decimal]] = {}
-        self._accounts: dict[str, dict[str, None]] = {}
+    def __init__(self, positions: dict[_Key, Position] | None = None,
+                 dated: dict[_Key, dict[date | None, Decimal]] | None = None) -> None:
+        """A book of ``positions`` and ``dated`` quantities (kept, not copied:
+        the book moves them), empty if None."""
+        self.positions: dict[_Key, Position] = {} if positions is None else positions
+        # (account, pair) -> value date (None: a trade booked without one) -> base quantity
+        self.dated: dict[_Key, dict[date | None, Decimal]] = {} if dated is None else dated
+        # this batch's moved positions and (account, pair, value date)s, in order
+        self._moved: dict[_Key, None] = {}
+        self._moved_dated: dict[_DatedKey, None] = {}
 
     def apply(self, booking: Booking) -> Position | None:
-        """Apply a TRADE or a REVERSAL of one; the (account, pair) position after it.
-
-        Returns None for a booking without a trade (cash).  Re-applying an active trade booking unchanged is a
-        no-op.  Raises ValueError (and changes nothing) for a different trade
-        under an active id or a reversal of a trade that is not active.
+        """Apply a TRADE (or a REVERSAL of one: the opposite trade at the same
+        price); the (account, pair) position after it, None for a booking
+        without a trade.  Raises ValueError (and changes nothing) for a trade
+        whose account or pair is not that of the position it would move.
         """
-        trade = booking.trade
-        if trade is None:
+        t = booking.trade
+        account, pair = booking.account, booking.pair
+        if t is None or account is None or pair is None:
             return None
-        key = (trade.account, trade.pair.symbol)
-        if booking.kind is BookingKind.TRADE:
-            return self._add(key, booking.booking_id, trade)
-        if booking.kind is BookingKind.REVERSAL:
-            target = booking.reverses
-            active = self._active.get(key)
-            if target is None or active is None or target not in active:
-                raise ValueError(f"{booking.booking_id}: {target} is not an active trade of {key}")
-            return self._remove(key, target)
-        return None
-
-    def _add(self, key: _Key, booking_id: str, trade: TradeAmounts) -> Position:
-        active = self._active.get(key)
-        if active is not None and booking_id in active:
-            if active[booking_id] != trade:
-                raise ValueError(f"trade booking {booking_id} is already active with different amounts")
-            return self._positions[key]
-        position = apply_trade(self._positions.get(key), trade)
-        if active is None:
-            active = self._active[key] = {}
-            self._accounts.setdefault(key[0], {})[key[1]] = None
-        active[booking_id] = trade
-        self._positions[key] = position
-        self._shift(key, trade.value_date, trade.base_amount)
+        key = (account, pair)
+        sign = booking.sign
+        position = apply_trade(self.positions.get(key), t, sign)
+        self.positions[key] = position
+        dated = self.dated.get(key)
+        if dated is None:
+            dated = self.dated[key] = {}
+        vd = t.value_date
+        quantity = dated.get(vd, _ZERO)
+        dated[vd] = _CTX.add(quantity, t.base_amount) if sign > 0 else _CTX.subtract(quantity, t.base_amount)
+        self._moved[key] = None
+        if vd is not None:          # a quantity without a value date is not recorded (it has no row)
+            self._moved_dated[(account, pair, vd)] = None
         return position
 
-    def _remove(self, key: _Key, booking_id: str) -> Position:
-        trade = self._active[key].pop(booking_id)
-        self._shift(key, trade.value_date, decimal_context().minus(trade.base_amount))
-        position = self._positions[key] = apply_trade(self._positions[key], trade, sign=-1)
-        return position
+    def take_moved(self) -> PositionMoves:
+        """What moved since the last ``take_moved`` or ``abort_batch``; a new batch starts."""
+        moved = PositionMoves(tuple(self._moved), tuple(self._moved_dated))
+        self._moved = {}
+        self._moved_dated = {}
+        return moved
 
-    def _shift(self, key: _Key, value_date: date | None, amount: Decimal) -> None:
-        dated = self._dated.setdefault(key, {})
-        total = decimal_context().add(dated.get(value_date, _ZERO), amount)
-        if total:
-            dated[value_date] = total
-        else:
-            dated.pop(value_date, None)
-
-    def position(self, account: str, pair: str) -> Position | None:
-        """The position of the account in the pair ("EUR/USD"), None if never traded."""
-        return self._positions.get((account, pair))
-
-    def by_value_date(self, account: str, pair: str) -> dict[date | None, Decimal]:
-        """Base quantity per value date (None: trades booked without one)."""
-        return dict(self._dated.get((account, pair), {}))
-
-    def positions(self, account: str) -> dict[str, Position]:
-        """The account's positions by pair symbol."""
-        return {pair: self._positions[(account, pair)] for pair in self._accounts.get(account, {})}
-
-    def active_trades(self, account: str, pair: str) -> tuple[TradeAmounts, ...]:
-        """The active trades of the account in the pair, in booking order."""
-        return tuple(self._active.get((account, pair), {}).values())
+    def abort_batch(self) -> None:
+        """Forget what the batch moved, not the moves: a caller that gives up
+        a batch rebuilds the book (the pipeline reloads it from the database)."""
+        self._moved = {}
+        self._moved_dated = {}

@@ -231,7 +231,7 @@ class SettlementBook:
     # -- net changes ---------------------------------------------------------
 
     def on_net_changes(self, changes: Iterable[NetChange], now: datetime) -> list[Break]:
-        """``on_net_change`` for each of NetBook.apply's changes."""
+        """``on_net_change`` for each of a batch's changes (``NetBook.take_changes``)."""
         breaks: list[Break] = []
         for change in changes:
             breaks.extend(self.on_net_change(change.key, change.after, now))

@@ -167,8 +167,8 @@ class PostTradeStore:
             out[(account, pair)] = Position(account, pair, q, a, Decimal(pnl), cost, Decimal(flow))
         return out
 
-    async def dated_positions(self) -> dict[tuple[str, str], dict[object, Decimal]]:
-        dated: dict[tuple[str, str], dict[object, Decimal]] = {}
+    async def dated_positions(self) -> dict[tuple[str, str], dict[date | None, Decimal]]:
+        dated: dict[tuple[str, str], dict[date | None, Decimal]] = {}
         for account, pair, vd, qty in await self.fetch(
                 "SELECT account, pair, value_date, quantity FROM position_value_dates"):
             dated.setdefault((account, pair), {})[_day(vd)] = Decimal(qty)

@@ -27,9 +27,9 @@ from adapters.fix.pipe import (
     message_frame,
 )
 from adapters.fix.quickfix import msg_type_of
-from handlers.intake import escaped_text, journal_raw, tolerant_fields
 from stp.fixwire import fields_of
 from stp.inbound import Inbound
+from stp.journal import escaped_text, journal_raw, tolerant_fields
 
 SESSIONS = ("LP1", "LP2", "PLATFORM")
 RAW = ("8=FIX.4.4\x019=71\x0135=8\x0134=7\x0149=LP1\x0152=20300107-09:00:00.000\x0156=STP\x01"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from stp.booking import Booking, BookingKind, Ledger, TradeAmounts, book_cash, b
 from stp.breaks import BreakType
 from stp.currency import minor_units
 from stp.fills import ExecKind, Side
-from stp.positions import Position, PositionBook, apply_trade, replay, replay_bookings
+from stp.positions import Position, PositionBook, PositionMoves, apply_trade, replay
 from tests.unit.test_booking import PRICES, QUANTITIES, SPOT, make_fill
 
 D = Decimal
@@ -104,19 +105,21 @@ def test_apply_trade_and_replay_check_their_inputs() -> None:
 
 # -- PositionBook --------------------------------------------------------------------------------
 
+EURUSD = ("ACC1", "EUR/USD")
+
+
 def test_book_reversal_applies_the_opposite_trade_at_its_price() -> None:
     book = PositionBook()
     for b in (BUY1, BUY2, SELL):
         book.apply(b)
-    assert book.position("ACC1", "EUR/USD") == replay(amounts_of(BUY1, BUY2, SELL))
+    assert book.positions[EURUSD] == replay(amounts_of(BUY1, BUY2, SELL))
     # long 0.5M at 1.15 (realised 50,000); reversing the 1.20 buy sells 1M at 1.20:
     # 0.5M closes (+25,000), 0.5M opens short at 1.20
     after = book.apply(reverse(BUY2))
-    assert after == book.position("ACC1", "EUR/USD")
+    assert after == book.positions[EURUSD]
     assert after is not None
     assert after.quantity == D("-500000") and after.average_price == D("1.20")
     assert after.realised_pnl == D("175000.00")
-    assert book.active_trades("ACC1", "EUR/USD") == tuple(amounts_of(BUY1, SELL))
     # against a restatement without the reversed trade (short 0.5M at 1.25,
     # realised 150,000): the same total P&L at any mark, split differently
     restated = replay(amounts_of(BUY1, SELL))
@@ -136,23 +139,24 @@ def test_book_correction_via_book_fill() -> None:
     result = book_fill(correct, BUY1)
     for b in result.bookings:
         book.apply(b)
-    p = book.position("ACC1", "EUR/USD")
-    assert p is not None and p.quantity == D("3000000") and p.realised_pnl == 0
+    p = book.positions[EURUSD]
+    assert p.quantity == D("3000000") and p.realised_pnl == 0
 
 
-def test_book_by_value_date_and_positions() -> None:
+def test_book_by_value_date_keeps_zero_quantities() -> None:
     later = date(2026, 12, 18)
     book = PositionBook()
     book.apply(BUY1)
     book.apply(trade("E2", Side.SELL, "400000", "1.11", settl_date=later))
     book.apply(trade("E3", Side.BUY, "5", "150", symbol="USD/JPY"))
     book.apply(trade("E4", Side.BUY, "7", "1.1", account="ACC2"))
-    assert book.by_value_date("ACC1", "EUR/USD") == {SPOT: D("1000000"), later: D("-400000")}
-    assert set(book.positions("ACC1")) == {"EUR/USD", "USD/JPY"}
-    assert book.positions("ACC2")["EUR/USD"].quantity == 7
-    assert book.positions("NOBODY") == {}
+    assert book.dated[EURUSD] == {SPOT: D("1000000"), later: D("-400000")}
+    assert set(book.positions) == {EURUSD, ("ACC1", "USD/JPY"), ("ACC2", "EUR/USD")}
+    assert book.positions[("ACC2", "EUR/USD")].quantity == 7
     book.apply(reverse(BUY1))
-    assert book.by_value_date("ACC1", "EUR/USD") == {later: D("-400000")}
+    # the value date's quantity is back to zero and stays, 0 (its stored row is overwritten with 0)
+    assert book.dated[EURUSD] == {SPOT: D(0), later: D("-400000")}
+    assert not book.dated[EURUSD][SPOT].is_signed()
 
 
 def test_book_keeps_a_flat_position_after_its_last_trade_is_reversed() -> None:
@@ -160,21 +164,58 @@ def test_book_keeps_a_flat_position_after_its_last_trade_is_reversed() -> None:
     book.apply(BUY1)
     flat = book.apply(reverse(BUY1))
     assert flat is not None and flat.quantity == 0 and flat.average_price is None and flat.realised_pnl == 0
-    assert book.position("ACC1", "EUR/USD") == flat
-    assert book.by_value_date("ACC1", "EUR/USD") == {} and set(book.positions("ACC1")) == {"EUR/USD"}
+    assert book.positions == {EURUSD: flat}
+    assert book.dated == {EURUSD: {SPOT: D(0)}}
 
 
-def test_book_ignores_cash_and_rejects_bad_bookings() -> None:
+def test_book_ignores_cash_and_trusts_its_caller() -> None:
     book = PositionBook()
     cash = book_cash("C1", "ACC1", "USD", D(100), None)
     assert book.apply(cash) is None and book.apply(reverse(cash)) is None
-    with pytest.raises(ValueError):
-        book.apply(reverse(BUY1))                                 # never applied
+    assert book.positions == {} and book.dated == {} and book.take_moved() == PositionMoves((), ())
+    # no trades are kept: a reversal is the opposite trade, whether or not the
+    # trade was applied (the booking stage only reverses an active booking)
+    short = book.apply(reverse(BUY1))
+    assert short == apply_trade(None, amounts_of(BUY1)[0], sign=-1)
+    # and a booking applied twice counts twice (each booking is applied once)
     book.apply(BUY1)
-    assert book.apply(BUY1) == replay(amounts_of(BUY1))           # identical retry: no-op
+    book.apply(BUY1)
+    assert book.positions[EURUSD].quantity == D("1000000")
+    # a trade whose account is not the position's: refused, nothing changes
+    other = replace(BUY2, trade=replace(amounts_of(BUY2)[0], account="ACC2"))
+    before = (dict(book.positions), {k: dict(v) for k, v in book.dated.items()})
     with pytest.raises(ValueError):
-        book.apply(book_trade(make_fill("E1", qty="5")))          # same id, other amounts
-    assert book.active_trades("ACC1", "EUR/USD") == tuple(amounts_of(BUY1))
+        book.apply(other)
+    assert (book.positions, book.dated) == before
+
+
+def test_book_records_what_each_batch_moved() -> None:
+    later = date(2026, 12, 18)
+    book = PositionBook()
+    jpy = trade("E4", Side.BUY, "5", "150", symbol="USD/JPY")
+    undated = replace(BUY2, trade=replace(amounts_of(BUY2)[0], value_date=None))
+    for b in (jpy, BUY1, trade("E2", Side.SELL, "400000", "1.11", settl_date=later), reverse(jpy),
+              undated, book_cash("C1", "ACC1", "USD", D(100), SPOT)):
+        book.apply(b)
+    # each key once, in the order it first moved; a quantity without a value date is not recorded
+    assert book.take_moved() == PositionMoves(
+        (("ACC1", "USD/JPY"), EURUSD),
+        (("ACC1", "USD/JPY", SPOT), ("ACC1", "EUR/USD", SPOT), ("ACC1", "EUR/USD", later)))
+    assert book.dated[EURUSD][None] == D("1000000")
+    assert book.take_moved() == PositionMoves((), ())               # a new batch
+    book.apply(SELL)
+    book.abort_batch()                                               # forgets the record, not the move
+    assert book.take_moved() == PositionMoves((), ())
+    assert book.positions[EURUSD].quantity == D("100000")
+
+
+def test_book_moves_the_state_it_is_given() -> None:
+    positions = {EURUSD: replay(amounts_of(BUY1))}
+    dated: dict[tuple[str, str], dict[date | None, D]] = {EURUSD: {SPOT: D("1000000")}}
+    book = PositionBook(positions, dated)
+    book.apply(BUY2)
+    assert book.positions is positions and book.dated is dated
+    assert positions[EURUSD] == replay(amounts_of(BUY1, BUY2)) and dated[EURUSD] == {SPOT: D("2000000")}
 
 
 # -- properties: random trades, cancels and corrections ------------------------------------------
@@ -256,11 +297,13 @@ def check_invariants(ledger: Ledger, book: PositionBook, bookings: list[Booking]
             client[(ccy, t.account)] = client.get((ccy, t.account), D(0)) + amount
     for (ccy, account), amount in client.items():
         assert ledger.balance(ccy, f"client:{account}") == amount
-    # incremental = the bookings replayed in order (trades, and reversals as
-    # the opposite trade at the original price)
-    replayed = replay_bookings(bookings)
-    for account in ("ACC1", "ACC2"):
-        assert book.positions(account) == {pair: p for (acc, pair), p in replayed.items() if acc == account}
+    # incremental = the bookings replayed in order on a fresh book (trades,
+    # and reversals as the opposite trade at the original price)
+    fresh = PositionBook()
+    for b in bookings:
+        fresh.apply(b)
+    replayed = fresh.positions
+    assert book.positions == replayed and book.dated == fresh.dated
     for (account, pair), position in replayed.items():
         trades = groups.get((account, pair), [])
         # the quantity is the sum of the active fills, and so is the quote flow
@@ -283,7 +326,10 @@ def check_invariants(ledger: Ledger, book: PositionBook, bookings: list[Booking]
         dated: dict[date | None, Decimal] = {}
         for t in trades:
             dated[t.value_date] = dated.get(t.value_date, D(0)) + t.base_amount
-        assert book.by_value_date(account, pair) == {d: q for d, q in dated.items() if q}
+        # every date traded stays, the dates of active trades with their sum, the others 0
+        kept = book.dated[(account, pair)]
+        assert {d: q for d, q in kept.items() if q} == {d: q for d, q in dated.items() if q}
+        assert set(dated) <= set(kept)
 
 
 @given(st.lists(st.tuples(st.sampled_from(Side), QUANTITIES, PRICES["USD/JPY"]), min_size=1, max_size=30))
