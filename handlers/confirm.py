@@ -15,7 +15,7 @@ from typing import cast
 
 from stp.breaks import Break, BreakType
 from stp.changes import BatchChanges, Confirmation, ConfirmationState, FieldDifference
-from stp.confirm import Matcher, MatchResult, Validator
+from stp.confirm import Matcher, MatchResult, MatchState, Validator
 from stp.fills import Fill
 
 UNBOOKABLE = frozenset({BreakType.UNKNOWN_PAIR, BreakType.INVALID_FILL})
@@ -52,6 +52,18 @@ class ConfirmStage:
         if result.break_ is not None:
             breaks.append(result.break_)
         return bookable, breaks
+
+    def rewait(self, fill_id: int, fill: Fill) -> MatchResult:
+        """A fill committed earlier and still waiting for its counterpart (its
+        confirmation 'received'), back in the matcher as at its receipt: after a
+        restart, or the reload after a failed commit, its counterpart still
+        confirms it and it still expires.  Call in fill id order."""
+        at = fill.received_at
+        result = self.matcher.add_lp(fill, at) if fill.session in self.lp_sessions \
+            else self.matcher.add_platform(fill, at)
+        if result.state is MatchState.RECEIVED:
+            self._ids[(fill.session, fill.exec_id)] = fill_id
+        return result
 
     def _record(self, result: MatchResult, w: BatchChanges, now_us: int) -> None:
         diffs = tuple(FieldDifference(d.field, d.lp, d.platform) for d in result.differences)

@@ -119,7 +119,10 @@ class PostTrade(InboxCommands):
         self._unsaved_expiry: tuple[list[Break], dict[int, Confirmation]] | None = None
 
     # -- state ------------------------------------------------------------
-    async def load(self) -> None:
+    async def load(self, rewait: bool = True) -> None:
+        """The stages' state from the store; ``rewait``: the fills waiting
+        for their counterpart back in the matcher (not when the caller keeps
+        its matcher: ``_load_state(keep_confirm=True)``)."""
         store = self.store
         self.cursor = await store.cursor()
         next_seq, next_posting, next_event = await store.next_ids()
@@ -136,6 +139,12 @@ class PostTrade(InboxCommands):
         clients = frozenset(a for a in self.reference.accounts if not self.houses.is_house(a))
         self.confirm = ConfirmStage(Validator(self.reference),
                                     Matcher(*self._matcher_args, client_accounts=clients), self.lp_sessions)
+        if rewait:
+            for fill_id, fill in await store.waiting_fills():
+                result = self.confirm.rewait(fill_id, fill)
+                if result.state is not MatchState.RECEIVED:     # they did not match before: not expected
+                    log.warning("posttrade_rewait_matched", session=fill.session, exec_id=fill.exec_id,
+                                state=str(result.state))
         # house accounts: margin computed and published as state, no margin events
         self.margin = MarginStage(self.reference, next_event, self.topic_prefix, quiet=self.houses.accounts)
         # latest price per pair, then positions and cash into the margin book
@@ -155,7 +164,10 @@ class PostTrade(InboxCommands):
         # its level is above the band, so the state is restored, not re-derived
         # (an unpriced account's: the state of its last full valuation)
         self.margin.restore(await store.margin_states())
-        log.info("posttrade_loaded", cursor=self.cursor, positions=len(positions), nets=len(nets))
+        if rewait:
+            await self._rebuild_pending()      # the house fills among them wait for their record
+        log.info("posttrade_loaded", cursor=self.cursor, positions=len(positions), nets=len(nets),
+                 waiting=self.confirm.matcher.pending_count)
 
     # -- feeding ------------------------------------------------------------
     def submit(self, fills: list[tuple[int, Fill]]) -> None:
@@ -287,11 +299,11 @@ class PostTrade(InboxCommands):
         succeeds (the next batch or tick reloads first).  ``keep_confirm``
         (after a failed tick, which changes nothing in the confirm stage but
         its expiries, carried in ``_unsaved_expiry``): the fills waiting for
-        their counterpart and the validator's order state are kept, not
-        rebuilt empty."""
+        their counterpart and the validator's order state are kept (without
+        it, the waiting fills are rebuilt from the store)."""
         confirm = self.confirm if keep_confirm else None
         self._stale = True
-        await self.load()
+        await self.load(rewait=confirm is None)
         if confirm is not None:
             self.confirm = confirm
             await self._rebuild_pending()

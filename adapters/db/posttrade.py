@@ -108,6 +108,12 @@ class PostTradeStore:
                                 (fill_id, limit))
         return [(int(r[0]), fill_from_row(r[1:])) for r in rows]
 
+    async def waiting_fills(self) -> list[tuple[int, Fill]]:
+        rows = await self.fetch(
+            f"SELECT {', '.join('f.' + c.strip() for c in _FILL_COLUMNS.split(','))} FROM fills f "
+            "JOIN confirmations c ON c.fill_id = f.id WHERE c.state = 'received' ORDER BY f.id")
+        return [(int(r[0]), fill_from_row(r[1:])) for r in rows]
+
     async def active_trade_bookings(self, keys: Iterable[tuple[str, str]]
                                     ) -> dict[tuple[str, str], Booking]:
         """``active_trade_booking`` of many fill keys (session, exec_id) at once:

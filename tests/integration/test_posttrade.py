@@ -286,6 +286,37 @@ def expected_quote_flows(fills: list[SimFill]) -> dict[tuple[str, str], Decimal]
     return dict(out)
 
 
+async def test_a_restart_between_a_fill_and_its_platform_record_still_confirms_it(db: Database) -> None:
+    """The LP fills are committed and wait for their platform records; the
+    post-trade process restarts; the records that come after it confirm them
+    (the waiting fills are read back: confirmations still 'received')."""
+    lp = [e.lp for e in scenario(20)]
+    platform = [e.platform for e in scenario(20) if e.platform is not None]
+    state = await db.load_intake_state()
+    intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
+    first = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"},
+                      {"PLATFORM": "LP1"})
+    await first.load()
+    intake.on_committed = first.submit
+    now = time.time()
+    await intake.process([Inbound("LP1", raw(f, i + 2, "LP1"), now, "app") for i, f in enumerate(lp)])
+    while not first.queue.empty():
+        await first.process(first.queue.get_nowait())
+    assert await q(db, "SELECT DISTINCT state FROM confirmations") == [("received",)]
+    second = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {"PLATFORM": "exec_id"},
+                       {"PLATFORM": "LP1"})
+    await second.load()
+    assert second.confirm.matcher.pending_count == len(lp)
+    intake.on_committed = second.submit
+    await intake.process([Inbound("PLATFORM", raw(f, i + 2, "PLATFORM"), now, "app")
+                          for i, f in enumerate(platform)])
+    while not second.queue.empty():
+        await second.process(second.queue.get_nowait())
+    states = dict(await q(db, "SELECT state, COUNT(*) FROM confirmations GROUP BY state"))
+    assert states == {"confirmed": len(lp) + len(platform)}
+    assert await q(db, "SELECT type FROM breaks WHERE type LIKE 'unmatched%'") == []
+
+
 async def test_break_lifecycle_through_the_inbox(db: Database) -> None:
     """open -> acknowledged -> resolved (who, when, why), each change published;
     illegal transitions and unknown ids are refused and change nothing."""

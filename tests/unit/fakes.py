@@ -399,6 +399,10 @@ class FakePostTradeStore(_Failing):
         return (max((b.seq for b in t.bookings.values()), default=0) + 1, max(t.postings, default=0) + 1,
                 max(t.margin_events, default=0) + 1)
 
+    async def waiting_fills(self) -> list[tuple[int, Fill]]:
+        return [(i, f) for i, (_, f) in sorted(self.tables.fills.items())
+                if (c := self.tables.confirmations.get(i)) is not None and c.state == "received"]
+
     async def fills_after(self, fill_id: int, limit: int) -> list[tuple[int, Fill]]:
         return [(i, f) for i, (_, f) in sorted(self.tables.fills.items()) if i > fill_id][:limit]
 

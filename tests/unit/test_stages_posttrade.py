@@ -206,12 +206,6 @@ async def test_a_failed_commit_is_retried_and_ends_as_without_failure(failures: 
     assert reference.tables.positions[("ACC001", "EUR/USD")].quantity == D("500000")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: after a failed batch commit PostTrade._reload rebuilds the confirm stage empty "
-    "(_load_state(keep_confirm=False)), so the LP fills committed earlier and waiting for their platform "
-    "record are forgotten: the record in the retried batch confirms nothing (both stay 'received', the "
-    "record later expires as a false unmatched_platform break, the LP fill never expires) and a house "
-    "fill is not allocated by it (its unallocated break stays open)"))
 async def test_a_failed_commit_after_a_committed_batch_ends_as_without_failure() -> None:
     reference = await run_scenario()
     store = await run_scenario(failures=1, committed_first=1)
