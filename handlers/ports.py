@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Protocol
 
 from stp.booking import Booking
 from stp.breaks import StoredBreak
-from stp.changes import BatchChanges
+from stp.changes import BatchChanges, MarkingFills
 from stp.fills import Fill
 from stp.inbound import Inbound
 from stp.intake import IntakeBatch
@@ -77,7 +77,7 @@ class PostTradeStore(ChangesStore, BookingReader, BreakReader, Protocol):
 
     async def nets(self) -> dict[NetKey, Decimal]: ...
 
-    async def latest_prices(self) -> dict[str, tuple[int, Decimal]]: ...
+    async def marking_fills(self, lp_sessions: Collection[str]) -> dict[str, MarkingFills]: ...
 
     async def market_prices(self) -> list[tuple[str, Decimal, int]]: ...
 

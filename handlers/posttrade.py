@@ -148,7 +148,18 @@ class PostTrade(InboxCommands):
         # house accounts: margin computed and published as state, no margin events
         self.margin = MarginStage(self.reference, next_event, self.topic_prefix, quiet=self.houses.accounts)
         # latest price per pair, then positions and cash into the margin book
-        latest = await store.latest_prices()
+        # each pair's price: its latest fill that marked it (booked, not
+        # off-market) or its market data, whichever was received last; and
+        # confirmation's reference price, the last trade that passed its check
+        marks = await store.marking_fills(self.lp_sessions)
+        latest = {symbol: (datetime_to_us(m.mark.received_at), m.mark.spot_rate or m.mark.last_px)
+                  for symbol, m in marks.items()}
+        for symbol, price, received in await store.market_prices():
+            if symbol not in latest or received > latest[symbol][0]:
+                latest[symbol] = (received, price)
+        for symbol, m in marks.items():
+            if m.trade is not None:
+                self.confirm.validator.set_reference_price(symbol, m.trade.last_px)
         self.margin.on_prices({symbol: price for symbol, (_, price) in latest.items()})
         self._price_at = {symbol: us_to_datetime(received_us) for symbol, (received_us, _) in latest.items()}
         for account, ccy, amount in await store.client_cash():

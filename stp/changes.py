@@ -23,6 +23,7 @@ from typing import Literal
 from stp.booking import Booking
 from stp.breaks import Break
 from stp.events import BusEvent
+from stp.fills import Fill
 from stp.margin import AccountMargin, MarginEvent
 from stp.netting import NetKey
 from stp.positions import Position
@@ -110,6 +111,16 @@ class EngineResolution:
     reason: str
     prefix: str
     at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkingFills:
+    """What a pair's committed fills say of its price at a start: the latest
+    LP fill that booked and was not off-market (it marked the pair), and the
+    latest such trade (confirmation's reference price; None: none yet)."""
+
+    mark: Fill
+    trade: Fill | None
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ reconciliation need, each as domain values.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -18,7 +18,7 @@ from adapters.db.repository import Database, database_unavailable, now_us
 from adapters.db.rows import ChangesWriter
 from stp.booking import Booking, BookingKind, Posting, TradeAmounts
 from stp.breaks import StoredBreak
-from stp.changes import BatchChanges
+from stp.changes import BatchChanges, MarkingFills
 from stp.fills import ExecKind, Fill, Side
 from stp.margin import MarginState
 from stp.netting import NetKey
@@ -184,18 +184,40 @@ class PostTradeStore:
         return {NetKey(cp, ccy, _day(vd)): Decimal(amount) for cp, ccy, vd, amount in await self.fetch(
             "SELECT counterparty, currency, value_date, amount FROM nets")}
 
-    async def latest_prices(self) -> dict[str, tuple[int, Decimal]]:
-        """symbol -> (received_us, price): each pair's newest price, from its
-        latest fill or its market data, whichever was received last."""
-        latest: dict[str, tuple[int, Decimal]] = {}
-        for symbol, price, received in await self.fetch(
-                "SELECT f.symbol, COALESCE(f.spot_rate, f.last_px), f.received_us FROM fills f JOIN "
-                "(SELECT symbol, MAX(id) AS id FROM fills GROUP BY symbol) m ON f.id = m.id"):
-            latest[symbol] = (int(received), Decimal(price))
-        for symbol, price, received in await self.market_prices():
-            if symbol not in latest or received > latest[symbol][0]:
-                latest[symbol] = (received, price)
-        return latest
+    async def marking_fills(self, lp_sessions: Collection[str]) -> dict[str, MarkingFills]:
+        """Per pair, the latest LP fill that booked and was not off-market (no
+        ``price_out_of_tolerance`` break), and the latest such trade: what
+        marked the pair live, and confirmation's reference price."""
+        flagged = set()
+        for (keys,) in await self.fetch("SELECT keys FROM breaks WHERE type = 'price_out_of_tolerance'"):
+            key = json.loads(keys)
+            flagged.add((key.get("session"), key.get("exec_id")))
+        out: dict[str, MarkingFills] = {}
+        for (symbol,) in await self.fetch("SELECT DISTINCT symbol FROM fills"):
+            mark: Fill | None = None
+            trade: Fill | None = None
+            below = 2 ** 62
+            while mark is None or trade is None:
+                rows = await self.fetch(f"SELECT {_FILL_COLUMNS} FROM fills WHERE symbol = ? AND id < ? "
+                                        "ORDER BY id DESC LIMIT 200", (symbol, below))
+                if not rows:
+                    break
+                below = int(rows[-1][0])
+                ids = [int(r[0]) for r in rows]
+                booked = {int(fill_id) for (fill_id,) in await self.fetch(
+                    "SELECT DISTINCT fill_id FROM bookings WHERE fill_id IN ("
+                    + ", ".join("?" * len(ids)) + ")", tuple(ids))}
+                for r in rows:
+                    fill = fill_from_row(r[1:])
+                    if fill.session not in lp_sessions or int(r[0]) not in booked \
+                            or (fill.session, fill.exec_id) in flagged:
+                        continue
+                    mark = mark or fill
+                    if trade is None and fill.kind is ExecKind.TRADE:
+                        trade = fill
+            if mark is not None:
+                out[str(symbol)] = MarkingFills(mark, trade)
+        return out
 
     async def market_prices(self) -> list[tuple[str, Decimal, int]]:
         """(symbol, price, received_us): each pair's latest market data."""

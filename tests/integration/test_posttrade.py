@@ -317,6 +317,36 @@ async def test_a_restart_between_a_fill_and_its_platform_record_still_confirms_i
     assert await q(db, "SELECT type FROM breaks WHERE type LIKE 'unmatched%'") == []
 
 
+async def test_a_restart_keeps_the_price_an_off_market_fill_did_not_move(db: Database) -> None:
+    """An off-market fill (price_out_of_tolerance) marks nothing and does not
+    move confirmation's reference price; after a restart it still has not: the
+    pair is marked at the last good fill, and the next off-market fill breaks."""
+    good = next(e.lp for e in scenario(40) if e.lp.exec_type == "F" and e.lp.symbol == "EUR/USD")
+    off = replace(good, exec_id=good.exec_id + "-OFF", order_id="O-OFF", cl_ord_id="C-OFF",
+                  last_px=good.last_px * Decimal("1.06"), avg_px=good.last_px * Decimal("1.06"))
+    again = replace(off, exec_id=good.exec_id + "-OFF2", order_id="O-OFF2", cl_ord_id="C-OFF2")
+    state = await db.load_intake_state()
+    intake = Intake(InboundQueue(), db, state, known_symbols=REFERENCE.symbols)
+    seen: list[Any] = []
+    intake.on_committed = seen.extend
+    now = time.time()
+    await intake.process([Inbound("LP1", raw(f, i + 2, "LP1"), now, "app")
+                          for i, f in enumerate([good, off])])
+    first = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
+    await first.load()
+    await first.process(seen[:1])
+    await first.process(seen[1:])
+    assert first.margin.book.prices.price("EUR/USD") == good.last_px
+    restarted = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
+    await restarted.load()
+    assert restarted.margin.book.prices.price("EUR/USD") == good.last_px
+    assert restarted.confirm.validator.reference_price("EUR/USD") == good.last_px
+    await intake.process([Inbound("LP1", raw(again, 4, "LP1"), now, "app")])
+    await restarted.process(seen[2:])
+    flagged = await q(db, "SELECT keys FROM breaks WHERE type = 'price_out_of_tolerance'")
+    assert sorted(json.loads(k)["exec_id"] for (k,) in flagged) == [off.exec_id, again.exec_id]
+
+
 async def test_break_lifecycle_through_the_inbox(db: Database) -> None:
     """open -> acknowledged -> resolved (who, when, why), each change published;
     illegal transitions and unknown ids are refused and change nothing."""

@@ -25,7 +25,7 @@ import asyncio
 import copy
 import json
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -36,7 +36,7 @@ from adapters.reference import load_reference
 from handlers.ports import FillKey, InboundSource, IntakeStore, PostTradeStore, ReconStore, now_us
 from stp.booking import Booking, BookingKind, Posting
 from stp.breaks import Break, BreakType, StoredBreak, occurrence_after_detection
-from stp.changes import BatchChanges, Booked, Confirmation
+from stp.changes import BatchChanges, Booked, Confirmation, MarkingFills
 from stp.events import BusEvent, break_changed, break_detected
 from stp.fills import ExecKind, Fill, Side
 from stp.inbound import Inbound
@@ -424,14 +424,20 @@ class FakePostTradeStore(_Failing):
     async def nets(self) -> dict[NetKey, Decimal]:
         return dict(self.tables.nets)
 
-    async def latest_prices(self) -> dict[str, tuple[int, Decimal]]:
-        latest: dict[str, tuple[int, Decimal]] = {}
-        for _, (_, f) in sorted(self.tables.fills.items()):        # the latest fill per pair
-            latest[f.symbol] = (datetime_to_us(f.received_at), f.spot_rate or f.last_px)
-        for symbol, price, received in await self.market_prices():
-            if symbol not in latest or received > latest[symbol][0]:
-                latest[symbol] = (received, price)
-        return latest
+    async def marking_fills(self, lp_sessions: Collection[str]) -> dict[str, MarkingFills]:
+        flagged = {(b.brk.keys.get("session"), b.brk.keys.get("exec_id")) for b in self.tables.breaks.values()
+                   if b.brk.type is BreakType.PRICE_OUT_OF_TOLERANCE}
+        booked = {e.fill_id for e in self.tables.bookings.values()}
+        out: dict[str, MarkingFills] = {}
+        for fill_id, (_, f) in sorted(self.tables.fills.items(), reverse=True):
+            if f.session not in lp_sessions or fill_id not in booked or (f.session, f.exec_id) in flagged:
+                continue
+            current = out.get(f.symbol)
+            if current is None:
+                out[f.symbol] = MarkingFills(f, f if f.kind is ExecKind.TRADE else None)
+            elif current.trade is None and f.kind is ExecKind.TRADE:
+                out[f.symbol] = MarkingFills(current.mark, f)
+        return out
 
     async def market_prices(self) -> list[tuple[str, Decimal, int]]:
         return [(symbol, q.price, received) for symbol, (q, _, received) in self.tables.market_prices.items()]

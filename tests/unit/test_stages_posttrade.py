@@ -475,11 +475,6 @@ async def test_a_resolved_break_seen_again_reopens_as_its_next_occurrence() -> N
 
 # -- what a restart forgets of prices ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: PostTrade.load marks each pair at store.latest_prices(), the latest fill's price even when "
-    "that fill was off-market (price_out_of_tolerance), which live marks nothing (README: 'marks no "
-    "position, so one off-market price cannot ... revalue every account'): after a restart every account "
-    "holding the pair is revalued at it"))
 async def test_a_restart_marks_margin_at_the_price_marked_before_it() -> None:
     store = FakePostTradeStore()
     pt = await pipeline(store, platform=False)
@@ -492,11 +487,6 @@ async def test_a_restart_marks_margin_at_the_price_marked_before_it() -> None:
     assert restarted.margin.book.snapshot("ACC001") == pt.margin.book.snapshot("ACC001")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: PostTrade.load builds confirm's Validator without reference prices, so after a restart "
-    "(or the reload after a failed commit) the first fill of a pair is checked against min_px..max_px "
-    "only, not against price_tolerance of the last price: a fill 5% off is booked without a "
-    "price_out_of_tolerance break and becomes confirm's reference and margin's mark"))
 async def test_after_a_restart_an_off_market_fill_is_still_out_of_tolerance() -> None:
     for restart in (False, True):
         store = FakePostTradeStore()
