@@ -271,6 +271,6 @@ async def test_recon_dates_a_fill_without_settl_date_with_the_configured_spot_la
     t1 = CurrencyPair("EUR", "USD", spot_lag=1)
     ref = ReferenceData({}, {}, {}, {"EUR/USD": PairSettings(t1)})
     wed = date(2017, 7, 5)
-    out = await engine_executions(Rows(), ref, "LP1", None)           # type: ignore[arg-type]
+    out = await engine_executions(Rows(), ref, "LP1", None)           # type: ignore[arg-type]  # Rows has only the fetch recon calls
     assert out["E1"].settl_date == value_date(wed, t1, "0") == date(2017, 7, 6)
     assert value_date(wed, CurrencyPair("EUR", "USD"), "0") != date(2017, 7, 6)   # what recon gave before

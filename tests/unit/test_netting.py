@@ -160,7 +160,7 @@ def test_same_booking_twice_is_a_no_op_different_content_is_an_error() -> None:
         (Posting("EUR", "lp:LP2", Decimal(1), VD), "LP1", "not the booking's counterparty"),
         (Posting("EUR", "lp:", Decimal(1), VD), None, "without a session"),
         (Posting("EUR", "lp:LP1", Decimal("NaN"), VD), "LP1", "not a finite Decimal"),
-        (Posting("EUR", "lp:LP1", 1.5, VD), "LP1", "not a finite Decimal"),  # type: ignore[arg-type]
+        (Posting("EUR", "lp:LP1", 1.5, VD), "LP1", "not a finite Decimal"),  # type: ignore[arg-type]  # a float on purpose: the check under test
     ],
 )
 def test_unnettable_bookings_raise_and_change_nothing(
