@@ -316,9 +316,9 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
 
 async def _recon(recon: Any, db: Any, reference: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     if args.what == "statement":
-        return await recon.reconcile_statement_file(  # type: ignore[no-any-return]
+        return await recon.reconcile_statement_file(  # type: ignore[no-any-return]  # recon: the module, passed as Any
             db, reference, cfg.mqtt_topic_prefix, args.session, args.file, args.trade_date)
-    return await recon.reconcile_positions_file(  # type: ignore[no-any-return]
+    return await recon.reconcile_positions_file(  # type: ignore[no-any-return]  # recon: the module, passed as Any
         db, reference, cfg.mqtt_topic_prefix, args.session, args.file)
 
 
