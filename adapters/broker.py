@@ -148,7 +148,7 @@ def __getattr__(name: str) -> Any:
 def _accept_all_plugin() -> type[Any]:
     from amqtt.plugins.base import BaseAuthPlugin
 
-    class AcceptAllAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    class AcceptAllAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untyped
         """Accepts every client, like amqtt's AnonymousAuthPlugin, but without
         marking the session anonymous: amqtt drops an anonymous client's
         persistent session (and the QoS 1 messages queued for it) on disconnect,

@@ -63,8 +63,8 @@ def main() -> int:
         "simulator_us": float(lean["sender_cpu_us_per_er"]),
         "gateway_us": float(gateway["gateway_cpu_us_per_message"]),
         "engine_side_of_pipe_us": float(gateway["engine_side_cpu_us_per_message"]),
-        "intake_us": float(engine["intake_cpu_us_per_fill"]),  # type: ignore[arg-type]
-        "posttrade_us": float(engine["posttrade_cpu_us_per_fill"]),  # type: ignore[arg-type]
+        "intake_us": float(engine["intake_cpu_us_per_fill"]),  # type: ignore[arg-type]  # inprocess.py prints a number there
+        "posttrade_us": float(engine["posttrade_cpu_us_per_fill"]),  # type: ignore[arg-type]  # inprocess.py prints a number there
     }
     cores = os.cpu_count() or 1
     intake_path = parts["simulator_us"] + parts["gateway_us"] + parts["engine_side_of_pipe_us"] + \

@@ -35,6 +35,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -98,14 +99,14 @@ def gateway_of(engine_pid: int) -> int | None:
     return None
 
 
-def status(cfg: Path, attempts: int = 3) -> dict[str, object]:
+def status(cfg: Path, attempts: int = 3) -> dict[str, Any]:
     """The engine's status command (retried: it may find the database busy
     while an engine is being killed and restarted)."""
     for attempt in range(attempts):
         done = subprocess.run([sys.executable, str(ROOT / "run_engine.py"), "status", "--config", str(cfg),
                                "--json"], cwd=ROOT, capture_output=True, text=True)
         if done.returncode == 0:
-            return json.loads(done.stdout)  # type: ignore[no-any-return]
+            return json.loads(done.stdout)  # type: ignore[no-any-return]  # status --json prints an object
         print(f"status failed (attempt {attempt + 1}): {done.stderr.strip()[-500:]}", file=sys.stderr)
         time.sleep(1.0)
     raise RuntimeError("the status command kept failing")

@@ -45,6 +45,7 @@ from fixsim.fixmsg import er_body  # noqa: E402
 from fixsim.scenario import Scenario  # noqa: E402
 from handlers.intake import Intake  # noqa: E402
 from handlers.posttrade import PostTrade  # noqa: E402
+from stp.fills import Fill  # noqa: E402
 from stp.fixwire import finish  # noqa: E402
 from stp.inbound import Inbound  # noqa: E402
 
@@ -66,7 +67,7 @@ async def run(count: int, batch: int, every: int, url: str) -> None:
                         known_symbols=reference.symbols)
         pipeline = PostTrade(PostTradeStore(db), reference, frozenset({"LP1"}), {}, {})
         await pipeline.load()
-        committed: list[tuple[int, object]] = []
+        committed: list[tuple[int, Fill]] = []
         intake.on_committed = committed.extend      # what PostTrade.run takes from its queue
         gc.collect()
         gc.freeze()          # as the engine does after start-up
@@ -78,7 +79,7 @@ async def run(count: int, batch: int, every: int, url: str) -> None:
         while done < count:
             items = []
             for event in events:
-                raw = finish("FIX.4.4", header.format(seq) + er_body(event.lp)).decode()
+                raw = finish("FIX.4.4", header.format(seq) + er_body(event.lp)).decode()  # type: ignore[arg-type]  # no faults: no side is missing
                 items.append(Inbound("LP1", raw, time.time(), "app"))
                 seq += 1
                 if len(items) == batch:
@@ -88,7 +89,7 @@ async def run(count: int, batch: int, every: int, url: str) -> None:
             c0 = time.process_time()
             await intake.process(items)
             c1 = time.process_time()
-            await pipeline.process(committed)         # type: ignore[arg-type]
+            await pipeline.process(committed)
             committed.clear()
             c2 = time.process_time()
             intake_cpu += c1 - c0

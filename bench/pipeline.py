@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,8 +42,11 @@ async def span(db_url: str) -> tuple[int, float]:
     db = Database(db_url)
     try:
         async with db.engine.connect() as conn:
-            first = (await conn.exec_driver_sql("SELECT MIN(received_us), COUNT(*) FROM journal")).one()
-            last = (await conn.exec_driver_sql("SELECT updated_us, last_fill_id FROM pipeline_cursor")).one()
+            # AsyncConnection.exec_driver_sql says CursorResult[Any]: mypy reads its rows as 1-tuples
+            first: tuple[Any, ...] = (
+                await conn.exec_driver_sql("SELECT MIN(received_us), COUNT(*) FROM journal")).one()
+            last: tuple[Any, ...] = (
+                await conn.exec_driver_sql("SELECT updated_us, last_fill_id FROM pipeline_cursor")).one()
     finally:
         await db.close()
     return int(last[1]), (int(last[0]) - int(first[0])) / 1e6

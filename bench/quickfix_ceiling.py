@@ -60,14 +60,14 @@ from adapters.secure import redact  # noqa: E402
 from bench.crash_test import free_port  # noqa: E402
 from bench.intake import START, raw_parse_rate  # noqa: E402
 from fixsim.fixmsg import er_body  # noqa: E402
-from fixsim.scenario import Scenario  # noqa: E402
+from fixsim.scenario import Scenario, SimFill  # noqa: E402
 from stp.fixwire import finish, format_utc_timestamp  # noqa: E402
 from stp.inbound import SESSION_EVENTS  # noqa: E402
 
 
 def blast(port: int, count: int) -> None:
     """The counterparty: accept, answer the Logon, write ``count`` reports."""
-    fills = [e.lp for e in Scenario(seed=3, count=min(count, 5000), start=START).events()]
+    fills: list[SimFill] = [e.lp for e in Scenario(seed=3, count=min(count, 5000), start=START).events()]  # type: ignore[misc]  # no faults: no side is missing
     bodies = [er_body(f) for f in fills]
     sent = format_utc_timestamp(time.time())     # within the engine's MaxLatency of the receipt
     frames = [finish("FIX.4.4", f"35=8\x0134={i + 2}\x0149=LP1\x0152={sent}\x0156=STP\x01"
@@ -107,7 +107,7 @@ def redacting_log_factory(fix: Any, directory: Path) -> Any:
     ``SwigDirector_LogFactory::create`` (``swig_acquire_ownership_obj``)."""
     from stp.fixwire import SendingTimeClock
 
-    class _Log(fix.Log):  # type: ignore[misc]
+    class _Log(fix.Log):  # type: ignore[misc]  # quickfix's classes are untyped
         def __init__(self, prefix: str) -> None:
             super().__init__()
             self._prefix = prefix
@@ -144,7 +144,7 @@ def redacting_log_factory(fix: Any, directory: Path) -> Any:
         def onEvent(self, text: str) -> None:
             self._line(self._events, text)
 
-    class _Factory(fix.LogFactory):  # type: ignore[misc]
+    class _Factory(fix.LogFactory):  # type: ignore[misc]  # quickfix's classes are untyped
         def __init__(self) -> None:
             super().__init__()
             self.logs: list[Any] = []
@@ -177,7 +177,7 @@ def receive(count: int, mode: str, message_log: bool | str) -> dict[str, object]
     times: list[float] = []
     n = 0
 
-    class Counting(fix.Application):  # type: ignore[misc,name-defined]
+    class Counting(fix.Application):  # type: ignore[misc]  # quickfix's classes are untyped
         def onCreate(self, session_id: Any) -> None: pass
         def onLogon(self, session_id: Any) -> None: pass
         def onLogout(self, session_id: Any) -> None: pass

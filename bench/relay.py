@@ -166,7 +166,7 @@ class TimedRelay(OutboxRelay):
             await publish(topic, payload, *args, **kwargs)
             acks.append((payload, called, now_us()))
 
-        client.publish = stamped  # type: ignore[method-assign]
+        client.publish = stamped  # type: ignore[method-assign]  # stamped wraps the client's publish
         return client
 
     async def _mark(self, ids: list[int]) -> None:

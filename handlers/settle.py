@@ -34,7 +34,7 @@ class SettleStage:
     def run_cut_offs(self, now: datetime, w: BatchChanges) -> list[Break]:
         instructed, breaks = self.book.run_cut_offs(now, self.reference)
         for key in {i.key for i in instructed} | {_key_of(b) for b in breaks if _key_of(b)}:
-            self._write_key(key, w)          # type: ignore[arg-type]
+            self._write_key(key, w)          # type: ignore[arg-type]  # the if drops _key_of's None
         return breaks
 
     def apply_status(self, command: SettlementStatus, w: BatchChanges) -> tuple[list[Break], str]:

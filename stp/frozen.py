@@ -36,7 +36,7 @@ def fast_init(cls: type[T]) -> type[T]:
     names: list[str] = []
     namespace: dict[str, Any] = {}
     signature: list[str] = []
-    for f in dataclasses.fields(cls):          # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):          # type: ignore[arg-type]  # cls is a dataclass: checked above
         if not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING:
             raise TypeError(f"{cls.__name__}.{f.name}: only plain positional fields are supported")
         names.append(f.name)
@@ -55,5 +55,5 @@ def fast_init(cls: type[T]) -> type[T]:
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
     init.__doc__ = cls.__init__.__doc__
-    cls.__init__ = init                        # type: ignore[method-assign]
+    cls.__init__ = init                        # type: ignore[method-assign]  # replacing __init__ is the point
     return cls

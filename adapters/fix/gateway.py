@@ -127,7 +127,7 @@ class _Protocol(asyncio.SubprocessProtocol):
         self.transport: asyncio.SubprocessTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # subprocess_exec gives a SubprocessTransport
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         try:
@@ -374,20 +374,20 @@ class FixGateway:
         stdin = transport.get_pipe_transport(0)
         if stdin is None or stdin.is_closing():
             return False
-        stdin.write(frame)  # type: ignore[attr-defined]
+        stdin.write(frame)  # type: ignore[attr-defined]  # pipe 0 (stdin) is a WriteTransport
         return True
 
     def _pause(self) -> None:
         if self._transport is not None:
             stdout = self._transport.get_pipe_transport(1)
             if stdout is not None:
-                stdout.pause_reading()  # type: ignore[attr-defined]
+                stdout.pause_reading()  # type: ignore[attr-defined]  # pipe 1 (stdout) is a ReadTransport
 
     def _resume(self) -> None:
         if self._transport is not None:
             stdout = self._transport.get_pipe_transport(1)
             if stdout is not None:
-                stdout.resume_reading()  # type: ignore[attr-defined]
+                stdout.resume_reading()  # type: ignore[attr-defined]  # pipe 1 (stdout) is a ReadTransport
 
     def send_dont_know(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
         """DontKnowTrade (35=Q) for a report the engine cannot process."""

@@ -213,9 +213,9 @@ class LogonGuard:
                 events = self._selector.select(timeout=0.5)
                 for key, _ in events:
                     if key.data is None:
-                        self._read(key.fileobj)  # type: ignore[arg-type]
+                        self._read(key.fileobj)  # type: ignore[arg-type]  # the selector holds sockets only
                     else:
-                        self._accept(key.fileobj, *key.data)  # type: ignore[arg-type]
+                        self._accept(key.fileobj, *key.data)  # type: ignore[arg-type]  # the selector holds sockets only
                 self._expire()
             except Exception:
                 log.exception("fix_guard_error")

@@ -264,7 +264,7 @@ def build_quickfix_application(app: EngineApplication) -> Any:
         if found is not None:
             put(message_frame(kind, found[1], int(received * 1_000_000), redact(message.toString()), cap))
 
-    class _App(fix.Application):  # type: ignore[misc,name-defined]
+    class _App(fix.Application):  # type: ignore[misc,name-defined]  # fix: quickfix, imported at run time (Any)
         def onCreate(self, session_id: Any) -> None:
             try:
                 spec = spec_of(session_id)

@@ -250,7 +250,7 @@ async def test_allocate_on_the_bus_is_idempotent_by_request_id(db: Database) -> 
     client = FakeClient()
     body = {"request_id": "desk-9", "action": "allocate", "session": "LP1", "exec_id": fill.exec_id,
             "account": fill.account, "by": "alice", "reply_to": "fxstp/replies/alice"}
-    await listener.handle(client, json.dumps(body).encode())         # type: ignore[arg-type]
+    await listener.handle(client, json.dumps(body).encode())         # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
     await pipeline.tick()
     (reply,) = await replies_of(db, "desk-9")
     assert reply["data"]["ok"] is True
@@ -258,18 +258,18 @@ async def test_allocate_on_the_bus_is_idempotent_by_request_id(db: Database) -> 
     assert (result["account"], result["from"], result["booking_id"], result["by"]) == \
         (fill.account, HOUSE, f"A:LP1:{fill.exec_id}", "alice")
     # delivered again: nothing applied twice, the same reply
-    await listener.handle(client, json.dumps(body).encode())         # type: ignore[arg-type]
+    await listener.handle(client, json.dumps(body).encode())         # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
     await pipeline.tick()
     assert client.published == [("fxstp/replies/alice", reply)]
     assert await q(db, f"SELECT COUNT(*) FROM bookings WHERE booking_id = 'A:LP1:{fill.exec_id}'") == [(1,)]
     # another request for the same fill: refused as already allocated
-    await listener.handle(client, json.dumps({**body, "request_id": "desk-10"}).encode())  # type: ignore[arg-type]
+    await listener.handle(client, json.dumps({**body, "request_id": "desk-10"}).encode())  # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
     await pipeline.tick()
     (refusal,) = await replies_of(db, "desk-10")
     assert refusal["data"]["ok"] is False and refusal["data"]["error"]["code"] == "already_allocated"
     # a malformed allocation is answered at once
     bad = FakeClient()
-    await listener.handle(bad, json.dumps({"action": "allocate", "session": "LP1",  # type: ignore[arg-type]
+    await listener.handle(bad, json.dumps({"action": "allocate", "session": "LP1",  # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
                                            "exec_id": fill.exec_id, "by": "alice"}).encode())
     ((_, answer),) = bad.published
     error = answer["data"]["error"]

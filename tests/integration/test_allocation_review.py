@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -58,7 +59,7 @@ class Feed:
         self.intake.on_committed = self.pipeline.submit
         return self
 
-    async def send(self, fills: list[tuple[str, SimFill, bool | str]]) -> None:
+    async def send(self, fills: Sequence[tuple[str, SimFill, bool | str]]) -> None:
         """(session, fill, its Account (1): True as it is, False none, or another)."""
         items = []
         for session, fill, account in fills:
@@ -81,8 +82,9 @@ async def outbox_ids(db: Database, prefix: str) -> list[str]:
 async def an_unallocated_trade(db: Database, events: list[Any]) -> SimFill:
     """A trade of ``events`` still on the house, its break open."""
     open_ids = await open_unallocated(db)
-    return next(e.lp for e in events
-                if e.lp.exec_type == "F" and unallocated_break_id("LP1", e.lp.exec_id) in open_ids)
+    fill: SimFill = next(e.lp for e in events
+                         if e.lp.exec_type == "F" and unallocated_break_id("LP1", e.lp.exec_id) in open_ids)
+    return fill
 
 
 # -- 1. the platform record after a failed tick ------------------------------------------------
@@ -147,7 +149,7 @@ async def test_malformed_commands_are_refusals_wherever_they_are_in_the_tick(db:
     written (first in a tick, or after a command that wrote): no tick failure."""
     pipeline = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await pipeline.load()
-    insert = pipeline.store.query("INSERT INTO inbox (kind, payload, created_us) VALUES (?, ?, ?)")
+    insert = PostTradeStore(db).query("INSERT INTO inbox (kind, payload, created_us) VALUES (?, ?, ?)")
     async with db.engine.begin() as conn:
         for payload in ("[1]", "not json"):
             await conn.exec_driver_sql(insert, ("cash", payload, now_us()))

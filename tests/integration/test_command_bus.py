@@ -98,7 +98,7 @@ class Desk:
 
     async def _read(self) -> None:
         async for message in self.client.messages:
-            body = json.loads(bytes(message.payload))     # type: ignore[arg-type]
+            body = json.loads(bytes(message.payload))
             topic = str(message.topic)
             if topic.startswith(f"{self.prefix}/replies/"):
                 self.replies.append(body["data"])
@@ -304,7 +304,7 @@ async def test_what_has_arrived_is_stored_in_one_transaction_then_acknowledged(d
                 for i, p in enumerate(payloads)]
     client = _Client(messages, log)
     listener = CommandListener(db, "fxstp")
-    task = asyncio.create_task(listener.listen(client))              # type: ignore[arg-type]
+    task = asyncio.create_task(listener.listen(client))              # type: ignore[arg-type]  # _Client stands in for aiomqtt's
     deadline = time.monotonic() + 60
     while len([e for e in log if e.startswith("ack")]) < len(messages) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -346,7 +346,7 @@ async def test_a_reply_that_fails_to_publish_does_not_make_the_stored_commands_c
     client = _LosingClient(messages, log)
     listener = CommandListener(db, "fxstp")
     with pytest.raises(aiomqtt.MqttError):
-        await asyncio.wait_for(listener.listen(client), 60)         # type: ignore[arg-type]
+        await asyncio.wait_for(listener.listen(client), 60)         # type: ignore[arg-type]  # _Client stands in for aiomqtt's
     # committed, every message acknowledged, then the (failing) reply to the malformed one
     assert log == ["commit", "ack 1", "ack 2", "ack 3", "ack 4", "publish"]
     assert await q(db, "SELECT COUNT(*) FROM inbox") == [(3,)]
@@ -391,7 +391,7 @@ async def test_the_listener_backs_off_as_backoff_says(db: Database, monkeypatch:
     monkeypatch.setattr("adapters.commands.asyncio.sleep", sleep)
     listener = CommandListener(db, "fxstp")
     listener.retry_max = 1.0
-    await listener.handle_batch(_Client([], []), [json.dumps(ack("r", bid)).encode()])  # type: ignore[arg-type]
+    await listener.handle_batch(_Client([], []), [json.dumps(ack("r", bid)).encode()])  # type: ignore[arg-type]  # _Client stands in for aiomqtt's
     assert waits == given == [0.5, 1.0, 1.0, 1.0]
     assert await q(db, "SELECT request_id FROM inbox") == [("r",)]
 
@@ -425,7 +425,7 @@ async def test_the_relay_backs_off_as_backoff_says_and_longer_after_listener_fai
 async def test_the_database_being_unavailable_is_told_from_a_row_it_refuses() -> None:
     from sqlalchemy.exc import DataError, IntegrityError, InterfaceError
 
-    from adapters.commands import database_unavailable
+    from adapters.db.repository import database_unavailable
 
     # unavailable: wait and store the same batch again
     refused = Database("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
@@ -479,7 +479,7 @@ async def test_a_batch_the_database_refuses_is_stored_one_by_one(db: Database,
     monkeypatch.setattr(inbox_db, "enqueue_batch", refusing)
     client = _Client([], [])
     listener = CommandListener(db, "fxstp")
-    await listener.handle_batch(client, [json.dumps(ack(r, bid)).encode()        # type: ignore[arg-type]
+    await listener.handle_batch(client, [json.dumps(ack(r, bid)).encode()        # type: ignore[arg-type]  # _Client stands in for aiomqtt's
                                          for r in ("good-1", "poison", "good-2")])
     assert [(r["request_id"], r["error"]["code"]) for r in client.published] == [("poison", "internal_error")]
     assert sorted(r for (r,) in await q(db, "SELECT request_id FROM inbox")) == ["good-1", "good-2"]
@@ -616,13 +616,13 @@ async def test_request_ids_expire_after_the_retention(db: Database) -> None:
     listener = CommandListener(db, "fxstp")
     client = _Client([], [])
     for request_id in ("old-1", "old-2", "recent"):
-        await listener.handle(client, json.dumps(ack(request_id, "0" * 24)).encode())   # type: ignore[arg-type]
+        await listener.handle(client, json.dumps(ack(request_id, "0" * 24)).encode())   # type: ignore[arg-type]  # _Client stands in for aiomqtt's
     await pipeline.tick()
     day = 86_400_000_000
     now = int(time.time() * 1_000_000)
     await q_write(db, f"UPDATE inbox SET applied_us = {now - 40 * day} "
                   "WHERE request_id IN ('old-1', 'old-2')")
-    await listener.handle(client, json.dumps(ack("waiting", bid)).encode())     # type: ignore[arg-type]
+    await listener.handle(client, json.dumps(ack("waiting", bid)).encode())     # type: ignore[arg-type]  # _Client stands in for aiomqtt's
     await q_write(db, f"UPDATE inbox SET created_us = {now - 90 * day} WHERE request_id = 'waiting'")
     assert await inbox_db.prune_inbox(db, 30 * day, now) == 2
     assert sorted(r for (r,) in await q(db, "SELECT request_id FROM inbox")) == ["recent", "waiting"]
@@ -646,7 +646,7 @@ async def test_the_engine_prunes_the_inbox_at_start(db: Database) -> None:
     client = _Client([], [])
     listener = CommandListener(db, "fxstp")
     for request_id in ("a", "b"):
-        await listener.handle(client, json.dumps(ack(request_id, "0" * 24)).encode())   # type: ignore[arg-type]
+        await listener.handle(client, json.dumps(ack(request_id, "0" * 24)).encode())   # type: ignore[arg-type]  # _Client stands in for aiomqtt's
     await pipeline.tick()
     await q_write(db, "UPDATE inbox SET applied_us = 1")
     task = asyncio.create_task(prune_inbox_periodically(db, 1.0))

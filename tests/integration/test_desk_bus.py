@@ -84,7 +84,7 @@ async def test_lifecycle_commands_on_the_bus_and_their_replies(db: Database, tmp
                 await client.publish("fxstp/commands/breaks", body, qos=1)
                 async with asyncio.timeout(15):
                     async for message in client.messages:
-                        event = json.loads(bytes(message.payload))   # type: ignore[arg-type]
+                        event = json.loads(bytes(message.payload))
                         data = event["data"]
                         if str(message.topic).startswith("fxstp/replies/"):
                             if data["request_id"] == request_id or (request_id == "" and
@@ -114,7 +114,7 @@ async def test_lifecycle_commands_on_the_bus_and_their_replies(db: Database, tmp
             # the change events of the two good commands arrive on the break's topic
             async with asyncio.timeout(10):
                 async for message in client.messages if len({c["id"] for c in changes}) < 2 else _none():
-                    event = json.loads(bytes(message.payload))   # type: ignore[arg-type]
+                    event = json.loads(bytes(message.payload))
                     if event["type"] != "com.fxstp.break.detected":
                         changes.append(event)
                     if len({c["id"] for c in changes}) >= 2:
@@ -154,7 +154,7 @@ async def test_lifecycle_commands_on_the_bus_and_their_replies(db: Database, tmp
 
 async def test_unresolved_breaks_are_escalated_once_near_their_cut_off(db: Database) -> None:
     events = list(Scenario(seed=5, count=300, start=START, faults=FaultRates(price=0.05)).events())
-    _, pipeline = await intake_and_pipeline(db, [e.lp for e in events], [e.platform for e in events])
+    _, pipeline = await intake_and_pipeline(db, [e.lp for e in events], [e.platform for e in events])  # type: ignore[misc]  # price faults drop no side
     rows = await q(db, "SELECT break_id, cut_off_us FROM breaks WHERE type = 'mismatch' ORDER BY cut_off_us")
     assert len(rows) >= 5 and all(r[1] is not None for r in rows)
     first_cut = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(rows[0][1]))
@@ -178,7 +178,7 @@ async def test_unresolved_breaks_are_escalated_once_near_their_cut_off(db: Datab
 async def test_statement_reconciliation(db: Database, tmp_path: Path) -> None:
     sc = Scenario(seed=11, count=400, start=START)
     events = list(sc.events())
-    await intake_and_pipeline(db, [e.lp for e in events], [])
+    await intake_and_pipeline(db, [e.lp for e in events], [])  # type: ignore[misc]  # no faults: no side is missing
     buf = io.StringIO()
     write_statement(sc, buf)
     clean = tmp_path / "clean.csv"
@@ -294,7 +294,7 @@ async def test_a_command_sent_while_the_engine_is_away_is_applied_when_it_is_bac
 
 async def test_a_statement_nothing_can_be_read_from_stores_nothing(db: Database, tmp_path: Path) -> None:
     sc = Scenario(seed=11, count=50, start=START)
-    await intake_and_pipeline(db, [e.lp for e in sc.events()], [])
+    await intake_and_pipeline(db, [e.lp for e in sc.events()], [])  # type: ignore[misc]  # no faults: no side is missing
     buf = io.StringIO()
     write_statement(sc, buf)
     bom = tmp_path / "bom.csv"                      # Excel's UTF-8 BOM before the header
@@ -349,7 +349,7 @@ async def test_a_command_with_a_request_id_is_applied_once_and_a_repeat_gets_the
     listener = CommandListener(db, "fxstp")
     client = FakeClient()
     ack = command("desk-1", "acknowledge", bid, "ops1", reply_to="fxstp/replies/ops1")
-    await listener.handle(client, ack)                       # type: ignore[arg-type]
+    await listener.handle(client, ack)                       # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
     await pipeline.tick()
     (first,) = await replies_of(db, "desk-1")
     assert first["data"] == {"request_id": "desk-1", "ok": True,
@@ -359,7 +359,7 @@ async def test_a_command_with_a_request_id_is_applied_once_and_a_repeat_gets_the
 
     # delivered again (the broker redelivers what the engine had not acknowledged):
     # nothing is queued or changed, and the reply is the first one, the same event
-    await listener.handle(client, ack)                       # type: ignore[arg-type]
+    await listener.handle(client, ack)                       # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
     assert client.published == [("fxstp/replies/ops1", first)]
     await pipeline.tick()
     assert await q(db, "SELECT COUNT(*) FROM outbox") == outbox
@@ -370,7 +370,7 @@ async def test_a_command_with_a_request_id_is_applied_once_and_a_repeat_gets_the
     restarted = PostTrade(PostTradeStore(db), REFERENCE, frozenset({"LP1"}), {}, {})
     await restarted.load()
     again = FakeClient()
-    await CommandListener(db, "fxstp").handle(again, ack)    # type: ignore[arg-type]
+    await CommandListener(db, "fxstp").handle(again, ack)    # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
     await restarted.tick()
     assert again.published == [("fxstp/replies/ops1", first)]
     assert await q(db, "SELECT COUNT(*) FROM outbox") == outbox
@@ -386,7 +386,7 @@ async def test_a_command_with_a_request_id_is_applied_once_and_a_repeat_gets_the
              "fxstp/replies/ops1"),
             (command("desk-1", "acknowledge", bid, "ops1"), "fxstp/replies/breaks")):   # another reply_to
         refused = FakeClient()
-        await listener.handle(refused, other)                 # type: ignore[arg-type]
+        await listener.handle(refused, other)                 # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
         ((topic, reply),) = refused.published
         assert topic == answered_on
         assert reply["data"]["ok"] is False and reply["data"]["request_id"] == "desk-1"
@@ -399,7 +399,7 @@ async def test_a_command_with_a_request_id_is_applied_once_and_a_repeat_gets_the
 
     # "ack" is "acknowledge": the same command
     same = FakeClient()
-    await listener.handle(same, command("desk-1", "ack", bid, "ops1",                # type: ignore[arg-type]
+    await listener.handle(same, command("desk-1", "ack", bid, "ops1",                # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
                                         reply_to="fxstp/replies/ops1"))
     assert same.published == [("fxstp/replies/ops1", first)]
 
@@ -409,8 +409,8 @@ async def test_a_repeat_while_the_first_waits_and_a_refused_command_repeated(db:
     listener = CommandListener(db, "fxstp")
     client = FakeClient()
     resolve = command("desk-2", "resolve", bid, "ops1", reason="SSI added")
-    await listener.handle(client, resolve)                   # type: ignore[arg-type]
-    await listener.handle(client, resolve)                   # before the pipeline applied the first
+    await listener.handle(client, resolve)                   # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
+    await listener.handle(client, resolve)                   # type: ignore[arg-type]  # FakeClient; before the pipeline applied the first
     assert client.published == []                            # the first one's reply will answer both
     await pipeline.tick()
     (reply,) = await replies_of(db, "desk-2")
@@ -419,15 +419,15 @@ async def test_a_repeat_while_the_first_waits_and_a_refused_command_repeated(db:
         [f"{bid}-resolved"]
     # a refused command repeated gets the same refusal, not another error
     unknown = command("desk-3", "acknowledge", "0" * 24, "ops1")
-    await listener.handle(client, unknown)                   # type: ignore[arg-type]
+    await listener.handle(client, unknown)                   # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
     await pipeline.tick()
     (refusal,) = await replies_of(db, "desk-3")
     assert refusal["data"]["error"]["code"] == "unknown_break"
-    await listener.handle(client, unknown)                   # type: ignore[arg-type]
+    await listener.handle(client, unknown)                   # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
     assert client.published == [("fxstp/replies/breaks", refusal)]
     # without a request id nothing is deduplicated: a repeat is an illegal transition, as before
     for _ in range(2):
-        await listener.handle(client, command(None, "resolve", bid, "ops2", reason="again"))  # type: ignore[arg-type]
+        await listener.handle(client, command(None, "resolve", bid, "ops2", reason="again"))  # type: ignore[arg-type]  # FakeClient stands in for aiomqtt's
     await pipeline.tick()
     codes = [r["data"]["error"]["code"] for r in await replies_of(db, None)]
     assert codes == ["illegal_transition", "illegal_transition"]
@@ -458,7 +458,7 @@ async def test_a_command_redelivered_after_a_restart_is_answered_as_the_first_wa
             await client.publish("fxstp/commands/breaks", body, qos=1)
             async with asyncio.timeout(15):
                 async for message in client.messages:
-                    event = json.loads(bytes(message.payload))   # type: ignore[arg-type]
+                    event: dict[str, Any] = json.loads(bytes(message.payload))
                     if str(message.topic).startswith("fxstp/replies/"):
                         replies.append(event)
                         if event["data"]["request_id"] == "desk-9":

@@ -98,7 +98,7 @@ async def _collect(port: int, want: int, quiet_s: float, limit_s: float) -> list
                 if len(got) >= want:
                     break
                 continue
-            event = json.loads(bytes(message.payload))   # type: ignore[arg-type]
+            event = json.loads(bytes(message.payload))
             if event["type"] == "com.fxstp.break.detected" and event["data"]["type"] != "margin_unpriced":
                 got.setdefault(event["id"], (str(message.topic), event))
     return list(got.values())

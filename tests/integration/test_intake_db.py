@@ -23,7 +23,7 @@ from fixsim.scenario import Scenario, SimFill
 from handlers.intake import Intake
 from stp.fills import content_hash
 from stp.fixwire import fields_of, finish
-from stp.inbound import Inbound
+from stp.inbound import Inbound, InboundKind
 from stp.intake import IntakeState
 
 PG_URL = os.environ.get("STP_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -86,7 +86,7 @@ def sim_fills(count: int = 6, seed: int = 11) -> list[SimFill]:
                       forward_rate=0.0).events()
     out = [e.lp for e in events]
     assert all(f is not None for f in out)
-    return out  # type: ignore[return-value]
+    return out  # type: ignore[return-value]  # the assert above: no None
 
 
 def raw(body: str, seq: int, msg_type: str = "8", begin: str = "FIX.4.4", sending: str = SENDING,
@@ -100,7 +100,7 @@ def raw(body: str, seq: int, msg_type: str = "8", begin: str = "FIX.4.4", sendin
     return finish(begin, header + body).decode("latin-1")
 
 
-def app(session: str, raw_text: str, received: float = T0, kind: str = "app") -> Inbound:
+def app(session: str, raw_text: str, received: float = T0, kind: InboundKind = "app") -> Inbound:
     return Inbound(session, raw_text, received, kind)
 
 
@@ -511,8 +511,10 @@ async def test_a_stopping_intake_that_cannot_commit_ends_and_leaves_it_to_a_rese
 
     await intake.process([app("LP1", raw(er_body(fills[0]), 1))])
     monkeypatch.setattr(db, "write_intake", down)
+    queue = intake.queue
+    assert isinstance(queue, InboundQueue)
     for i, f in enumerate(fills[1:], 2):
-        intake.queue.put(app("LP1", raw(er_body(f), i)))
+        queue.put(app("LP1", raw(er_body(f), i)))
     task = asyncio.create_task(intake.run())
     await asyncio.sleep(0.2)
     await intake.drain_and_stop()
@@ -529,7 +531,7 @@ async def test_market_data_is_journaled_priced_and_bad_quotes_get_a_bmr(db: Data
     intake = await new_intake(db)
     intake.known_symbols = frozenset({"EUR/USD", "USD/JPY"})
     intake.on_quotes = quotes.extend
-    intake.send_business_reject = lambda *a: bmr.append(a) or True
+    intake.send_business_reject = lambda *a: bmr.append(a) or True  # type: ignore[func-returns-value]  # append, then True: sent
     intake.quote_sessions = frozenset({"LP1"})
     w = "55=EUR/USD\x01268=2\x01269=0\x01270=1.08490\x01269=1\x01270=1.08510\x01"
     later = "55=EUR/USD\x01268=2\x01269=0\x01270=1.09000\x01269=1\x01270=1.09010\x01"

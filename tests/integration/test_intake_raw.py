@@ -5,10 +5,12 @@ from the gateway's frames to the committed rows."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from adapters.db.repository import Database
 from adapters.fix.pipe import FrameReader, decode_message, message_frame
+from stp.inbound import MessageKind
 from tests.integration.test_engine_intake import er
 from tests.integration.test_intake_db import db, new_intake, raw  # noqa: F401 (db: a fixture)
 
@@ -20,7 +22,7 @@ def report(seq: int, exec_id: str, **overrides: str) -> bytes:
     return raw(body, seq).encode("latin-1")          # the wire bytes (str values are Latin-1 here)
 
 
-def through_the_pipe(kind: str, data: bytes, limit: int = 1024 * 1024) -> Any:
+def through_the_pipe(kind: MessageKind, data: bytes, limit: int = 1024 * 1024) -> Any:
     """As quickfix's binding hands the message over (surrogate escapes), framed and read back."""
     frame = message_frame(kind, 0, 1_763_456_400_000_000, data.decode("utf-8", "surrogateescape"), limit)
     [(_, payload)] = FrameReader().feed(frame)
@@ -93,7 +95,8 @@ async def test_an_oversized_report_raises_a_break_with_its_true_size(db: Databas
         (2, "oversized"), (3, "oversized"), (4, "oversized")]
     assert await db.fills_rows() == []
     async with db.engine.connect() as conn:
-        breaks = (await conn.exec_driver_sql(
+        # AsyncConnection.exec_driver_sql says CursorResult[Any]: mypy reads its rows as 1-tuples
+        breaks: Sequence[tuple[Any, ...]] = (await conn.exec_driver_sql(
             "SELECT type, severity, keys, theirs FROM breaks ORDER BY keys")).all()
     assert [(b[0], b[1], json.loads(b[2])) for b in breaks] == [
         ("oversized_report", "high", {"session": "LP1", "seq": "2"}),

@@ -99,7 +99,7 @@ class Subscriber:
                     await client.subscribe(f"{self.prefix}/#", qos=1)
                     self.ready.set()
                     async for message in client.messages:
-                        event = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                        event = json.loads(bytes(message.payload))
                         if str(message.topic).endswith("/status"):
                             self.retained_status.append(event["data"]["state"])
                         else:

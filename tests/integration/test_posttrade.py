@@ -492,16 +492,16 @@ async def test_breaks_of_fills_without_settl_date_carry_the_cut_off_of_their_val
     await pipeline.load()
     intake.on_committed = pipeline.submit
     now = time.time()
-    await intake.process([Inbound("LP1", without_settl_date(e.lp, i + 2, "LP1"), now, "app")
+    await intake.process([Inbound("LP1", without_settl_date(e.lp, i + 2, "LP1"), now, "app")  # type: ignore[arg-type]  # events have both sides
                           for i, e in enumerate(events)])
-    await intake.process([Inbound("PLATFORM", without_settl_date(e.platform, i + 2, "PLATFORM"), now, "app")
+    await intake.process([Inbound("PLATFORM", without_settl_date(e.platform, i + 2, "PLATFORM"), now, "app")  # type: ignore[arg-type]  # events have both sides
                           for i, e in enumerate(events)])
     while not pipeline.queue.empty():
         await pipeline.process(pipeline.queue.get_nowait())
     assert await q(db, "SELECT COUNT(*) FROM fills WHERE settl_date IS NOT NULL") == [(0,)]
     rows = await q(db, "SELECT keys, cut_off_us FROM breaks WHERE type = 'mismatch'")
     assert len(rows) >= 3
-    by_exec = {e.lp.exec_id: e.lp.settl_date for e in events}
+    by_exec = {e.lp.exec_id: e.lp.settl_date for e in events}  # type: ignore[union-attr]  # events have both sides
     for keys, cut_off_us in rows:
         value_date = by_exec[json.loads(keys)["exec_id"]]
         cut_off = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(cut_off_us))

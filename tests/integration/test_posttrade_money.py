@@ -187,8 +187,8 @@ def test_one_check_tells_the_database_being_unavailable_for_the_listener_and_the
     from adapters.db import repository
 
     # the timer asks its store (``PostTradeStore.unavailable``), which asks the one check
-    assert adapters.db.posttrade.database_unavailable is repository.database_unavailable
-    assert adapters.commands.database_unavailable is repository.database_unavailable
+    assert adapters.db.posttrade.database_unavailable is repository.database_unavailable  # type: ignore[attr-defined]  # its import, read on purpose
+    assert adapters.commands.database_unavailable is repository.database_unavailable  # type: ignore[attr-defined]  # its import, read on purpose
     assert not hasattr(handlers.posttrade, "database_unavailable")
     assert not hasattr(handlers.posttrade, "_transient")
     assert repository.database_unavailable(
@@ -228,7 +228,7 @@ async def test_a_tick_whose_commit_fails_once_is_applied_once_after_a_reload(db:
     await pipeline.load()
     taken = pipeline.book.next_posting_id
     async with db.engine.begin() as conn:
-        await conn.exec_driver_sql(pipeline.store.query(
+        await conn.exec_driver_sql(PostTradeStore(db).query(
             "INSERT INTO postings (id, booking_id, ledger, party, amount, value_date) "
             "VALUES (?, ?, ?, ?, ?, ?)"),
             (taken, "elsewhere", "USD", "bank:elsewhere", "0", None))
@@ -323,7 +323,7 @@ async def test_a_failing_timer_retries_with_backoff_not_at_its_period(db: Databa
             raise sa_exc.OperationalError("SELECT", {}, Exception("connection refused"))
         await real_tick(now)
 
-    pipeline.tick = failing_tick  # type: ignore[method-assign]
+    pipeline.tick = failing_tick  # type: ignore[method-assign]  # a failing tick in its place
     timer = asyncio.create_task(pipeline._timer())
     try:
         pipeline.tick_now.set()
@@ -398,7 +398,7 @@ async def test_a_break_resolved_and_detected_again_in_one_transaction_reopens(db
     await inbox_db.enqueue(db, "break_resolve",
                            {"break_id": brk.break_id, "by": "ops", "reason": "known now"})
     real_take = pipeline.margin.take_breaks
-    pipeline.margin.take_breaks = lambda: [*real_take(), brk]   # type: ignore[method-assign]
+    pipeline.margin.take_breaks = lambda: [*real_take(), brk]   # type: ignore[method-assign]  # one more break, in its place
     await pipeline.tick()                  # the resolution, then the detection, in one transaction
     shown = await queries.show_break(db, brk.break_id)
     assert shown is not None and (shown["state"], shown["occurrence"]) == ("open", 2)

@@ -5,14 +5,16 @@ PostgreSQL): session-day resets committed, status, session_down, the audit of
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
+from typing import Any
 
 from adapters.db.repository import Database
 from app.engine import _session_days_at_start
 from fixsim.fixmsg import er_body
 from handlers.intake import Intake
-from stp.inbound import Inbound
+from stp.inbound import Inbound, SessionEventKind
 from stp.sessions import SessionSchedule, session_day
 from stp.timestamps import datetime_to_us
 from tests.integration.test_intake_db import app, db, new_intake, raw, sim_fills  # noqa: F401 (db: a fixture)
@@ -23,7 +25,7 @@ BEFORE = datetime(2026, 12, 3, 21, 0, tzinfo=UTC)
 AFTER = datetime(2026, 12, 3, 23, 0, tzinfo=UTC)
 
 
-def event(session: str, kind: str, at: datetime, **data: object) -> Inbound:
+def event(session: str, kind: SessionEventKind, at: datetime, **data: object) -> Inbound:
     us = datetime_to_us(at)
     payload = json.dumps({"event": kind, "session": session, "at_us": us, **data})
     return Inbound(session, payload, us / 1e6, kind)
@@ -67,7 +69,9 @@ async def test_logouts_make_status_and_one_session_down_break(db: Database) -> N
     assert lp1["logged_on"] is False and lp1["last_reason"] == reason
     assert lp1["last_logout"] == (BEFORE + timedelta(seconds=38)).isoformat()
     async with db.engine.connect() as conn:
-        rows = (await conn.exec_driver_sql("SELECT type, severity, keys, summary FROM breaks")).all()
+        # AsyncConnection.exec_driver_sql says CursorResult[Any]: mypy reads its rows as 1-tuples
+        rows: Sequence[tuple[Any, ...]] = (
+            await conn.exec_driver_sql("SELECT type, severity, keys, summary FROM breaks")).all()
         events = (await conn.exec_driver_sql("SELECT topic FROM outbox")).all()
     assert len(rows) == 1
     kind, severity, keys, summary = rows[0]

@@ -56,7 +56,7 @@ def expected_ids(count: int, faults: str = "", seed: int = 11, side: str = "lp")
 
 async def lp_and_sink(opt: SimOptions, idle: float = 1.5,
                       expect: int | None = None) -> tuple[SimSummary, dict[str, Any]]:
-    lp_task = asyncio.create_task(run_simulator(opt, out=_Null()))  # type: ignore[arg-type]
+    lp_task = asyncio.create_task(run_simulator(opt, out=_Null()))  # type: ignore[arg-type]  # _Null stands in for a TextIO
     await asyncio.sleep(0.2)
     # bounded: a stuck peer fails the test instead of hanging the run
     sink = await asyncio.wait_for(run_sink(SinkOptions(connect=("127.0.0.1", opt.port), idle=idle,
@@ -135,9 +135,9 @@ async def test_lp_restart_resumes_scenario_and_sequence(tmp_path: Path) -> None:
     port = free_port()
     sink_task = asyncio.create_task(run_sink(SinkOptions(connect=("127.0.0.1", port), idle=8,
                                                          expect=800)))
-    first = await run_simulator(lp_options(tmp_path, port, 400, linger=0.3), out=_Null())  # type: ignore[arg-type]
+    first = await run_simulator(lp_options(tmp_path, port, 400, linger=0.3), out=_Null())  # type: ignore[arg-type]  # _Null stands in for a TextIO
     second = await run_simulator(lp_options(tmp_path, port, 800, reset=False, linger=2.0),
-                                 out=_Null())  # type: ignore[arg-type]
+                                 out=_Null())  # type: ignore[arg-type]  # _Null stands in for a TextIO
     sink = await asyncio.wait_for(sink_task, 30)
     assert first.execution_reports == 400 and second.execution_reports == 400
     assert second.events == 800
@@ -153,7 +153,7 @@ async def test_platform_simulator_streams_its_record(tmp_path: Path) -> None:
     opt = SimOptions(role="platform", port=port, count=500, seed=11, faults=FaultRates.parse(faults),
                      sender_comp_id="PLATFORM", target_comp_id="STP", state_dir=tmp_path / "pf",
                      reset=True, start=START, linger=0.5, progress=False, reconnect_interval=0.2)
-    platform = await run_simulator(opt, out=_Null())  # type: ignore[arg-type]
+    platform = await run_simulator(opt, out=_Null())  # type: ignore[arg-type]  # _Null stands in for a TextIO
     sink = await asyncio.wait_for(sink_task, 30)
     ids = expected_ids(500, faults, side="platform")
     assert platform.faults["missing_platform"] == 500 - len(ids) >= 3
@@ -166,9 +166,9 @@ async def test_platform_simulator_streams_its_record(tmp_path: Path) -> None:
 
 async def test_fix42_stream(tmp_path: Path) -> None:
     opt = lp_options(tmp_path, free_port(), 300, begin_string="FIX.4.2")
-    lp_task = asyncio.create_task(run_simulator(opt, out=_Null()))  # type: ignore[arg-type]
+    lp_task = asyncio.create_task(run_simulator(opt, out=_Null()))  # type: ignore[arg-type]  # _Null stands in for a TextIO
     await asyncio.sleep(0.2)
-    sink = await run_sink(SinkOptions(connect=("127.0.0.1", opt.port), begin_string="FIX.4.2",
+    sink: dict[str, Any] = await run_sink(SinkOptions(connect=("127.0.0.1", opt.port), begin_string="FIX.4.2",
                                       idle=1.5))
     lp = await asyncio.wait_for(lp_task, 30)
     assert lp.execution_reports == 300 and sink["unique"] == 300

@@ -103,7 +103,7 @@ class Tables:
     bookings: dict[str, Booked] = field(default_factory=dict)
     postings: dict[int, tuple[str, Posting]] = field(default_factory=dict)   # id -> (booking id, posting)
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
-    dated: dict[tuple[str, str, object], Decimal] = field(default_factory=dict)
+    dated: dict[tuple[str, str, date], Decimal] = field(default_factory=dict)
     nets: dict[NetKey, Decimal] = field(default_factory=dict)
     instructions: dict[str, Instruction] = field(default_factory=dict)
     breaks: dict[str, BreakRecord] = field(default_factory=dict)
@@ -415,8 +415,8 @@ class FakePostTradeStore(_Failing):
                                 p.quote_flow)
         return out
 
-    async def dated_positions(self) -> dict[tuple[str, str], dict[object, Decimal]]:
-        out: dict[tuple[str, str], dict[object, Decimal]] = {}
+    async def dated_positions(self) -> dict[tuple[str, str], dict[date | None, Decimal]]:
+        out: dict[tuple[str, str], dict[date | None, Decimal]] = {}
         for (account, pair, vd), qty in self.tables.dated.items():
             out.setdefault((account, pair), {})[vd] = qty
         return out

@@ -58,7 +58,8 @@ def test_missing_house_accounts_are_created_in_the_reference_data() -> None:
                               counterparties={}, pairs={})
     extended = with_house_accounts(reference, HOUSES)
     created = extended.accounts["HOUSE-LP1"]
-    assert (created.currency, created.leverage_group, created.opening_balance) == ("USD", "professional", 0)
+    assert (created.currency, created.leverage_group, created.opening_balance) == \
+        ("USD", "professional", Decimal(0))
     assert "LP1" in created.name
     assert extended.accounts["BRK-AT-LP2"] is defined            # kept as accounts.toml defines it
     assert "HOUSE-LP1" not in reference.accounts                 # not changed in place
@@ -130,7 +131,7 @@ def test_allocation_moves_the_client_side_and_leaves_the_lp_side() -> None:
     assert (moved.booking_id, moved.kind, moved.account, moved.allocated_from) == \
         ("A:LP1:E1", BookingKind.TRADE, "ACC1", house.booking_id)
     assert moved.fill_key == ("LP1", "E1") and moved.counterparty == "LP1" and moved.trade is not None
-    assert moved.trade.account == "ACC1" and moved.trade.base_amount == house.trade.base_amount  # type: ignore[union-attr]
+    assert moved.trade.account == "ACC1" and moved.trade.base_amount == house.trade.base_amount  # type: ignore[union-attr]  # house.trade: a trade booking has one
     ledger = Ledger()
     ledger.apply(house)
     lp_before = {c: ledger.balance(c, lp_party("LP1")) for c in ("EUR", "USD")}
@@ -186,7 +187,7 @@ def test_allocated_or_not_the_nets_and_positions_are_those_of_the_fill(
     assert moved.postings == direct.postings and moved.trade == direct.trade
     # positions: the house is flat again, the client holds what a direct booking gives
     assert house.trade is not None and direct.trade is not None and moved.trade is not None
-    house_position = apply_trade(apply_trade(None, house.trade, 1), reversal.trade, -1)  # type: ignore[arg-type]
+    house_position = apply_trade(apply_trade(None, house.trade, 1), reversal.trade, -1)  # type: ignore[arg-type]  # reversal.trade: the reversed booking's
     assert house_position.quantity == 0
     assert apply_trade(None, moved.trade, 1) == replace(apply_trade(None, direct.trade, 1))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import random
+from collections.abc import Sequence
 
 import pytest
 import simplefix
@@ -41,7 +42,7 @@ def _b(value: str | bytes | int) -> bytes:
 
 
 def build(
-    fields: list[tuple[int, str | bytes]],
+    fields: Sequence[tuple[int, str | bytes]],
     begin: str = "FIX.4.4",
     length: str | bytes | int | None = None,
     cks: str | bytes | None = None,

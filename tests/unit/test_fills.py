@@ -45,7 +45,7 @@ ER44: dict[int, str] = {
 }
 
 
-def er(base: dict[int, str] | None = None, **changes: str | None) -> dict[int, str]:
+def er(base: dict[int, str] | None = None, /, **changes: str | None) -> dict[int, str]:
     """A copy of ``base`` (default ER44) with t<tag>=value changes (None removes)."""
     out = dict(ER44 if base is None else base)
     for key, value in changes.items():

@@ -31,7 +31,7 @@ class Fast:
 def test_same_signature_and_values() -> None:
     assert list(inspect.signature(Fast).parameters) == list(inspect.signature(Plain).parameters)
     for args, kwargs in [((1, "x"), {}), ((1, "x", (2,)), {"d": 4}), ((), {"b": "y", "a": 3})]:
-        fast, plain = Fast(*args, **kwargs), Plain(*args, **kwargs)   # type: ignore[arg-type]
+        fast, plain = Fast(*args, **kwargs), Plain(*args, **kwargs)   # type: ignore[arg-type]  # the table's rows fit the fields; mypy sees their union
         assert dataclasses.astuple(fast) == dataclasses.astuple(plain)
         assert repr(fast).replace("Fast", "Plain") == repr(plain)
 
@@ -39,14 +39,14 @@ def test_same_signature_and_values() -> None:
 def test_still_frozen_hashable_comparable_and_replaceable() -> None:
     x = Fast(1, "x")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        x.a = 2                                      # type: ignore[misc]
+        x.a = 2                                      # type: ignore[misc]  # assigning to a frozen field on purpose
     assert x == Fast(1, "x") and x != Fast(2, "x")
     assert hash(x) == hash(Fast(1, "x"))
     assert dataclasses.replace(x, b="y") == Fast(1, "y")
     with pytest.raises(TypeError):
-        Fast(1)                                      # type: ignore[call-arg]
+        Fast(1)                                      # type: ignore[call-arg]  # a missing argument on purpose
     with pytest.raises(TypeError):
-        Fast(1, "x", e=3)                            # type: ignore[call-arg]
+        Fast(1, "x", e=3)                            # type: ignore[call-arg]  # an unknown keyword on purpose
 
 
 def test_unsupported_classes_are_refused() -> None:

@@ -13,6 +13,7 @@ from stp.margin import (
     AccountMargin,
     MarginBook,
     MarginEvent,
+    MarginState,
     PositionView,
     PriceBook,
     margin_state_after,
@@ -240,7 +241,7 @@ def test_balance_change_crosses() -> None:
 
 def test_default_recovery_band_is_five_points() -> None:
     retail = LeverageGroup("retail")
-    assert (retail.margin_call_level, retail.stop_out_level, retail.recovery_band) == (100, 50, 5)
+    assert (retail.margin_call_level, retail.stop_out_level, retail.recovery_band) == (D(100), D(50), D(5))
     with pytest.raises(ValueError, match="recovery_band"):
         LeverageGroup("bad", recovery_band=D(-1))
 
@@ -364,7 +365,7 @@ def test_state_after_a_restart_is_the_stored_one() -> None:
     assert kinds(banded("11000").restore_states({"A": "margin_call"})) == ["recovered"]
     assert kinds(banded("9000").restore_states({"A": "ok"})) == ["margin_call"]
     with pytest.raises(ValueError, match="unknown margin state"):
-        banded().restore_states({"A": "panic"})  # type: ignore[dict-item]
+        banded().restore_states({"A": "panic"})  # type: ignore[dict-item]  # an unknown state on purpose
 
 
 @pytest.mark.parametrize(
@@ -379,9 +380,9 @@ def test_state_after_a_restart_is_the_stored_one() -> None:
         ("stop_out", "-3.00", "stop_out"),
     ],
 )
-def test_margin_state_after(previous: str, level: str | None, expected: str) -> None:
+def test_margin_state_after(previous: MarginState, level: str | None, expected: str) -> None:
     group = LeverageGroup("retail")
-    assert margin_state_after(previous, None if level is None else D(level), group) == expected  # type: ignore[arg-type]
+    assert margin_state_after(previous, None if level is None else D(level), group) == expected
 
 
 # -- incremental scope -------------------------------------------------------
@@ -590,7 +591,7 @@ def test_incremental_equals_recompute_from_open_positions(sequence: list[tuple[o
 def check_against_recompute(m: MarginBook, sequence: list[tuple[object, ...]]) -> None:
     rank = {"ok": 0, "margin_call": 1, "stop_out": 2}
     # the state depends on the path: replay it, level by level, beside the book
-    path = {a.account_id: m.snapshot(a.account_id).state for a in ACCOUNTS}
+    path: dict[str, str] = {a.account_id: m.snapshot(a.account_id).state for a in ACCOUNTS}
     for op in sequence:
         before = {a.account_id: m.snapshot(a.account_id) for a in ACCOUNTS}
         counter = m.recomputed_accounts
@@ -622,9 +623,9 @@ def check_against_recompute(m: MarginBook, sequence: list[tuple[object, ...]]) -
             events = m.set_balance(account, balance)
             touched = {account}
         else:
-            _, account, balance = op
-            assert isinstance(account, str) and isinstance(balance, Decimal)
-            events = m.set_balance(account, balance)
+            _, account, new_balance = op
+            assert isinstance(account, str) and isinstance(new_balance, Decimal)
+            events = m.set_balance(account, new_balance)
             touched = {account}
         assert m.recomputed_accounts == counter + len(touched)
         for a in ACCOUNTS:

@@ -187,7 +187,7 @@ def test_the_book_moves_the_nets_it_is_given() -> None:
         (Posting("EUR", "lp:LP2", Decimal(1), VD), "LP1", "not the booking's counterparty"),
         (Posting("EUR", "lp:", Decimal(1), VD), None, "without a session"),
         (Posting("EUR", "lp:LP1", Decimal("NaN"), VD), "LP1", "not a finite Decimal"),
-        (Posting("EUR", "lp:LP1", 1.5, VD), "LP1", "not a finite Decimal"),  # type: ignore[arg-type]
+        (Posting("EUR", "lp:LP1", 1.5, VD), "LP1", "not a finite Decimal"),  # type: ignore[arg-type]  # a float on purpose: the check under test
     ],
 )
 def test_unnettable_bookings_raise_and_change_nothing(

@@ -249,7 +249,7 @@ def test_random_trades_cancels_and_corrections(data: st.DataObject) -> None:
             ref = data.draw(st.sampled_from([*keys_seen, (session, "UNKNOWN")]))
             session = ref[0]
         fill = make_fill(f"E{n}", session=session, kind=kind, exec_ref_id=ref[1] if ref else None,
-                         **data.draw(fill_fields()))  # type: ignore[arg-type]
+                         **data.draw(fill_fields()))  # type: ignore[arg-type]  # fill_fields draws each keyword's own type
         original = active.get(ref) if ref else None
         result = book_fill(fill, original)
         event(f"{kind.name} {'with' if original else 'without'} original")

@@ -37,8 +37,8 @@ def test_shipped_reference_data_loads() -> None:
 
 def test_ssi_versions_and_missing_ssi() -> None:
     lp1 = load_reference(REF).counterparties["LP1"]
-    assert lp1.ssi("EUR", date(2026, 12, 1)).version == 1          # type: ignore[union-attr]
-    assert lp1.ssi("EUR", date(2027, 1, 4)).version == 2           # type: ignore[union-attr]
+    assert lp1.ssi("EUR", date(2026, 12, 1)).version == 1          # type: ignore[union-attr]  # REF defines this SSI
+    assert lp1.ssi("EUR", date(2027, 1, 4)).version == 2           # type: ignore[union-attr]  # REF defines this SSI
     assert load_reference(REF).counterparties["LP2"].ssi("CAD") is None
 
 

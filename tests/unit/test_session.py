@@ -16,7 +16,7 @@ as the ``now`` argument.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -65,7 +65,7 @@ def split_frames(data: bytes) -> list[bytes]:
     return frames
 
 
-def types(msgs: Sequence[Message]) -> list[str]:
+def types(msgs: Iterable[Message]) -> list[str]:
     return [m.msg_type for m in msgs]
 
 

@@ -252,7 +252,7 @@ def test_illegal_transitions() -> None:
     with pytest.raises(IllegalTransition, match=r"cannot fail instruction .* it is settled"):
         book.apply_status(EUR, "failed", AFTER, reason="late")
     with pytest.raises(ValueError, match="unknown settlement status"):
-        book.apply_status(EUR, "bounced", AFTER)  # type: ignore[arg-type]
+        book.apply_status(EUR, "bounced", AFTER)  # type: ignore[arg-type]  # an unknown status on purpose
     with pytest.raises(ValueError, match="timezone-aware"):
         book.apply_status(EUR, "settled", datetime(2026, 11, 20, 10))
     assert issubclass(IllegalTransition, ValueError)
@@ -269,7 +269,7 @@ def test_instruction_transitions_directly() -> None:
     with pytest.raises(IllegalTransition, match=r"cannot settle .* it is failed"):
         failed.settle(AFTER)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        failed.state = InstructionState.SETTLED  # type: ignore[misc]
+        failed.state = InstructionState.SETTLED  # type: ignore[misc]  # assigning to a frozen field on purpose
 
 
 # -- wiring and persistence ---------------------------------------------------------------
@@ -326,7 +326,7 @@ def test_instructions_add_up_to_the_last_net(ops: list[tuple[object, ...]]) -> N
     last: dict[NetKey, Decimal] = {}
     for op in ops:
         if op[0] == "net":
-            key, amount = op[1], Decimal(op[2])  # type: ignore[arg-type]
+            key, amount = op[1], Decimal(op[2])  # type: ignore[arg-type]  # a net op draws an int
             assert isinstance(key, NetKey)
             went_out = any(i.state is not InstructionState.PENDING for i in book.history(key))
             breaks = book.on_net_change(key, amount, AFTER)
@@ -340,7 +340,7 @@ def test_instructions_add_up_to_the_last_net(ops: list[tuple[object, ...]]) -> N
             key, status = op[1], op[2]
             assert isinstance(key, NetKey)
             with contextlib.suppress(IllegalTransition):
-                book.apply_status(key, status, AFTER)  # type: ignore[arg-type]
+                book.apply_status(key, status, AFTER)  # type: ignore[arg-type]  # a status op draws settled or failed
         for key in (EUR, USD):
             history = book.history(key)
             assert book.net(key) == last.get(key, Decimal(0))

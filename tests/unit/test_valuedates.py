@@ -257,7 +257,7 @@ def test_currency_pair_rejects_bad_lag() -> None:
 def test_currency_pair_is_frozen_and_hashable() -> None:
     p = pair("EUR/USD")
     with pytest.raises(AttributeError):
-        p.base = "GBP"  # type: ignore[misc]
+        p.base = "GBP"  # type: ignore[misc]  # assigning to a frozen field on purpose
     assert {p: 1}[pair("EURUSD")] == 1
 
 
