@@ -72,7 +72,7 @@ def booking_sequences(draw: st.DrawFn, max_steps: int = 30) -> list[Booking]:
             step = "trade"
         if step == "trade":
             fields = draw(fill_fields(draw(st.sampled_from(SESSIONS))))
-            fill = make_fill(f"E{n}", **fields)  # type: ignore[arg-type]
+            fill = make_fill(f"E{n}", **fields)  # type: ignore[arg-type]  # fields drawn as a dict[str, object]
             bookings = book_fill(fill, None).bookings       # none if the amounts round to zero
             for b in bookings:
                 assert b.fill_key is not None
@@ -81,7 +81,7 @@ def booking_sequences(draw: st.DrawFn, max_steps: int = 30) -> list[Booking]:
             key = draw(st.sampled_from(sorted(active)))
             kind = ExecKind.CANCEL if step == "cancel" else ExecKind.CORRECT
             fields = draw(fill_fields(key[0]))
-            fill = make_fill(f"E{n}", kind=kind, exec_ref_id=key[1], **fields)  # type: ignore[arg-type]
+            fill = make_fill(f"E{n}", kind=kind, exec_ref_id=key[1], **fields)  # type: ignore[arg-type]  # drawn dict
             bookings = book_fill(fill, active[key]).bookings
             if bookings:                                    # a correction that cannot book: a break
                 del active[key]
