@@ -353,13 +353,17 @@ def test_clean_restart_resumes_without_loss_or_double(tmp_path: Path, engine_fac
     lp_port = free_port()
     cfg = write_config(tmp_path / "engine.toml", f"sqlite+aiosqlite:///{tmp_path / 'stp.db'}",
                        lp_port, None)
-    lp = simulator("lp", lp_port, 1500, tmp_path, rate=500, linger=4)
+    # the LP streams for 6 s and stays up until the engine is back (a loaded
+    # machine stops and starts the engine slowly: a short linger or a fast
+    # stream tested the machine, not the restart)
+    lp = simulator("lp", lp_port, 1500, tmp_path, rate=250, linger=-1)
     engine = engine_factory(cfg)
     engine.wait_for(lambda s: s["executions"] >= 300)
     assert engine.stop() == 0                       # SIGTERM: logout, commit, exit
     mid = engine.status()["executions"]
     engine = engine_factory(cfg)
     status = engine.wait_for(lambda s: s["executions"] >= 1500)
+    lp.terminate()
     lp.communicate(timeout=60)
     assert mid < 1500
     assert status["executions"] == 1500 and status["conflicts"] == 0
