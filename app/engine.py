@@ -309,12 +309,9 @@ def _redact(url: str) -> str:
 
 
 async def status(cfg: EngineConfig) -> dict[str, Any]:
-    db = Database(cfg.database_url)
-    try:
+    async with Database(cfg.database_url) as db:
         await db.migrate()
         result = await db.status()
-    finally:
-        await db.close()
     now = datetime.now(UTC)
     for spec in cfg.sessions:
         entry = result["sessions"].setdefault(spec.name, {"last_seq": None, "resets": 0, "executions": 0,

@@ -122,9 +122,8 @@ async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str
     if not standalone:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     reference = load_reference(cfg.reference_dir)
-    db = Database(cfg.database_url)
     summary: dict[str, Any] = {}
-    try:
+    async with Database(cfg.database_url) as db:
         await db.migrate()        # a standalone post-trade may start before any engine
         waited = time.monotonic()
         async with db.exclusive("posttrade"):
@@ -161,7 +160,5 @@ async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str
                 reading.cancel()
                 posttrade.poke()                  # whatever was committed last
                 summary = await close_posttrade(parts)
-    finally:
-        await db.close()
     log.info("posttrade_process_stopped", **summary)
     return summary

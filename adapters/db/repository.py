@@ -171,6 +171,14 @@ class Database:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """``async with Database(url) as db``: the pool is disposed however the
+        block ends (an exception, a cancellation): no connection outlives it."""
+        await self.close()
+
     @contextlib.asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:
         """Hold a lock called ``name`` that one process at a time can hold on
