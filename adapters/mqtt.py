@@ -97,13 +97,10 @@ class OutboxRelay:
         return client
 
     async def run(self) -> None:
-        backoff = self.backoff
-        delay = backoff.delay(0)
         while not self._stopping:
             try:
                 async with self._client() as client:
-                    backoff.reset()
-                    delay = backoff.delay(0)
+                    self.backoff.reset()
                     if self._lost_at_us is not None:
                         await self._replay_recent(self._lost_at_us)
                         self._lost_at_us = None
@@ -135,25 +132,33 @@ class OutboxRelay:
                     await self._status(client, "offline")
                     return
             except aiomqtt.MqttError as exc:
-                if self.connected.is_set() and self._lost_at_us is None:
-                    self._lost_at_us = now_us()
-                self.connected.clear()
+                self._lost()
+                delay = self._retry_delay()
                 log.warning("mqtt_unavailable", host=self.settings.host, port=self.settings.port,
                             error=str(exc), retry_in_s=delay)
             except Exception as exc:       # the database (reading, marking, storing a command)
-                if self.connected.is_set() and self._lost_at_us is None:
-                    self._lost_at_us = now_us()
-                self.connected.clear()
+                self._lost()
+                delay = self._retry_delay()
                 log.error("relay_failed", error=repr(exc)[:300], retry_in_s=delay)
             if self._stopping:
                 return
-            # a command listener failing again and again: wait longer each time
-            if self.listener_failures:
-                backoff.failures = max(backoff.failures, self.listener_failures - 1)
-            delay = backoff.next()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), delay)
-            delay = backoff.delay(backoff.failures)
+
+    def _lost(self) -> None:
+        """The connection is gone (or never came): what was published in the
+        last ``replay_s`` before this is republished after reconnecting."""
+        if self.connected.is_set() and self._lost_at_us is None:
+            self._lost_at_us = now_us()
+        self.connected.clear()
+
+    def _retry_delay(self) -> float:
+        """The backoff's next delay; a command listener failing again and
+        again waits at least as long as its n-th failure would (it is started
+        again with the connection)."""
+        if self.listener_failures:
+            self.backoff.failures = max(self.backoff.failures, self.listener_failures - 1)
+        return self.backoff.next()
 
     async def _status(self, client: aiomqtt.Client, state: str, **detail: str) -> None:
         event = engine_status(state, self.settings.topic_prefix, datetime.now(UTC), **detail)
