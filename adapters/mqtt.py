@@ -76,6 +76,8 @@ class OutboxRelay:
         # reconnecting: 1 s doubling to 30 s, from 1 s again once connected;
         # a command listener that keeps failing waits as long after its n-th failure
         self.backoff = Backoff(1.0, 30.0)
+        self._task: asyncio.Task[None] | None = None     # run, under ``async with``
+        self.stop_timeout = 5.0
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
@@ -278,6 +280,28 @@ class OutboxRelay:
         self._stopping = True
         self._stop_requested.set()
         self.wakeup.set()
+
+    async def __aenter__(self) -> OutboxRelay:
+        """``async with relay``: ``run`` in a task of its own for the block."""
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.close())
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop the task ``async with`` started: what is committed is published
+        and offline said within ``timeout`` seconds (``stop_timeout``), else it
+        is cancelled (no broker: the outbox keeps the events for the next start)."""
+        timeout = self.stop_timeout if timeout is None else timeout
+        await self.stop()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
 
     async def pending(self) -> int:
         rows = await self.store.fetch("SELECT COUNT(*) FROM outbox WHERE published_us IS NULL")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -46,16 +47,22 @@ class PostTradeParts:
     command listener (in the engine's process or in its post-trade process)."""
 
     posttrade: PostTrade
-    task: asyncio.Task[None]
     relay: OutboxRelay | None
-    relay_task: asyncio.Task[None] | None
-    embedded: EmbeddedBroker | None
-    pruner: asyncio.Task[None] | None = None     # the inbox's applied rows past their retention
+
+    def summary(self) -> dict[str, Any]:
+        return {"posttrade_processed": self.posttrade.processed,
+                "breaks_detected": self.posttrade.breaks.detected,
+                "events_published": self.relay.published if self.relay else 0}
 
 
-async def build_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceData,
-                          catch_up_batch: int | None = None) -> PostTradeParts:
-    """Load post-trade's state, start it (it catches up from its cursor) and the relay."""
+@contextlib.asynccontextmanager
+async def running_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceData,
+                            catch_up_batch: int | None = None) -> AsyncIterator[PostTradeParts]:
+    """Load post-trade's state, start it (it catches up from its cursor), the
+    relay (and the embedded broker, if asked for) and the inbox's pruner.
+    However the block ends, in this order: the pruner stops, post-trade
+    processes what is committed, the relay publishes it (5 s at most: without
+    a broker the outbox keeps it for the next start), the broker stops."""
     posttrade = PostTrade(
         db, reference, lp_sessions=frozenset(s.name for s in cfg.lps),
         key_by_platform={p.name: p.match_key for p in cfg.platforms},
@@ -70,12 +77,29 @@ async def build_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceD
     mqtt = settings_from_config(cfg)
     commands = CommandListener(db, cfg.mqtt_topic_prefix, wake=posttrade.tick_now.set)
     relay = OutboxRelay(db, mqtt, wakeup=posttrade.committed, commands=commands) if mqtt.enabled else None
-    embedded = await _embedded_broker(mqtt) if relay else None
-    relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
-    task = asyncio.create_task(posttrade.run(), name="posttrade")
-    pruner = asyncio.create_task(prune_inbox_periodically(db, mqtt.request_id_retention_days),
-                                 name="inbox-pruner")
-    return PostTradeParts(posttrade, task, relay, relay_task, embedded, pruner)
+    async with contextlib.AsyncExitStack() as stack:      # unwinds in the reverse order
+        if relay is not None:
+            embedded = await _embedded_broker(mqtt)
+            if embedded is not None:
+                stack.push_async_callback(embedded.astop)
+            await stack.enter_async_context(relay)
+        task = asyncio.create_task(posttrade.run(), name="posttrade")
+        stack.push_async_callback(_stop_posttrade, posttrade, task)
+        pruner = asyncio.create_task(prune_inbox_periodically(db, mqtt.request_id_retention_days),
+                                     name="inbox-pruner")
+        stack.push_async_callback(_cancelled, pruner)
+        yield PostTradeParts(posttrade, relay)
+
+
+async def _stop_posttrade(posttrade: PostTrade, task: asyncio.Task[None]) -> None:
+    """Process what is committed, then end."""
+    await posttrade.stop()
+    await asyncio.shield(task)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.wait([task])
 
 
 async def prune_inbox_periodically(db: Database, retention_days: float, every_s: float = 3600.0) -> None:
@@ -94,122 +118,120 @@ async def prune_inbox_periodically(db: Database, retention_days: float, every_s:
         await asyncio.sleep(every_s)
 
 
-async def close_posttrade(parts: PostTradeParts) -> dict[str, Any]:
-    """Process what is committed, let the relay publish it, stop both."""
-    if parts.pruner is not None:
-        parts.pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await parts.pruner
-    await parts.posttrade.stop()
-    await asyncio.shield(parts.task)
-    if parts.relay is not None and parts.relay_task is not None:
-        await parts.relay.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(parts.relay_task), 5.0)
-        except TimeoutError:
-            parts.relay_task.cancel()     # no broker: the outbox keeps the events for the next start
-    if parts.embedded is not None:
-        await parts.embedded.astop()
-    return {"posttrade_processed": parts.posttrade.processed,
-            "breaks_detected": parts.posttrade.breaks.detected,
-            "events_published": parts.relay.published if parts.relay else 0}
-
-
 async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None, log_level: str | None = None) -> dict[str, Any]:
+    """Run the engine until ``stop`` (or forever); its summary.
+
+    Every resource is entered on one exit stack, which unwinds them however
+    the run ends (a stop, an exception, a cancellation, a start-up that failed
+    part way) in the order exactly once needs: the session resets stop; the
+    hand-off from the gateway closes and the intake commits what it queued
+    (what arrives after that is resent on the next start); the gateway logs
+    every session out; the sessions are marked down; post-trade processes
+    what is committed and the relay publishes it (here or in the post-trade
+    child); the summary is logged; the engine lock goes, then the database."""
     reference = load_reference(cfg.reference_dir)
-    db = Database(cfg.database_url)
-    await db.migrate()
-    # one engine per database: `session reset` knows from this lock whether an
-    # engine owns the sessions (a killed engine's lock goes with it)
-    owner = db.exclusive("engine")
-    await owner.__aenter__()
-    state = await db.load_intake_state()
-    schedules = {s.name: session_schedule(s) for s in cfg.sessions}
-    await _session_days_at_start(db, state, schedules)
-    await db.set_sessions_down(list(schedules), "engine started: not logged on yet")
-    queue = InboundQueue(cfg.queue_max)
-    intake = Intake(queue, db, state, batch_max=cfg.batch_max, known_symbols=reference.symbols,
-                    topic_prefix=cfg.mqtt_topic_prefix, limits=reference.amount_limits())
-    await intake.load_reference_prices()
-    intake.schedules = schedules
-    pending_outbound = dict(state.pending_outbound)
-    # (re)started with the committed sequence numbers and their session days,
-    # once the intake has committed what an earlier gateway delivered
-    gateway = FixGateway(cfg, queue, resume=lambda: dict(intake.last_seq), log_level=log_level,
-                         drained=intake.drained, days=lambda: dict(intake.days),
-                         outbound=lambda: dict(pending_outbound))
-    intake.send_dont_know = gateway.send_dont_know
-    intake.send_business_reject = gateway.send_business_reject
-    intake.quote_sessions = frozenset(s.name for s in cfg.lps)
-    parts: PostTradeParts | None = None
-    child: PostTradeProcess | None = None
-    if cfg.posttrade_mode == "process":
-        child = PostTradeProcess(cfg, log_level)
-        await child.start()
-        intake.after_commit = child.notify
-    elif cfg.posttrade_mode == "external":
-        log.info("posttrade_external", note="post-trade is not started here: run "
-                 "`run_engine.py posttrade --standalone` with this configuration")
-    else:
-        parts = await build_posttrade(cfg, db, reference)
-        posttrade = parts.posttrade
-        intake.committed = posttrade.committed      # intake breaks wake the relay too
-        intake.on_committed = posttrade.submit
-        intake.on_quotes = posttrade.submit_quotes
-        posttrade.intake_waiting = lambda: len(queue) > 0
-    intake_task = asyncio.create_task(intake.run(), name="intake")
-    # what start-up built lives as long as the process: keep it out of the
-    # collector's scans (full collections paused the loop for 75-160 ms)
-    gc.collect()
-    gc.freeze()
-    resets_task: asyncio.Task[None] | None = None
-    try:
-        ready = await gateway.start()
+    summary: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        db = await stack.enter_async_context(Database(cfg.database_url))
+        await db.migrate()
+        # one engine per database: `session reset` knows from this lock whether an
+        # engine owns the sessions (a killed engine's lock goes with it)
+        await stack.enter_async_context(db.exclusive("engine"))
+        stack.callback(lambda: log.info("engine_stopped", **summary))
+        state = await db.load_intake_state()
+        schedules = {s.name: session_schedule(s) for s in cfg.sessions}
+        await _session_days_at_start(db, state, schedules)
+        await db.set_sessions_down(list(schedules), "engine started: not logged on yet")
+        queue = InboundQueue(cfg.queue_max)
+        intake = Intake(queue, db, state, batch_max=cfg.batch_max, known_symbols=reference.symbols,
+                        topic_prefix=cfg.mqtt_topic_prefix, limits=reference.amount_limits())
+        await intake.load_reference_prices()
+        intake.schedules = schedules
+        pending_outbound = dict(state.pending_outbound)
+        # (re)started with the committed sequence numbers and their session days,
+        # once the intake has committed what an earlier gateway delivered
+        gateway = FixGateway(cfg, queue, resume=lambda: dict(intake.last_seq), log_level=log_level,
+                             drained=intake.drained, days=lambda: dict(intake.days),
+                             outbound=lambda: dict(pending_outbound))
+        intake.send_dont_know = gateway.send_dont_know
+        intake.send_business_reject = gateway.send_business_reject
+        intake.quote_sessions = frozenset(s.name for s in cfg.lps)
+        if cfg.posttrade_mode == "process":
+            child = PostTradeProcess(cfg, log_level)
+            # the child processes what the intake committed, then exits
+            stack.callback(lambda: summary.update(posttrade_process_exit=child.exit_code,
+                                                  posttrade_process_restarts=child.restarts))
+            await stack.enter_async_context(child)
+            intake.after_commit = child.notify
+        elif cfg.posttrade_mode == "external":
+            log.info("posttrade_external", note="post-trade is not started here: run "
+                     "`run_engine.py posttrade --standalone` with this configuration")
+        else:
+            parts = await stack.enter_async_context(running_posttrade(cfg, db, reference))
+            stack.callback(lambda: summary.update(parts.summary()))
+            posttrade = parts.posttrade
+            intake.committed = posttrade.committed      # intake breaks wake the relay too
+            intake.on_committed = posttrade.submit
+            intake.on_quotes = posttrade.submit_quotes
+            posttrade.intake_waiting = lambda: len(queue) > 0
+        intake_task = asyncio.create_task(intake.run(), name="intake")
+        stack.push_async_callback(_gateway_stopped, gateway, db, list(schedules), summary)
+        stop_intake = _intake_stopper(intake, queue, intake_task, summary)
+        stack.push_async_callback(stop_intake)          # if the gateway never starts
+        # what start-up built lives as long as the process: keep it out of the
+        # collector's scans (full collections paused the loop for 75-160 ms)
+        gc.collect()
+        gc.freeze()
+        await stack.enter_async_context(gateway)        # its exit logs the sessions out
+        stack.push_async_callback(stop_intake)          # before the gateway stops
         if pending_outbound:
             await db.clear_pending_outbound(list(pending_outbound))
             log.info("session_outbound_applied", outbound=pending_outbound)
             pending_outbound.clear()
-        resets_task = asyncio.create_task(_session_resets(db, gateway), name="session-resets")
+        resets = asyncio.create_task(_session_resets(db, gateway), name="session-resets")
+        stack.callback(resets.cancel)
         log.info("engine_started", config=str(cfg.path), database=_redact(cfg.database_url),
                  lps=[s.name for s in cfg.lps], platforms=[s.name for s in cfg.platforms],
                  resume={s.name: state.last_seq.get(s.name) for s in cfg.sessions},
                  session_days={s.name: state.session_days.get(s.name) for s in cfg.sessions},
-                 posttrade=cfg.posttrade_mode, gateway_pid=ready.get("pid"))
+                 posttrade=cfg.posttrade_mode, gateway_pid=(gateway.ready or {}).get("pid"))
         if started is not None:
             started.set()
-        if stop is not None:
-            await stop.wait()
-        else:
-            await asyncio.Event().wait()
-    finally:
-        # Commit what was received, log the sessions out, then let post-trade
-        # finish.  What arrives after the queue closes is resent on the next
-        # start.
-        if resets_task is not None:
-            resets_task.cancel()
+        await (stop or asyncio.Event()).wait()
+    return summary
+
+
+def _intake_stopper(intake: Intake, queue: InboundQueue, task: asyncio.Task[None],
+                    summary: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+    """Close the hand-off from the gateway, commit what the intake has queued,
+    wait for it to end, add its summary: once, however often it is called."""
+    stopped = False
+
+    async def stop_intake() -> None:
+        nonlocal stopped
+        if stopped:
+            return
+        stopped = True
         queue.closed = True
         await intake.drain_and_stop()
-        await asyncio.shield(intake_task)
-        summary = intake.summary()
-        summary["gateway_exit"] = await asyncio.shield(gateway.stop())   # logs the sessions out
-        try:
-            await db.set_sessions_down(list(schedules), "engine stopped")
-        except Exception as exc:
-            log.error("session_status_not_written", error=repr(exc)[:300])
-        summary["gateway_restarts"] = gateway.restarts
-        summary["gateway_quarantined"] = gateway.quarantined
-        summary["gateway_send_failures"] = gateway.send_failures
-        if parts is not None:
-            summary.update(await close_posttrade(parts))
-        if child is not None:
-            # the child processes what the intake committed, then exits
-            summary["posttrade_process_exit"] = await asyncio.shield(child.stop())
-            summary["posttrade_process_restarts"] = child.restarts
-        log.info("engine_stopped", **summary)
-        await owner.__aexit__(None, None, None)
-        await db.close()
-    return summary
+        await asyncio.shield(task)
+        summary.update(intake.summary())
+
+    return stop_intake
+
+
+async def _gateway_stopped(gateway: FixGateway, db: Database, sessions: list[str],
+                           summary: dict[str, Any]) -> None:
+    """After the gateway has logged the sessions out: they are down."""
+    summary["gateway_exit"] = gateway.exit_code
+    try:
+        await db.set_sessions_down(sessions, "engine stopped")
+    except Exception as exc:
+        log.error("session_status_not_written", error=repr(exc)[:300])
+    summary["gateway_restarts"] = gateway.restarts
+    summary["gateway_quarantined"] = gateway.quarantined
+    summary["gateway_send_failures"] = gateway.send_failures
 
 
 async def _session_days_at_start(db: Database, state: IntakeState,

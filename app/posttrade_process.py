@@ -65,7 +65,7 @@ class PostTradeProcess:
         self.cfg = cfg
         self.log_level = log_level
         self.stop_timeout = stop_timeout
-        self._child = ChildSupervisor("posttrade_process", self.command, restart=Backoff(1.0, 30.0),
+        self._child = ChildSupervisor("posttrade_process", lambda: self.command(), restart=Backoff(1.0, 30.0),
                                       stop_grace=stop_timeout, healthy_s=healthy_s, launch=self._launch,
                                       logger=log)
 
@@ -114,7 +114,7 @@ async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str
     closes; standalone: polling the database, until SIGINT or SIGTERM."""
     from adapters.db.repository import Database
     from adapters.reference import load_reference
-    from app.engine import build_posttrade, close_posttrade
+    from app.engine import running_posttrade
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -137,31 +137,31 @@ async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str
             # at 10,000 fills/s offered, bench/pipeline.py at full speed):
             # 2000 fills a batch, p99 receipt-to-commit 250-270 ms and 7,400
             # fills/s end to end; 500 a batch, 105-170 ms and 5,500-5,700/s
-            parts = await build_posttrade(cfg, db, reference, catch_up_batch=cfg.posttrade_batch)
-            posttrade = parts.posttrade
+            async with running_posttrade(cfg, db, reference, catch_up_batch=cfg.posttrade_batch) as parts:
+                posttrade = parts.posttrade
 
-            async def pokes() -> None:
-                while True:
-                    data = await reader.read(65536)
-                    if not data:
-                        stop.set()          # the engine stopped (or died)
-                        return
-                    posttrade.poke()
-                    posttrade.committed.set()     # intake breaks for the relay
+                async def pokes() -> None:
+                    while True:
+                        data = await reader.read(65536)
+                        if not data:
+                            stop.set()          # the engine stopped (or died)
+                            return
+                        posttrade.poke()
+                        posttrade.committed.set()     # intake breaks for the relay
 
-            async def polls() -> None:
-                while True:
-                    await asyncio.sleep(cfg.posttrade_poll_ms / 1000)
-                    posttrade.poke()
-                    posttrade.committed.set()
+                async def polls() -> None:
+                    while True:
+                        await asyncio.sleep(cfg.posttrade_poll_ms / 1000)
+                        posttrade.poke()
+                        posttrade.committed.set()
 
-            reading = asyncio.create_task(polls() if standalone else pokes(), name="posttrade-pokes")
-            log.info("posttrade_process_ready", cursor=posttrade.cursor, standalone=standalone)
-            try:
-                await stop.wait()
-            finally:
-                reading.cancel()
-                posttrade.poke()                  # whatever was committed last
-                summary = await close_posttrade(parts)
+                reading = asyncio.create_task(polls() if standalone else pokes(), name="posttrade-pokes")
+                log.info("posttrade_process_ready", cursor=posttrade.cursor, standalone=standalone)
+                try:
+                    await stop.wait()
+                finally:
+                    reading.cancel()
+                    posttrade.poke()                  # whatever was committed last
+            summary = parts.summary()
     log.info("posttrade_process_stopped", **summary)
     return summary

@@ -368,11 +368,7 @@ class Phase:
         self.cpu = (0.0, 0.0)           # process CPU seconds when offering began, when drained
         self.warnings0 = WARNINGS.count
         self.gc = (0, 0)                # GC_PAUSES indexes, the same interval
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self.relay.run(), name="outbox-relay")
-        await asyncio.wait_for(self.relay.connected.wait(), 15)
+        self.relay.stop_timeout = 15.0        # ``async with phase.relay``: the drain it is given
 
     async def offer(self, breaks: Sequence[Break]) -> int:
         """One post-trade transaction with these breaks; the detection stamp."""
@@ -400,14 +396,6 @@ class Phase:
             if time.monotonic() >= deadline:
                 return self.relay.published >= self.committed
         return True
-
-    async def stop(self) -> None:
-        await self.relay.stop()
-        if self.task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self.task), 15)
-            except TimeoutError:
-                self.task.cancel()
 
     async def verify(self, ids: set[str]) -> tuple[dict[str, object], dict[str, int], dict[str, int],
                                                    dict[str, int]]:
@@ -461,13 +449,13 @@ async def with_phase(args: argparse.Namespace, tmp: Path, name: str, host: str, 
         try:
             if args.subscriber:
                 sub = await Subscriber.start(host, port, f"{phase.prefix}/breaks/#")
-            await phase.start()
-            cpu0, gc0 = time.process_time(), len(GC_PAUSES)
-            result: dict[str, object] = await body(phase)
-            if not await phase.drained(args.timeout):
-                result["timed_out"] = True
-            phase.cpu, phase.gc = (cpu0, time.process_time()), (gc0, len(GC_PAUSES))
-            await phase.stop()
+            async with phase.relay:             # stopped (published, offline said) however this ends
+                await asyncio.wait_for(phase.relay.connected.wait(), 15)
+                cpu0, gc0 = time.process_time(), len(GC_PAUSES)
+                result: dict[str, object] = await body(phase)
+                if not await phase.drained(args.timeout):
+                    result["timed_out"] = True
+                phase.cpu, phase.gc = (cpu0, time.process_time()), (gc0, len(GC_PAUSES))
             ids = {b.break_id for b in breaks}
             check, detected, acked, marked = await phase.verify(ids)
             first = min(detected.values())

@@ -178,7 +178,7 @@ class FixGateway:
         self.max_unsent = 10_000
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._child = ChildSupervisor(
-            "fix_gateway", self.command, restart=Backoff(1.0, 30.0, immediate=1), stop_grace=15.0,
+            "fix_gateway", lambda: self.command(), restart=Backoff(1.0, 30.0, immediate=1), stop_grace=15.0,
             protocol=lambda: _Protocol(self), read_stdout=True,
             env={"STP_GATEWAY_PARENT": str(os.getpid())}, launch=self._start_once,
             before_restart=self._between, ask_to_stop=self._ask_to_stop, logger=log)
