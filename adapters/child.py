@@ -204,7 +204,10 @@ class ChildSupervisor:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 if self._before_restart is not None and not self.stopping:
-                    await self._before_restart()
+                    try:
+                        await self._before_restart()
+                    except Exception as exc:        # never the end of the restarts
+                        self.log.error(f"{self.name}_before_restart_failed", error=repr(exc)[:300])
                 if self.stopping:
                     return
                 try:

@@ -200,3 +200,18 @@ async def test_a_stop_while_a_restart_waits_its_delay_starts_nothing() -> None:
     t0 = time.monotonic()
     assert await sup.stop() == 1                     # the dead child's status; the 30 s wait cut short
     assert time.monotonic() - t0 < 5.0 and sup.restarts == 1
+
+
+async def test_a_failing_before_restart_is_logged_and_the_child_still_restarted() -> None:
+    log = Log()
+
+    async def between() -> None:
+        raise OSError("the log could not be read")
+
+    sup = ChildSupervisor("between_fails", lambda: python("import time; time.sleep(0.1)"),
+                          restart=Backoff(0.02, 0.02, immediate=1), stop_grace=5.0, before_restart=between,
+                          logger=log)
+    await sup.start()
+    await until(lambda: sup.restarts >= 2)
+    await sup.stop()
+    assert len(log.named("between_fails_before_restart_failed")) >= 2
