@@ -76,6 +76,8 @@ class OutboxRelay:
         # reconnecting: 1 s doubling to 30 s, from 1 s again once connected;
         # a command listener that keeps failing waits as long after its n-th failure
         self.backoff = Backoff(1.0, 30.0)
+        self._task: asyncio.Task[None] | None = None     # run, under ``async with``
+        self.stop_timeout = 5.0
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
@@ -97,13 +99,10 @@ class OutboxRelay:
         return client
 
     async def run(self) -> None:
-        backoff = self.backoff
-        delay = backoff.delay(0)
         while not self._stopping:
             try:
                 async with self._client() as client:
-                    backoff.reset()
-                    delay = backoff.delay(0)
+                    self.backoff.reset()
                     if self._lost_at_us is not None:
                         await self._replay_recent(self._lost_at_us)
                         self._lost_at_us = None
@@ -135,25 +134,33 @@ class OutboxRelay:
                     await self._status(client, "offline")
                     return
             except aiomqtt.MqttError as exc:
-                if self.connected.is_set() and self._lost_at_us is None:
-                    self._lost_at_us = now_us()
-                self.connected.clear()
+                self._lost()
+                delay = self._retry_delay()
                 log.warning("mqtt_unavailable", host=self.settings.host, port=self.settings.port,
                             error=str(exc), retry_in_s=delay)
             except Exception as exc:       # the database (reading, marking, storing a command)
-                if self.connected.is_set() and self._lost_at_us is None:
-                    self._lost_at_us = now_us()
-                self.connected.clear()
+                self._lost()
+                delay = self._retry_delay()
                 log.error("relay_failed", error=repr(exc)[:300], retry_in_s=delay)
             if self._stopping:
                 return
-            # a command listener failing again and again: wait longer each time
-            if self.listener_failures:
-                backoff.failures = max(backoff.failures, self.listener_failures - 1)
-            delay = backoff.next()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), delay)
-            delay = backoff.delay(backoff.failures)
+
+    def _lost(self) -> None:
+        """The connection is gone (or never came): what was published in the
+        last ``replay_s`` before this is republished after reconnecting."""
+        if self.connected.is_set() and self._lost_at_us is None:
+            self._lost_at_us = now_us()
+        self.connected.clear()
+
+    def _retry_delay(self) -> float:
+        """The backoff's next delay; a command listener failing again and
+        again waits at least as long as its n-th failure would (it is started
+        again with the connection)."""
+        if self.listener_failures:
+            self.backoff.failures = max(self.backoff.failures, self.listener_failures - 1)
+        return self.backoff.next()
 
     async def _status(self, client: aiomqtt.Client, state: str, **detail: str) -> None:
         event = engine_status(state, self.settings.topic_prefix, datetime.now(UTC), **detail)
@@ -273,6 +280,28 @@ class OutboxRelay:
         self._stopping = True
         self._stop_requested.set()
         self.wakeup.set()
+
+    async def __aenter__(self) -> OutboxRelay:
+        """``async with relay``: ``run`` in a task of its own for the block."""
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.close())
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop the task ``async with`` started: what is committed is published
+        and offline said within ``timeout`` seconds (``stop_timeout``), else it
+        is cancelled (no broker: the outbox keeps the events for the next start)."""
+        timeout = self.stop_timeout if timeout is None else timeout
+        await self.stop()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
 
     async def pending(self) -> int:
         rows = await self.store.fetch("SELECT COUNT(*) FROM outbox WHERE published_us IS NULL")

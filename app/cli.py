@@ -181,9 +181,8 @@ def _engine_command(args: argparse.Namespace) -> int:
         from adapters.db.repository import Database
 
         async def upgrade() -> None:
-            db = Database(cfg.database_url)
-            await db.migrate()
-            await db.close()
+            async with Database(cfg.database_url) as db:
+                await db.migrate()
 
         asyncio.run(upgrade())
         return 0
@@ -217,8 +216,7 @@ def _breaks_command(args: argparse.Namespace, cfg: Any) -> int:
                                      args.json, args.count, args.client_id))
 
     async def query() -> int:
-        db = Database(cfg.database_url)
-        try:
+        async with Database(cfg.database_url) as db:
             await db.migrate()
             if args.action in ("ack", "resolve"):
 
@@ -250,8 +248,6 @@ def _breaks_command(args: argparse.Namespace, cfg: Any) -> int:
                 return 1
             print(json.dumps(found, indent=2))
             return 0
-        finally:
-            await db.close()
 
     return asyncio.run(query())
 
@@ -261,8 +257,7 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
     from adapters.db.repository import Database
     from app import reports
 
-    db = Database(cfg.database_url)
-    try:
+    async with Database(cfg.database_url) as db:
         await db.migrate()
         if args.command == "report":
             if args.what == "settlements":
@@ -310,8 +305,6 @@ async def _desk_command(args: argparse.Namespace, cfg: Any) -> int:
                       "the engine runs; its result is kept in the inbox", file=sys.stderr)
         print(json.dumps({"queued": inbox_id, **payload}))
         return 0
-    finally:
-        await db.close()
 
 
 async def _recon(store: Any, reference: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -337,16 +330,13 @@ async def _recon_command(args: argparse.Namespace, cfg: Any) -> int:
         print(f"error: no file {args.file}", file=sys.stderr)
         return 2
     reference = load_reference(cfg.reference_dir)
-    db = Database(cfg.database_url)
-    try:
+    async with Database(cfg.database_url) as db:
         await db.migrate()
         try:
             result = await _recon(PostTradeStore(db), reference, cfg, args)
         except ReconError as exc:
             print(f"error: {exc}; nothing stored", file=sys.stderr)
             return 2
-    finally:
-        await db.close()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -384,8 +374,7 @@ async def _session_command(args: argparse.Namespace, cfg: Any) -> int:
     if not by or len(by) > 80:
         print("error: --by must say who, in at most 80 characters", file=sys.stderr)
         return 2
-    db = Database(cfg.database_url)
-    try:
+    async with Database(cfg.database_url) as db:
         await db.migrate()
         async with db.try_exclusive("engine") as no_engine:
             if no_engine:
@@ -406,8 +395,6 @@ async def _session_command(args: argparse.Namespace, cfg: Any) -> int:
                   "(it stays queued)", file=sys.stderr)
             return 1
         return 0 if row["state"] == "applied" else 1
-    finally:
-        await db.close()
 
 
 def _run_async(coro: Coroutine[Any, Any, Any]) -> int:

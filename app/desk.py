@@ -2,7 +2,10 @@
 
 ``watch`` subscribes to ``<prefix>/breaks/#`` at QoS 1 and prints one line per
 break as it arrives, dropping repeats by the CloudEvent id (QoS 1 is
-at-least-once, and the relay republishes after a lost connection).
+at-least-once, and the relay republishes after a lost connection).  A lost
+or unreachable broker is tried again every 2 s (``Backoff.fixed``: a desk
+watching breaks wants them as soon as the broker is back, not after a delay
+that grew while it was down).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections import OrderedDict
 from typing import Any, TextIO
 
 import aiomqtt
+
+from stp.backoff import Backoff
 
 
 def format_break_line(event: dict[str, Any]) -> str:
@@ -27,11 +32,13 @@ async def watch(host: str, port: int, prefix: str, out: TextIO, as_json: bool = 
     """Print breaks as they arrive; returns how many were printed."""
     seen: OrderedDict[str, None] = OrderedDict()
     printed = 0
+    backoff = Backoff.fixed(2.0)
     while True:
         try:
             async with aiomqtt.Client(host, port, identifier=client_id,
                                       clean_session=client_id is None) as client:
                 await client.subscribe(f"{prefix}/breaks/#", qos=1)
+                backoff.reset()
                 async for message in client.messages:
                     try:
                         event = json.loads(bytes(message.payload))
@@ -50,5 +57,6 @@ async def watch(host: str, port: int, prefix: str, out: TextIO, as_json: bool = 
                         return printed
         except aiomqtt.MqttError as exc:
             out.flush()
-            print(f"broker {host}:{port} unavailable ({exc}); retrying", file=sys.stderr)
-            await asyncio.sleep(2.0)
+            delay = backoff.next()
+            print(f"broker {host}:{port} unavailable ({exc}); retrying in {delay:g} s", file=sys.stderr)
+            await asyncio.sleep(delay)

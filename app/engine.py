@@ -14,7 +14,9 @@ publish it), log a summary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +26,7 @@ from adapters.config import EngineConfig, session_schedule
 from adapters.db.repository import Database
 from adapters.fix.gateway import FixGateway, InboundQueue
 from adapters.reference import load_reference
-from app.posttrade_parts import PostTradeParts, build_posttrade, close_posttrade
+from app.posttrade_parts import running_posttrade
 from app.posttrade_process import PostTradeProcess
 from handlers.intake import Intake
 from stp.intake import IntakeState
@@ -44,99 +46,118 @@ log = structlog.get_logger("engine")
 
 async def run_engine(cfg: EngineConfig, started: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None, log_level: str | None = None) -> dict[str, Any]:
+    """Run the engine until ``stop`` (or forever); its summary.
+
+    Every resource is entered on one exit stack, which unwinds them however
+    the run ends (a stop, an exception, a cancellation, a start-up that failed
+    part way) in the order exactly once needs: the session resets stop; the
+    hand-off from the gateway closes and the intake commits what it queued
+    (what arrives after that is resent on the next start); the gateway logs
+    every session out; the sessions are marked down; post-trade processes
+    what is committed and the relay publishes it (here or in the post-trade
+    child); the summary is logged; the engine lock goes, then the database."""
     reference = load_reference(cfg.reference_dir)
-    db = Database(cfg.database_url)
-    await db.migrate()
-    # one engine per database: `session reset` knows from this lock whether an
-    # engine owns the sessions (a killed engine's lock goes with it)
-    owner = db.exclusive("engine")
-    await owner.__aenter__()
-    state = await db.load_intake_state()
-    schedules = {s.name: session_schedule(s) for s in cfg.sessions}
-    await _session_days_at_start(db, state, schedules)
-    await db.set_sessions_down(list(schedules), "engine started: not logged on yet")
-    queue = InboundQueue(cfg.queue_max)
-    intake = Intake(queue, db, state, batch_max=cfg.batch_max, known_symbols=reference.symbols,
-                    topic_prefix=cfg.mqtt_topic_prefix, limits=reference.amount_limits())
-    await intake.load_reference_prices()
-    intake.schedules = schedules
-    pending_outbound = dict(state.pending_outbound)
-    # (re)started with the committed sequence numbers and their session days,
-    # once the intake has committed what an earlier gateway delivered
-    gateway = FixGateway(cfg, queue, resume=lambda: dict(intake.last_seq), log_level=log_level,
-                         drained=intake.drained, days=lambda: dict(intake.days),
-                         outbound=lambda: dict(pending_outbound))
-    intake.send_dont_know = gateway.send_dont_know
-    intake.send_business_reject = gateway.send_business_reject
-    intake.quote_sessions = frozenset(s.name for s in cfg.lps)
-    parts: PostTradeParts | None = None
-    child: PostTradeProcess | None = None
-    if cfg.posttrade_mode == "process":
-        child = PostTradeProcess(cfg, log_level)
-        await child.start()
-        intake.after_commit = child.notify
-    elif cfg.posttrade_mode == "external":
-        log.info("posttrade_external", note="post-trade is not started here: run "
-                 "`run_engine.py posttrade --standalone` with this configuration")
-    else:
-        parts = await build_posttrade(cfg, db, reference)
-        posttrade = parts.posttrade
-        intake.committed = posttrade.committed      # intake breaks wake the relay too
-        intake.on_committed = posttrade.submit
-        intake.on_quotes = posttrade.submit_quotes
-        posttrade.intake_waiting = lambda: len(queue) > 0
-    intake_task = asyncio.create_task(intake.run(), name="intake")
-    # what start-up built lives as long as the process: keep it out of the
-    # collector's scans (full collections paused the loop for 75-160 ms)
-    gc.collect()
-    gc.freeze()
-    resets_task: asyncio.Task[None] | None = None
-    try:
-        ready = await gateway.start()
+    summary: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        db = await stack.enter_async_context(Database(cfg.database_url))
+        await db.migrate()
+        # one engine per database: `session reset` knows from this lock whether an
+        # engine owns the sessions (a killed engine's lock goes with it)
+        await stack.enter_async_context(db.exclusive("engine"))
+        stack.callback(lambda: log.info("engine_stopped", **summary))
+        state = await db.load_intake_state()
+        schedules = {s.name: session_schedule(s) for s in cfg.sessions}
+        await _session_days_at_start(db, state, schedules)
+        await db.set_sessions_down(list(schedules), "engine started: not logged on yet")
+        queue = InboundQueue(cfg.queue_max)
+        intake = Intake(queue, db, state, batch_max=cfg.batch_max, known_symbols=reference.symbols,
+                        topic_prefix=cfg.mqtt_topic_prefix, limits=reference.amount_limits())
+        await intake.load_reference_prices()
+        intake.schedules = schedules
+        pending_outbound = dict(state.pending_outbound)
+        # (re)started with the committed sequence numbers and their session days,
+        # once the intake has committed what an earlier gateway delivered
+        gateway = FixGateway(cfg, queue, resume=lambda: dict(intake.last_seq), log_level=log_level,
+                             drained=intake.drained, days=lambda: dict(intake.days),
+                             outbound=lambda: dict(pending_outbound))
+        intake.send_dont_know = gateway.send_dont_know
+        intake.send_business_reject = gateway.send_business_reject
+        intake.quote_sessions = frozenset(s.name for s in cfg.lps)
+        if cfg.posttrade_mode == "process":
+            child = PostTradeProcess(cfg, log_level)
+            # the child processes what the intake committed, then exits
+            stack.callback(lambda: summary.update(posttrade_process_exit=child.exit_code,
+                                                  posttrade_process_restarts=child.restarts))
+            await stack.enter_async_context(child)
+            intake.after_commit = child.notify
+        elif cfg.posttrade_mode == "external":
+            log.info("posttrade_external", note="post-trade is not started here: run "
+                     "`run_engine.py posttrade --standalone` with this configuration")
+        else:
+            parts = await stack.enter_async_context(running_posttrade(cfg, db, reference))
+            stack.callback(lambda: summary.update(parts.summary()))
+            posttrade = parts.posttrade
+            intake.committed = posttrade.committed      # intake breaks wake the relay too
+            intake.on_committed = posttrade.submit
+            intake.on_quotes = posttrade.submit_quotes
+            posttrade.intake_waiting = lambda: len(queue) > 0
+        intake_task = asyncio.create_task(intake.run(), name="intake")
+        stack.push_async_callback(_gateway_stopped, gateway, db, list(schedules), summary)
+        stop_intake = _intake_stopper(intake, queue, intake_task, summary)
+        stack.push_async_callback(stop_intake)          # if the gateway never starts
+        # what start-up built lives as long as the process: keep it out of the
+        # collector's scans (full collections paused the loop for 75-160 ms)
+        gc.collect()
+        gc.freeze()
+        await stack.enter_async_context(gateway)        # its exit logs the sessions out
+        stack.push_async_callback(stop_intake)          # before the gateway stops
         if pending_outbound:
             await db.clear_pending_outbound(list(pending_outbound))
             log.info("session_outbound_applied", outbound=pending_outbound)
             pending_outbound.clear()
-        resets_task = asyncio.create_task(_session_resets(db, gateway), name="session-resets")
+        resets = asyncio.create_task(_session_resets(db, gateway), name="session-resets")
+        stack.callback(resets.cancel)
         log.info("engine_started", config=str(cfg.path), database=_redact(cfg.database_url),
                  lps=[s.name for s in cfg.lps], platforms=[s.name for s in cfg.platforms],
                  resume={s.name: state.last_seq.get(s.name) for s in cfg.sessions},
                  session_days={s.name: state.session_days.get(s.name) for s in cfg.sessions},
-                 posttrade=cfg.posttrade_mode, gateway_pid=ready.get("pid"))
+                 posttrade=cfg.posttrade_mode, gateway_pid=(gateway.ready or {}).get("pid"))
         if started is not None:
             started.set()
-        if stop is not None:
-            await stop.wait()
-        else:
-            await asyncio.Event().wait()
-    finally:
-        # Commit what was received, log the sessions out, then let post-trade
-        # finish.  What arrives after the queue closes is resent on the next
-        # start.
-        if resets_task is not None:
-            resets_task.cancel()
+        await (stop or asyncio.Event()).wait()
+    return summary
+
+
+def _intake_stopper(intake: Intake, queue: InboundQueue, task: asyncio.Task[None],
+                    summary: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+    """Close the hand-off from the gateway, commit what the intake has queued,
+    wait for it to end, add its summary: once, however often it is called."""
+    stopped = False
+
+    async def stop_intake() -> None:
+        nonlocal stopped
+        if stopped:
+            return
+        stopped = True
         queue.closed = True
         await intake.drain_and_stop()
-        await asyncio.shield(intake_task)
-        summary = intake.summary()
-        summary["gateway_exit"] = await asyncio.shield(gateway.stop())   # logs the sessions out
-        try:
-            await db.set_sessions_down(list(schedules), "engine stopped")
-        except Exception as exc:
-            log.error("session_status_not_written", error=repr(exc)[:300])
-        summary["gateway_restarts"] = gateway.restarts
-        summary["gateway_quarantined"] = gateway.quarantined
-        summary["gateway_send_failures"] = gateway.send_failures
-        if parts is not None:
-            summary.update(await close_posttrade(parts))
-        if child is not None:
-            # the child processes what the intake committed, then exits
-            summary["posttrade_process_exit"] = await asyncio.shield(child.stop())
-            summary["posttrade_process_restarts"] = child.restarts
-        log.info("engine_stopped", **summary)
-        await owner.__aexit__(None, None, None)
-        await db.close()
-    return summary
+        await asyncio.shield(task)
+        summary.update(intake.summary())
+
+    return stop_intake
+
+
+async def _gateway_stopped(gateway: FixGateway, db: Database, sessions: list[str],
+                           summary: dict[str, Any]) -> None:
+    """After the gateway has logged the sessions out: they are down."""
+    summary["gateway_exit"] = gateway.exit_code
+    try:
+        await db.set_sessions_down(sessions, "engine stopped")
+    except Exception as exc:
+        log.error("session_status_not_written", error=repr(exc)[:300])
+    summary["gateway_restarts"] = gateway.restarts
+    summary["gateway_quarantined"] = gateway.quarantined
+    summary["gateway_send_failures"] = gateway.send_failures
 
 
 async def _session_days_at_start(db: Database, state: IntakeState,
@@ -207,12 +228,9 @@ def _redact(url: str) -> str:
 
 
 async def status(cfg: EngineConfig) -> dict[str, Any]:
-    db = Database(cfg.database_url)
-    try:
+    async with Database(cfg.database_url) as db:
         await db.migrate()
         result = await db.status()
-    finally:
-        await db.close()
     now = datetime.now(UTC)
     for spec in cfg.sessions:
         entry = result["sessions"].setdefault(spec.name, {"last_seq": None, "resets": 0, "executions": 0,

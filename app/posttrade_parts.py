@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -33,16 +34,22 @@ class PostTradeParts:
     command listener (in the engine's process or in its post-trade process)."""
 
     posttrade: PostTrade
-    task: asyncio.Task[None]
     relay: OutboxRelay | None
-    relay_task: asyncio.Task[None] | None
-    embedded: EmbeddedBroker | None
-    pruner: asyncio.Task[None] | None = None     # the inbox's applied rows past their retention
+
+    def summary(self) -> dict[str, Any]:
+        return {"posttrade_processed": self.posttrade.processed,
+                "breaks_detected": self.posttrade.breaks.detected,
+                "events_published": self.relay.published if self.relay else 0}
 
 
-async def build_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceData,
-                          catch_up_batch: int | None = None) -> PostTradeParts:
-    """Load post-trade's state, start it (it catches up from its cursor) and the relay."""
+@contextlib.asynccontextmanager
+async def running_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceData,
+                            catch_up_batch: int | None = None) -> AsyncIterator[PostTradeParts]:
+    """Load post-trade's state, start it (it catches up from its cursor), the
+    relay (and the embedded broker, if asked for) and the inbox's pruner.
+    However the block ends, in this order: the pruner stops, post-trade
+    processes what is committed, the relay publishes it (5 s at most: without
+    a broker the outbox keeps it for the next start), the broker stops."""
     posttrade = PostTrade(
         PostTradeStore(db), reference, lp_sessions=frozenset(s.name for s in cfg.lps),
         key_by_platform={p.name: p.match_key for p in cfg.platforms},
@@ -57,12 +64,29 @@ async def build_posttrade(cfg: EngineConfig, db: Database, reference: ReferenceD
     mqtt = settings_from_config(cfg)
     commands = CommandListener(db, cfg.mqtt_topic_prefix, wake=posttrade.tick_now.set)
     relay = OutboxRelay(db, mqtt, wakeup=posttrade.committed, commands=commands) if mqtt.enabled else None
-    embedded = await _embedded_broker(mqtt) if relay else None
-    relay_task = asyncio.create_task(relay.run(), name="outbox-relay") if relay else None
-    task = asyncio.create_task(posttrade.run(), name="posttrade")
-    pruner = asyncio.create_task(prune_inbox_periodically(db, mqtt.request_id_retention_days),
-                                 name="inbox-pruner")
-    return PostTradeParts(posttrade, task, relay, relay_task, embedded, pruner)
+    async with contextlib.AsyncExitStack() as stack:      # unwinds in the reverse order
+        if relay is not None:
+            embedded = await _embedded_broker(mqtt)
+            if embedded is not None:
+                stack.push_async_callback(embedded.astop)
+            await stack.enter_async_context(relay)
+        task = asyncio.create_task(posttrade.run(), name="posttrade")
+        stack.push_async_callback(_stop_posttrade, posttrade, task)
+        pruner = asyncio.create_task(prune_inbox_periodically(db, mqtt.request_id_retention_days),
+                                     name="inbox-pruner")
+        stack.push_async_callback(_cancelled, pruner)
+        yield PostTradeParts(posttrade, relay)
+
+
+async def _stop_posttrade(posttrade: PostTrade, task: asyncio.Task[None]) -> None:
+    """Process what is committed, then end."""
+    await posttrade.stop()
+    await asyncio.shield(task)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.wait([task])
 
 
 async def prune_inbox_periodically(db: Database, retention_days: float, every_s: float = 3600.0) -> None:
@@ -79,27 +103,6 @@ async def prune_inbox_periodically(db: Database, retention_days: float, every_s:
         except Exception as exc:
             log.warning("inbox_prune_failed", error=repr(exc)[:300])
         await asyncio.sleep(every_s)
-
-
-async def close_posttrade(parts: PostTradeParts) -> dict[str, Any]:
-    """Process what is committed, let the relay publish it, stop both."""
-    if parts.pruner is not None:
-        parts.pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await parts.pruner
-    await parts.posttrade.stop()
-    await asyncio.shield(parts.task)
-    if parts.relay is not None and parts.relay_task is not None:
-        await parts.relay.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(parts.relay_task), 5.0)
-        except TimeoutError:
-            parts.relay_task.cancel()     # no broker: the outbox keeps the events for the next start
-    if parts.embedded is not None:
-        await parts.embedded.astop()
-    return {"posttrade_processed": parts.posttrade.processed,
-            "breaks_detected": parts.posttrade.breaks.detected,
-            "events_published": parts.relay.published if parts.relay else 0}
 
 
 async def _embedded_broker(mqtt: MqttSettings) -> EmbeddedBroker | None:

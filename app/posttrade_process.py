@@ -41,69 +41,72 @@ from typing import Any
 
 import structlog
 
+from adapters.child import ChildSupervisor
 from adapters.config import EngineConfig, engine_subcommand
+from stp.backoff import Backoff
 
 log = structlog.get_logger("engine.posttrade_process")
 
 class PostTradeProcess:
-    """The engine's side: start the child, tell it about commits, stop it."""
+    """The engine's side: start the child, tell it about commits, stop it.
+    ``async with PostTradeProcess(cfg)`` starts it and stops it however the
+    block ends.
+
+    The process itself is an ``adapters.child.ChildSupervisor``'s: a child
+    that dies is started again after 1 s (committed fills wait in the
+    database: the new child catches up from the cursor), one that keeps
+    dying within ``healthy_s`` of its start waits 2 s, 4 s... up to 30 s.
+    Stopping closes its stdin and waits up to ``stop_timeout`` for it to
+    process what is committed, then kills it (what it had not committed is
+    processed at the next start)."""
 
     def __init__(self, cfg: EngineConfig, log_level: str | None = None,
-                 stop_timeout: float = 600.0) -> None:
+                 stop_timeout: float = 600.0, healthy_s: float = 10.0) -> None:
         self.cfg = cfg
         self.log_level = log_level
         self.stop_timeout = stop_timeout
-        self._proc: asyncio.subprocess.Process | None = None
-        self._watch: asyncio.Task[None] | None = None
-        self._stopping = False
-        self.restarts = 0
+        self._child = ChildSupervisor("posttrade_process", lambda: self.command(), restart=Backoff(1.0, 30.0),
+                                      stop_grace=stop_timeout, healthy_s=healthy_s, launch=self._launch,
+                                      logger=log)
 
     def command(self) -> list[str]:
         return engine_subcommand("posttrade", self.cfg, self.log_level)
 
+    @property
+    def restarts(self) -> int:
+        return self._child.restarts
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._child.exit_code
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid
+
     async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(*self.command(), stdin=asyncio.subprocess.PIPE)
-        log.info("posttrade_process_started", pid=self._proc.pid)
-        self._watch = asyncio.create_task(self._watch_child(self._proc), name="posttrade-process-watch")
+        await self._child.start()
+
+    async def _launch(self) -> None:
+        await self._child.spawn()
+        log.info("posttrade_process_started", pid=self._child.pid)
 
     def notify(self) -> None:
-        """Something was committed: one byte down the pipe (never blocks)."""
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(Exception):       # a dead child: the watcher restarts it
-            proc.stdin.write(b".")
-
-    async def _watch_child(self, proc: asyncio.subprocess.Process) -> None:
-        code = await proc.wait()
-        if self._stopping:
-            return
-        # committed fills wait in the database: a new child catches up from the cursor
-        self.restarts += 1
-        log.error("posttrade_process_died", pid=proc.pid, returncode=code, restart_in_s=1.0,
-                  restarts=self.restarts)
-        await asyncio.sleep(1.0)
-        if not self._stopping:
-            await self.start()
+        """Something was committed: one byte down the pipe (never blocks; a
+        dead child's pipe takes nothing: the supervisor restarts it)."""
+        with contextlib.suppress(Exception):        # never into the intake's commit
+            self._child.write(b".")
 
     async def stop(self) -> int | None:
         """Close the pipe and wait until the child has processed what is committed."""
-        self._stopping = True
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                proc.stdin.close()
-        try:
-            code = await asyncio.wait_for(proc.wait(), self.stop_timeout)
-        except TimeoutError:
-            log.error("posttrade_process_stop_timeout", pid=proc.pid, timeout_s=self.stop_timeout)
-            proc.kill()             # what it had not committed is processed at the next start
-            code = await proc.wait()
-        if self._watch is not None:
-            self._watch.cancel()
-        return code
+        return await self._child.stop(self.stop_timeout)
+
+    async def __aenter__(self) -> PostTradeProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.stop())
 
 
 async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str, Any]:
@@ -111,7 +114,7 @@ async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str
     closes; standalone: polling the database, until SIGINT or SIGTERM."""
     from adapters.db.repository import Database
     from adapters.reference import load_reference
-    from app.posttrade_parts import build_posttrade, close_posttrade
+    from app.posttrade_parts import running_posttrade
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -122,9 +125,8 @@ async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str
     if not standalone:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     reference = load_reference(cfg.reference_dir)
-    db = Database(cfg.database_url)
     summary: dict[str, Any] = {}
-    try:
+    async with Database(cfg.database_url) as db:
         await db.migrate()        # a standalone post-trade may start before any engine
         waited = time.monotonic()
         async with db.exclusive("posttrade"):
@@ -135,33 +137,31 @@ async def run_posttrade(cfg: EngineConfig, standalone: bool = False) -> dict[str
             # at 10,000 fills/s offered, bench/pipeline.py at full speed):
             # 2000 fills a batch, p99 receipt-to-commit 250-270 ms and 7,400
             # fills/s end to end; 500 a batch, 105-170 ms and 5,500-5,700/s
-            parts = await build_posttrade(cfg, db, reference, catch_up_batch=cfg.posttrade_batch)
-            posttrade = parts.posttrade
+            async with running_posttrade(cfg, db, reference, catch_up_batch=cfg.posttrade_batch) as parts:
+                posttrade = parts.posttrade
 
-            async def pokes() -> None:
-                while True:
-                    data = await reader.read(65536)
-                    if not data:
-                        stop.set()          # the engine stopped (or died)
-                        return
-                    posttrade.poke()
-                    posttrade.committed.set()     # intake breaks for the relay
+                async def pokes() -> None:
+                    while True:
+                        data = await reader.read(65536)
+                        if not data:
+                            stop.set()          # the engine stopped (or died)
+                            return
+                        posttrade.poke()
+                        posttrade.committed.set()     # intake breaks for the relay
 
-            async def polls() -> None:
-                while True:
-                    await asyncio.sleep(cfg.posttrade_poll_ms / 1000)
-                    posttrade.poke()
-                    posttrade.committed.set()
+                async def polls() -> None:
+                    while True:
+                        await asyncio.sleep(cfg.posttrade_poll_ms / 1000)
+                        posttrade.poke()
+                        posttrade.committed.set()
 
-            reading = asyncio.create_task(polls() if standalone else pokes(), name="posttrade-pokes")
-            log.info("posttrade_process_ready", cursor=posttrade.cursor, standalone=standalone)
-            try:
-                await stop.wait()
-            finally:
-                reading.cancel()
-                posttrade.poke()                  # whatever was committed last
-                summary = await close_posttrade(parts)
-    finally:
-        await db.close()
+                reading = asyncio.create_task(polls() if standalone else pokes(), name="posttrade-pokes")
+                log.info("posttrade_process_ready", cursor=posttrade.cursor, standalone=standalone)
+                try:
+                    await stop.wait()
+                finally:
+                    reading.cancel()
+                    posttrade.poke()                  # whatever was committed last
+            summary = parts.summary()
     log.info("posttrade_process_stopped", **summary)
     return summary

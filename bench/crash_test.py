@@ -120,24 +120,20 @@ async def posttrade_check(db_url: str) -> dict[str, object]:
 
     from adapters.db.repository import Database
 
-    db = Database(db_url)
-    try:
-        async with db.engine.connect() as conn:
-            async def q(sql: str) -> list[tuple[object, ...]]:
-                return [tuple(r) for r in (await conn.exec_driver_sql(sql)).all()]
+    async with Database(db_url) as db, db.engine.connect() as conn:
+        async def q(sql: str) -> list[tuple[object, ...]]:
+            return [tuple(r) for r in (await conn.exec_driver_sql(sql)).all()]
 
-            last_fill = (await q("SELECT COALESCE(MAX(id), 0) FROM fills"))[0][0]
-            cursor = await q("SELECT last_fill_id FROM pipeline_cursor WHERE stage = 'posttrade'")
-            doubled = await q("SELECT fill_id FROM bookings WHERE kind = 'trade' AND fill_id IS NOT NULL "
-                              "GROUP BY fill_id HAVING COUNT(*) > 1")
-            reversed_twice = await q("SELECT reverses FROM bookings WHERE reverses IS NOT NULL "
-                                     "GROUP BY reverses HAVING COUNT(*) > 1")
-            sums: dict[str, Decimal] = {}
-            for ledger, amount in await q("SELECT ledger, amount FROM postings"):
-                sums[str(ledger)] = sums.get(str(ledger), Decimal(0)) + Decimal(str(amount))
-            bookings = (await q("SELECT COUNT(*) FROM bookings"))[0][0]
-    finally:
-        await db.close()
+        last_fill = (await q("SELECT COALESCE(MAX(id), 0) FROM fills"))[0][0]
+        cursor = await q("SELECT last_fill_id FROM pipeline_cursor WHERE stage = 'posttrade'")
+        doubled = await q("SELECT fill_id FROM bookings WHERE kind = 'trade' AND fill_id IS NOT NULL "
+                          "GROUP BY fill_id HAVING COUNT(*) > 1")
+        reversed_twice = await q("SELECT reverses FROM bookings WHERE reverses IS NOT NULL "
+                                 "GROUP BY reverses HAVING COUNT(*) > 1")
+        sums: dict[str, Decimal] = {}
+        for ledger, amount in await q("SELECT ledger, amount FROM postings"):
+            sums[str(ledger)] = sums.get(str(ledger), Decimal(0)) + Decimal(str(amount))
+        bookings = (await q("SELECT COUNT(*) FROM bookings"))[0][0]
     return {"posttrade_cursor": cursor[0][0] if cursor else 0, "last_fill_id": last_fill,
             "bookings": bookings, "fills_booked_twice": len(doubled),
             "bookings_reversed_twice": len(reversed_twice),
@@ -147,20 +143,16 @@ async def posttrade_check(db_url: str) -> dict[str, object]:
 async def fill_ids(db_url: str) -> list[str]:
     from adapters.db.repository import Database
 
-    db = Database(db_url)
-    try:
+    async with Database(db_url) as db:
         return [r["exec_id"] for r in await db.fills_rows("LP1")]
-    finally:
-        await db.close()
 
 
 def reset_postgres(db_url: str) -> None:
     from adapters.db.repository import Database
 
     async def drop() -> None:
-        db = Database(db_url)
-        await db.drop_all()
-        await db.close()
+        async with Database(db_url) as db:
+            await db.drop_all()
 
     asyncio.run(drop())
 

@@ -135,9 +135,8 @@ def _message(session: str, seq: int, body: str, resend: bool = False) -> str:
 
 async def run_scenario(url: str, seed: int, count: int, faults: str) -> dict[str, list[str]]:
     reference = load_reference(PROJECT_ROOT / "config" / "reference")
-    db = Database(url)
-    await db.migrate()
-    try:
+    async with Database(url) as db:
+        await db.migrate()
         pipeline = PostTrade(PostTradeStore(db), reference, frozenset({"LP1"}), {"PLATFORM": "exec_id"},
                              {"PLATFORM": "LP1"})
         intake = Intake(InboundQueue(), db, await db.load_intake_state(), known_symbols=reference.symbols)
@@ -174,8 +173,6 @@ async def run_scenario(url: str, seed: int, count: int, faults: str) -> dict[str
         # every open break is due for escalation (what the clock decides, decided alike)
         await pipeline.tick(datetime.now(UTC) + timedelta(hours=2))
         return await dump(db)
-    finally:
-        await db.close()
 
 
 def main() -> int:

@@ -59,9 +59,8 @@ def rss_mib() -> float:
 
 async def run(count: int, batch: int, every: int, url: str) -> None:
     reference = load_reference(PROJECT_ROOT / "config" / "reference")
-    db = Database(url)
-    await db.migrate()
-    try:
+    async with Database(url) as db:
+        await db.migrate()
         state = await db.load_intake_state()
         intake = Intake(InboundQueue(), db, state,
                         known_symbols=reference.symbols)
@@ -106,8 +105,6 @@ async def run(count: int, batch: int, every: int, url: str) -> None:
                                   "elapsed_s": round(time.perf_counter() - wall0, 1)}), flush=True)
                 intake_cpu = posttrade_cpu = 0.0
         assert pipeline.processed == done, (pipeline.processed, done)
-    finally:
-        await db.close()
 
 
 def main() -> int:

@@ -111,13 +111,9 @@ async def journal_span(db_url: str) -> tuple[int, float]:
     from adapters.db.repository import Database
     from adapters.db.schema import journal
 
-    db = Database(db_url)
-    try:
-        async with db.engine.connect() as conn:
-            row = (await conn.execute(select(func.count(), func.min(journal.c.received_us),
-                                             func.max(journal.c.committed_us)))).one()
-    finally:
-        await db.close()
+    async with Database(db_url) as db, db.engine.connect() as conn:
+        row = (await conn.execute(select(func.count(), func.min(journal.c.received_us),
+                                         func.max(journal.c.committed_us)))).one()
     return int(row[0]), (row[2] - row[1]) / 1e6
 
 

@@ -39,16 +39,12 @@ from bench.intake import START, children_cpu, proc_stat, raw_parse_rate  # noqa:
 async def span(db_url: str) -> tuple[int, float]:
     from adapters.db.repository import Database
 
-    db = Database(db_url)
-    try:
-        async with db.engine.connect() as conn:
-            # AsyncConnection.exec_driver_sql says CursorResult[Any]: mypy reads its rows as 1-tuples
-            first: tuple[Any, ...] = (
-                await conn.exec_driver_sql("SELECT MIN(received_us), COUNT(*) FROM journal")).one()
-            last: tuple[Any, ...] = (
-                await conn.exec_driver_sql("SELECT updated_us, last_fill_id FROM pipeline_cursor")).one()
-    finally:
-        await db.close()
+    async with Database(db_url) as db, db.engine.connect() as conn:
+        # AsyncConnection.exec_driver_sql says CursorResult[Any]: mypy reads its rows as 1-tuples
+        first: tuple[Any, ...] = (
+            await conn.exec_driver_sql("SELECT MIN(received_us), COUNT(*) FROM journal")).one()
+        last: tuple[Any, ...] = (
+            await conn.exec_driver_sql("SELECT updated_us, last_fill_id FROM pipeline_cursor")).one()
     return int(last[1]), (int(last[0]) - int(first[0])) / 1e6
 
 

@@ -269,15 +269,14 @@ def through_gateway(count: int) -> dict[str, object]:
         cfg = config.load(str(cfg_path))
         queue = InboundQueue(maximum=count + 1)
         gateway = FixGateway(cfg, queue, resume=dict, log_level="error")
-        await gateway.start()
-        assert gateway.pid is not None
-        cpu0, own0 = proc_stat(gateway.pid)[0], time.process_time()
-        deadline = time.monotonic() + max(60.0, count / 2000)
-        while time.monotonic() < deadline and len(queue) < count + 1:     # + the session_logon event
-            await asyncio.sleep(0.001)
-        last = time.time()
-        cpu1, own1 = proc_stat(gateway.pid)[0], time.process_time()
-        await gateway.stop()
+        async with gateway:
+            assert gateway.pid is not None
+            cpu0, own0 = proc_stat(gateway.pid)[0], time.process_time()
+            deadline = time.monotonic() + max(60.0, count / 2000)
+            while time.monotonic() < deadline and len(queue) < count + 1:     # + the session_logon event
+                await asyncio.sleep(0.001)
+            last = time.time()
+            cpu1, own1 = proc_stat(gateway.pid)[0], time.process_time()
         items = [i for i in queue.take(len(queue)) if i.kind not in SESSION_EVENTS][:count]
         if len(items) < count:
             return {"mode": "gateway", "received": len(items), "error": "timed out"}

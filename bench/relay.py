@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -237,14 +237,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def fresh_db(url: str | None, tmp: Path, name: str) -> Database:
-    if url is None:
-        db = Database(f"sqlite+aiosqlite:///{tmp / name}.db")
-    else:
-        db = Database(url)
-        await db.drop_all()
-    await db.migrate()
-    return db
+@contextlib.asynccontextmanager
+async def fresh_db(url: str | None, tmp: Path, name: str) -> AsyncIterator[Database]:
+    """An empty, migrated database for one phase, closed when the phase ends."""
+    async with Database(f"sqlite+aiosqlite:///{tmp / name}.db" if url is None else url) as db:
+        if url is not None:
+            await db.drop_all()
+        await db.migrate()
+        yield db
 
 
 class Broker:
@@ -369,11 +369,7 @@ class Phase:
         self.cpu = (0.0, 0.0)           # process CPU seconds when offering began, when drained
         self.warnings0 = WARNINGS.count
         self.gc = (0, 0)                # GC_PAUSES indexes, the same interval
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self.relay.run(), name="outbox-relay")
-        await asyncio.wait_for(self.relay.connected.wait(), 15)
+        self.relay.stop_timeout = 15.0        # ``async with phase.relay``: the drain it is given
 
     async def offer(self, breaks: Sequence[Break]) -> int:
         """One post-trade transaction with these breaks; the detection stamp."""
@@ -401,14 +397,6 @@ class Phase:
             if time.monotonic() >= deadline:
                 return self.relay.published >= self.committed
         return True
-
-    async def stop(self) -> None:
-        await self.relay.stop()
-        if self.task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self.task), 15)
-            except TimeoutError:
-                self.task.cancel()
 
     async def verify(self, ids: set[str]) -> tuple[dict[str, object], dict[str, int], dict[str, int],
                                                    dict[str, int]]:
@@ -456,42 +444,42 @@ def chunks(items: Sequence[Break], size: int) -> Iterator[Sequence[Break]]:
 
 async def with_phase(args: argparse.Namespace, tmp: Path, name: str, host: str, port: int,
                      breaks: list[Break], body: Callable[[Phase], Any]) -> dict[str, object]:
-    db = await fresh_db(args.database_url, tmp, name)
-    phase = Phase(db, args, name, host, port)
-    sub = None
-    try:
-        if args.subscriber:
-            sub = await Subscriber.start(host, port, f"{phase.prefix}/breaks/#")
-        await phase.start()
-        cpu0, gc0 = time.process_time(), len(GC_PAUSES)
-        result: dict[str, object] = await body(phase)
-        if not await phase.drained(args.timeout):
-            result["timed_out"] = True
-        phase.cpu, phase.gc = (cpu0, time.process_time()), (gc0, len(GC_PAUSES))
-        await phase.stop()
-        ids = {b.break_id for b in breaks}
-        check, detected, acked, marked = await phase.verify(ids)
-        first = min(detected.values())
-        last_ack = max(acked.values()) if acked else first
-        span = (last_ack - first) / 1e6
-        result["breaks"] = len(ids)
-        result["breaks_per_s_detect_to_puback"] = round(len(ids) / span, 1) if span > 0 else None
-        result["detect_to_puback"] = latency_ms([acked[e] - detected[e] for e in acked])
-        result["detect_to_marked"] = latency_ms([marked[e] - detected[e] for e in detected if marked[e]])
-        committed = {b.break_id: at for batch, at in phase.batches for b in batch}
-        result["detect_to_committed"] = latency_ms([committed[e] - detected[e] for e in committed])
-        result["committed_to_puback"] = latency_ms([acked[e] - committed[e] for e in acked if e in committed])
-        result["drain_ms_after_last_detection"] = round((last_ack - max(detected.values())) / 1000, 1)
-        result["relay"] = phase.internals(span)
-        result["check"] = check
-        if sub is not None:
-            result["subscriber"] = await sub.check(ids)
-            sub = None
-    finally:
-        if sub is not None:
-            sub.proc.kill()
-            await sub.proc.wait()
-        await db.close()
+    async with fresh_db(args.database_url, tmp, name) as db:
+        phase = Phase(db, args, name, host, port)
+        sub = None
+        try:
+            if args.subscriber:
+                sub = await Subscriber.start(host, port, f"{phase.prefix}/breaks/#")
+            async with phase.relay:             # stopped (published, offline said) however this ends
+                await asyncio.wait_for(phase.relay.connected.wait(), 15)
+                cpu0, gc0 = time.process_time(), len(GC_PAUSES)
+                result: dict[str, object] = await body(phase)
+                if not await phase.drained(args.timeout):
+                    result["timed_out"] = True
+                phase.cpu, phase.gc = (cpu0, time.process_time()), (gc0, len(GC_PAUSES))
+            ids = {b.break_id for b in breaks}
+            check, detected, acked, marked = await phase.verify(ids)
+            first = min(detected.values())
+            last_ack = max(acked.values()) if acked else first
+            span = (last_ack - first) / 1e6
+            result["breaks"] = len(ids)
+            result["breaks_per_s_detect_to_puback"] = round(len(ids) / span, 1) if span > 0 else None
+            result["detect_to_puback"] = latency_ms([acked[e] - detected[e] for e in acked])
+            result["detect_to_marked"] = latency_ms([marked[e] - detected[e] for e in detected if marked[e]])
+            committed = {b.break_id: at for batch, at in phase.batches for b in batch}
+            result["detect_to_committed"] = latency_ms([committed[e] - detected[e] for e in committed])
+            result["committed_to_puback"] = latency_ms([acked[e] - committed[e] for e in acked
+                                                        if e in committed])
+            result["drain_ms_after_last_detection"] = round((last_ack - max(detected.values())) / 1000, 1)
+            result["relay"] = phase.internals(span)
+            result["check"] = check
+            if sub is not None:
+                result["subscriber"] = await sub.check(ids)
+                sub = None
+        finally:
+            if sub is not None:
+                sub.proc.kill()
+                await sub.proc.wait()
     return result
 
 

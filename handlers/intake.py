@@ -26,6 +26,7 @@ import structlog
 
 from handlers.breaks import BreakSink
 from handlers.ports import InboundSource, IntakeStore
+from stp.backoff import Backoff
 from stp.breaks import Break
 from stp.changes import BatchChanges
 from stp.fills import Fill, NotAFill, Rejection, normalise
@@ -212,8 +213,9 @@ class Intake:
         When the engine is stopping, it tries for ``stop_commit_s`` at most,
         then leaves what it could not commit: none of it counts as received
         (the sessions' committed sequence numbers stay behind it), so the
-        counterparties resend it at the next start."""
-        delay = 0.5
+        counterparties resend it at the next start.  The retries wait 0.5 s
+        doubling to 30 s, at most 2 s apart while stopping."""
+        backoff = Backoff(0.5, 30.0)
         stopping_since: float | None = None
         while True:
             try:
@@ -227,10 +229,10 @@ class Intake:
                         log.error("intake_left_uncommitted", messages=left, error=repr(exc)[:300],
                                   note="not counted as received: resent at the next start")
                         return
+                delay = min(backoff.next(), 2.0) if self._stopping else backoff.next()
                 log.error("intake_commit_failed", error=repr(exc)[:300], messages=len(items),
                           retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0 if not self._stopping else 2.0)
 
     async def drain_and_stop(self) -> None:
         """Commit whatever is queued, then end ``run``."""

@@ -10,13 +10,9 @@ committed sequence number.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import fcntl
-import os
 import time
-import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,8 +23,7 @@ from sqlalchemy import Connection, event, func, insert, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from adapters.config import sqlite_path
-from adapters.db import schema
+from adapters.db import locks, schema
 from adapters.db.rows import ChangesWriter, conflict_row, fill_row, journal_row, price_row
 from stp.intake import IntakeBatch, IntakeState
 from stp.timestamps import us_to_datetime
@@ -127,39 +122,23 @@ class Database:
     async def close(self) -> None:
         await self.engine.dispose()
 
-    @contextlib.asynccontextmanager
-    async def exclusive(self, name: str) -> AsyncIterator[None]:
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """``async with Database(url) as db``: the pool is disposed however the
+        block ends (an exception, a cancellation): no connection outlives it."""
+        await self.close()
+
+    def exclusive(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold a lock called ``name`` that one process at a time can hold on
         this database, waiting for it if another holds it; a process that dies
-        loses it.  SQLite: ``flock`` on a file beside the database file;
-        PostgreSQL: a session advisory lock on a connection kept for as long."""
-        if self.is_sqlite:
-            db_file = sqlite_path(self.url)
-            if db_file is None:
-                yield                     # a private in-memory database: nobody else sees it
-                return
-            fd = os.open(f"{db_file}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    log.warning("db_lock_waiting", lock=name, reason="another process holds it")
-                    await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)              # releases the lock
-            return
-        key = zlib.crc32(name.encode())
-        async with self.engine.connect() as conn:
-            if not (await conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})")).scalar():
-                log.warning("db_lock_waiting", lock=name, reason="another process holds it")
-                await conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
-            await conn.commit()
-            try:
-                yield
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+        loses it (``adapters.db.locks``)."""
+        return locks.exclusive(self.engine, self.url, name)
+
+    def try_exclusive(self, name: str) -> contextlib.AbstractAsyncContextManager[bool]:
+        """``exclusive`` without waiting: yields whether this process holds it."""
+        return locks.try_exclusive(self.engine, self.url, name)
 
     # -- schema ---------------------------------------------------------
     async def migrate(self) -> None:
@@ -312,36 +291,6 @@ class Database:
         again (the previous day's can no longer be resent)."""
         async with self.engine.begin() as conn:
             await self._set_last_seq(conn, session, last_seq, reset, now_us(), day)
-
-    @contextlib.asynccontextmanager
-    async def try_exclusive(self, name: str) -> AsyncIterator[bool]:
-        """``exclusive`` without waiting: yields whether this process holds it."""
-        if self.is_sqlite:
-            db_file = sqlite_path(self.url)
-            if db_file is None:
-                yield True
-                return
-            fd = os.open(f"{db_file}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    yield False
-                    return
-                yield True
-            finally:
-                os.close(fd)
-            return
-        key = zlib.crc32(name.encode())
-        async with self.engine.connect() as conn:
-            held = bool((await conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})")).scalar())
-            await conn.commit()
-            try:
-                yield held
-            finally:
-                if held:
-                    with contextlib.suppress(Exception):
-                        await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
 
     async def set_sessions_down(self, sessions: Sequence[str], reason: str) -> None:
         """Every session not logged on (the engine starts or stops)."""

@@ -38,7 +38,6 @@ also kills it with its parent, ``PR_SET_PDEATHSIG``), and ignores SIGINT
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -48,6 +47,7 @@ from typing import Any
 
 import structlog
 
+from adapters.child import ChildProtocol, ChildSupervisor
 from adapters.config import EngineConfig, engine_subcommand
 from adapters.fix.pipe import (
     MESSAGE,
@@ -116,18 +116,13 @@ class GatewayExited(RuntimeError):
     pass
 
 
-class _Protocol(asyncio.SubprocessProtocol):
+class _Protocol(ChildProtocol):
+    """The gateway's stdout: frames into the engine's queue."""
+
     def __init__(self, gateway: FixGateway) -> None:
+        super().__init__()
         self.gateway = gateway
         self.reader = FrameReader()
-        loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[int] = loop.create_future()
-        # the process has exited and everything it wrote has been read
-        self.finished: asyncio.Future[None] = loop.create_future()
-        self.transport: asyncio.SubprocessTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # subprocess_exec gives a SubprocessTransport
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         try:
@@ -139,23 +134,22 @@ class _Protocol(asyncio.SubprocessProtocol):
             return
         self.gateway._frames(frames)
 
-    def process_exited(self) -> None:
-        if not self.exited.done() and self.transport is not None:
-            self.exited.set_result(self.transport.get_returncode() or 0)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.finished.done():
-            self.finished.set_result(None)
-
 
 class FixGateway:
     """The engine's side: start the gateway, take its messages into the
     ``InboundQueue``, send it DontKnowTrades and BusinessMessageRejects,
-    restart it if it dies, stop it.
+    restart it if it dies, stop it.  ``async with gateway`` starts it
+    (``gateway.ready``: its ready event) and stops it however the block ends.
 
     ``resume`` gives each session's last committed inbound MsgSeqNum; on a
     restart it is asked again, after the intake has committed everything the
-    dead gateway delivered."""
+    dead gateway delivered.
+
+    The process itself (spawn, restart, stop with a grace period, exit logs)
+    is an ``adapters.child.ChildSupervisor``'s: a gateway that dies is
+    started again at once (after the intake has drained and the poison check),
+    a restart that fails waits 1 s doubling to 30 s, from nothing again once a
+    gateway is ready."""
 
     def __init__(self, cfg: EngineConfig, queue: InboundQueue, resume: Callable[[], dict[str, int]],
                  log_level: str | None = None, drained: Callable[[], bool] | None = None,
@@ -172,20 +166,22 @@ class FixGateway:
         self.drained = drained or (lambda: not len(queue))
         self.log_level = log_level
         self.sessions: tuple[str, ...] = tuple(s.name for s in cfg.sessions)
-        self.restarts = 0
         self.send_failures = 0
         self.quarantined = 0
         self.poison = PoisonWatch(cfg)
+        self.ready_timeout = 60.0
+        self.ready: dict[str, Any] | None = None      # the running gateway's ready event
         # messages to send that found no gateway (it was being restarted): sent
         # by the next one, in order (their reports are committed: nothing
         # would make the counterparty ask again)
         self._unsent: list[bytes] = []
         self.max_unsent = 10_000
-        self._transport: asyncio.SubprocessTransport | None = None
-        self._protocol: _Protocol | None = None
         self._ready: asyncio.Future[dict[str, Any]] | None = None
-        self._stopping = False
-        self._watch: asyncio.Task[None] | None = None
+        self._child = ChildSupervisor(
+            "fix_gateway", lambda: self.command(), restart=Backoff(1.0, 30.0, immediate=1), stop_grace=15.0,
+            protocol=lambda: _Protocol(self), read_stdout=True,
+            env={"STP_GATEWAY_PARENT": str(os.getpid())}, launch=self._start_once,
+            before_restart=self._between, ask_to_stop=self._ask_to_stop, logger=log)
         queue.on_full = self._pause
         queue.on_space = self._resume
 
@@ -194,36 +190,44 @@ class FixGateway:
 
     @property
     def pid(self) -> int | None:
-        return self._transport.get_pid() if self._transport is not None else None
+        return self._child.pid
+
+    @property
+    def restarts(self) -> int:
+        return self._child.restarts
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._child.exit_code
+
+    @property
+    def _stopping(self) -> bool:
+        return self._child.stopping
 
     async def start(self, attempts: int = 5, ready_timeout: float = 60.0) -> dict[str, Any]:
         """Start the gateway and wait until its sessions exist (the acceptor
-        listens); tried a few times (a gateway of a killed engine may still
-        hold the acceptor's port for a moment)."""
-        delay = 0.5
-        for attempt in range(1, attempts + 1):
-            try:
-                ready = await self._start_once(ready_timeout)
-            except GatewayExited as exc:
-                if attempt == attempts:
-                    raise
-                log.warning("fix_gateway_start_failed", attempt=attempt, error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self._watch = asyncio.create_task(self._watch_exit(), name="fix-gateway-watch")
-            return ready
-        raise AssertionError("unreachable")
+        listens); tried a few times, 0.5 s doubling to 5 s apart (a gateway
+        of a killed engine may still hold the acceptor's port for a moment)."""
+        self.ready_timeout = ready_timeout
+        ready: dict[str, Any] = await self._child.start(attempts, Backoff(0.5, 5.0),
+                                                        retry_on=(GatewayExited,))
+        return ready
 
-    async def _start_once(self, ready_timeout: float = 60.0) -> dict[str, Any]:
+    async def __aenter__(self) -> FixGateway:
+        self.ready = await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.stop())
+
+    async def _start_once(self) -> dict[str, Any]:
+        """One gateway: spawned, told where each session resumes, ready (its
+        sessions exist).  If it exits or hangs first, GatewayExited (the
+        supervisor kills and discards it)."""
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         self.poison.started()
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _Protocol(self), *self.command(), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=None,
-            env={**os.environ, "STP_GATEWAY_PARENT": str(os.getpid())})
-        self._transport, self._protocol = transport, protocol
+        protocol = await self._child.spawn()
         # every session: one with nothing committed yet starts from 1, not from
         # quickfix's store (which moved past messages whose frames a dead
         # gateway never delivered)
@@ -233,21 +237,23 @@ class FixGateway:
                                 days={k: v for k, v in self.days().items() if k in self.sessions},
                                 outbound={k: v for k, v in self.outbound().items() if k in self.sessions}))
         waiting = asyncio.ensure_future(asyncio.shield(self._ready))
-        done, _ = await asyncio.wait({waiting, protocol.exited}, timeout=ready_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({waiting, protocol.exited}, timeout=self.ready_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiting.done():
+                waiting.cancel()
         if waiting not in done:
-            waiting.cancel()
             if not protocol.exited.done():
-                transport.kill()
-                raise GatewayExited(f"the gateway did not create its sessions within {ready_timeout} s")
+                raise GatewayExited(f"the gateway did not create its sessions within {self.ready_timeout} s")
             raise GatewayExited(f"the gateway exited with status {protocol.exited.result()} before its "
                                 "sessions were created")
         ready: dict[str, Any] = waiting.result()
         if tuple(ready.get("sessions", ())) != self.sessions:
-            transport.kill()
             raise RuntimeError(f"the gateway runs sessions {ready.get('sessions')}, the engine expects "
                                f"{list(self.sessions)}")
-        log.info("fix_gateway_started", pid=transport.get_pid(), resume=resume)
+        log.info("fix_gateway_started", pid=self.pid, resume=resume)
+        self.ready = ready
         unsent, self._unsent = self._unsent, []
         for frame in unsent:
             self._write(frame)
@@ -255,44 +261,14 @@ class FixGateway:
             log.info("fix_gateway_sent_held", messages=len(unsent))
         return ready
 
-    async def _watch_exit(self) -> None:
-        """A gateway that dies is started again once the intake has committed
-        what it delivered, resuming after the committed sequence numbers."""
-        while True:
-            protocol = self._protocol
-            assert protocol is not None
-            # shielded: cancelling the watcher must not cancel the futures stop() waits on;
-            # finished: what the gateway wrote before it died has been read too
-            await asyncio.shield(protocol.finished)
-            code = protocol.exited.result() if protocol.exited.done() else None
-            if self._stopping:
-                return
-            self.restarts += 1
-            log.error("fix_gateway_died", returncode=code, restarts=self.restarts)
-            backoff = Backoff(1.0, 30.0)     # 1 s doubling to 30 s between failed restarts
-            delay = backoff.next()
-            while not self._stopping:
-                # what the dead gateway delivered is committed first; then the
-                # message it died on twice, if any, is quarantined (a gateway
-                # that died before it was ready counts as a death too)
-                await self._drain()
-                if self._stopping:
-                    return
-                if await self._quarantine():
-                    await self._drain()
-                if self._stopping:
-                    return                      # stopped while the logs were scanned
-                try:
-                    await self._start_once()
-                    break
-                except Exception as exc:
-                    log.error("fix_gateway_restart_failed", error=str(exc)[:300], retry_in_s=delay)
-                    await asyncio.sleep(delay)
-                    delay = backoff.next()
-                    failed = self._protocol
-                    if failed is not None:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(asyncio.shield(failed.finished), 5.0)
+    async def _between(self) -> None:
+        """Before a gateway that died is started again: what it delivered is
+        committed first; then the message it died on twice, if any, is
+        quarantined (a gateway that died before it was ready counts as a
+        death too), and committed."""
+        await self._drain()
+        if not self._stopping and await self._quarantine():
+            await self._drain()
 
     async def _drain(self) -> None:
         while not self.drained() and not self._stopping:
@@ -368,26 +344,22 @@ class FixGateway:
                                    name))
 
     def _write(self, frame: bytes) -> bool:
-        transport = self._transport
-        if transport is None or transport.get_returncode() is not None:
-            return False
-        stdin = transport.get_pipe_transport(0)
-        if stdin is None or stdin.is_closing():
-            return False
-        stdin.write(frame)  # type: ignore[attr-defined]  # pipe 0 (stdin) is a WriteTransport
-        return True
+        return self._child.write(frame)
 
     def _pause(self) -> None:
-        if self._transport is not None:
-            stdout = self._transport.get_pipe_transport(1)
-            if stdout is not None:
-                stdout.pause_reading()  # type: ignore[attr-defined]  # pipe 1 (stdout) is a ReadTransport
+        self._reading(False)
 
     def _resume(self) -> None:
-        if self._transport is not None:
-            stdout = self._transport.get_pipe_transport(1)
-            if stdout is not None:
+        self._reading(True)
+
+    def _reading(self, on: bool) -> None:
+        transport = self._child.transport
+        stdout = transport.get_pipe_transport(1) if transport is not None else None
+        if stdout is not None:
+            if on:
                 stdout.resume_reading()  # type: ignore[attr-defined]  # pipe 1 (stdout) is a ReadTransport
+            else:
+                stdout.pause_reading()  # type: ignore[attr-defined]  # pipe 1 (stdout) is a ReadTransport
 
     def send_dont_know(self, session: str, fields: dict[int, str], reason: str, text: str) -> bool:
         """DontKnowTrade (35=Q) for a report the engine cannot process."""
@@ -426,23 +398,12 @@ class FixGateway:
         self._unsent.append(frame)       # the gateway is being restarted
         return True
 
-    async def stop(self, timeout: float = 15.0) -> int | None:
-        """Log every session out and wait for the gateway to exit."""
-        self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-        protocol, transport = self._protocol, self._transport
-        if protocol is None or transport is None:
-            return None
+    def _ask_to_stop(self) -> None:
+        """Log every session out and exit: the stop frame, then end of file."""
         if self._write(event_frame("stop")):
-            stdin = transport.get_pipe_transport(0)
-            if stdin is not None:
-                stdin.close()
-        try:
-            code = await asyncio.wait_for(asyncio.shield(protocol.exited), timeout)
-        except TimeoutError:
-            log.error("fix_gateway_stop_timeout", pid=transport.get_pid(), timeout_s=timeout)
-            transport.kill()
-            code = await protocol.exited
-        transport.close()
-        return code
+            self._child.close_stdin()
+
+    async def stop(self, timeout: float = 15.0) -> int | None:
+        """Log every session out and wait for the gateway to exit (killed
+        after ``timeout`` seconds)."""
+        return await self._child.stop(timeout)
