@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.db.intake_rows import fill_from_row
 from adapters.db.repository import Database, database_unavailable, now_us
 from adapters.db.rows import ChangesWriter
 from stp.booking import Booking, BookingKind, Posting, TradeAmounts
@@ -329,41 +330,3 @@ def _trade(account: str, counterparty: str, pair: str, side: str, base: str, quo
     return TradeAmounts(account=account, counterparty=counterparty, pair=CurrencyPair.parse(pair),
                         side=Side(side), base_amount=Decimal(base), quote_amount=Decimal(quote),
                         price=Decimal(price), value_date=_date(value_date))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_KINDS = {kind.value: kind for kind in ExecKind}
-_SIDES = {side.value: side for side in Side}
-_PAIRS: dict[str, CurrencyPair] = {}            # symbol -> parsed pair (bounded: a few dozen)
-
-
-def _pair(symbol: str) -> CurrencyPair:
-    pair = _PAIRS.get(symbol)
-    if pair is None:
-        pair = CurrencyPair.parse(symbol)
-        if len(_PAIRS) < 4096:
-            _PAIRS[symbol] = pair
-    return pair
-
-
-def _dec(v: Any) -> Decimal | None:
-    return None if v is None else Decimal(v)
-
-
-def fill_from_row(r: tuple[Any, ...]) -> Fill:
-    """A stored fill back as the typed event (columns as in ``fills_after``).
-
-    Per fill read back (the post-trade process reads every fill so): the
-    enum members and parsed pairs are looked up, not rebuilt; microseconds
-    since the epoch become timedelta(days, seconds, microseconds) given
-    positionally (the same value; keywords cost half as much again)."""
-    return Fill(
-        session=r[0], exec_id=r[1], kind=_KINDS.get(r[2]) or ExecKind(r[2]), exec_ref_id=r[3],
-        order_id=r[4], cl_ord_id=r[5], account=r[6], pair=_pair(r[7]),
-        side=_SIDES.get(r[8]) or Side(r[8]), currency=r[9],
-        last_qty=Decimal(r[10]), last_px=Decimal(r[11]), cum_qty=_dec(r[12]), leaves_qty=_dec(r[13]),
-        avg_px=_dec(r[14]), order_qty=_dec(r[15]), trade_date=_date(r[16]), settl_type=r[17],
-        settl_date=_date(r[18]),
-        transact_time=None if r[19] is None else _EPOCH + timedelta(0, 0, int(r[19])),
-        received_at=_EPOCH + timedelta(0, 0, int(r[20])), spot_rate=_dec(r[21]),
-        forward_points=_dec(r[22]), content_hash=r[23])

@@ -24,7 +24,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.db import locks, schema
-from adapters.db.rows import ChangesWriter, conflict_row, fill_row, journal_row, price_row
+from adapters.db.intake_rows import conflict_row, fill_row, journal_row, price_row
+from adapters.db.rows import ChangesWriter
 from stp.intake import IntakeBatch, IntakeState
 from stp.timestamps import us_to_datetime
 

@@ -1,5 +1,6 @@
-"""The post-trade tables' rows: each domain value a batch changes
-(``stp.changes.BatchChanges``) becomes its row here, and only here; and the
+"""The post-trade tables' rows (the intake's: ``intake_rows.py``): each
+domain value a batch changes (``stp.changes.BatchChanges``) becomes its row
+here, and only here; and the
 writer that puts a batch's rows into the database inside the caller's
 transaction (the post-trade commit, and the intake's, whose breaks go with
 its own rows).
@@ -22,10 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stp.breaks import occurrence_after_detection
 from stp.changes import BatchChanges, Booked, Confirmation, Detected
 from stp.events import BusEvent, break_changed, break_detected
-from stp.fills import Fill
-from stp.intake import Conflict, JournalEntry
 from stp.margin import AccountMargin, MarginEvent
-from stp.marketdata import Quote
 from stp.netting import NetKey
 from stp.positions import Position
 from stp.settlement import Instruction
@@ -194,33 +192,6 @@ def margin_event_row(event_id: int, e: MarginEvent, at_us: int) -> tuple[Any, ..
 
 def outbox_row(event: BusEvent, at_us: int) -> tuple[Any, ...]:
     return (event.event_id, event.topic, event.payload, event.retain, at_us)
-
-
-# -- the intake's tables --------------------------------------------------------
-def journal_row(j: JournalEntry, committed_us: int) -> tuple[Any, ...]:
-    """A journal row in ``repository.JOURNAL_COLUMNS`` order."""
-    return (j.journal_id, j.session, j.seq, j.msg_type, j.received_us, committed_us, j.poss_dup, j.exec_id,
-            j.outcome, j.reason, j.raw, j.raw_encoding, j.raw_size, j.raw_truncated)
-
-
-def fill_row(f: Fill, fill_id: int, journal_id: int) -> tuple[Any, ...]:
-    """A fills row in ``repository.FILL_COLUMNS`` order (read back by
-    ``posttrade.fill_from_row``); decimals as their exact text."""
-    return (fill_id, journal_id, f.session, f.exec_id, f.kind.value, f.exec_ref_id, f.order_id,
-            f.cl_ord_id, f.account, f.symbol, f.side.value, f.currency, str(f.last_qty),
-            str(f.last_px), text(f.cum_qty), text(f.leaves_qty), text(f.avg_px),
-            text(f.order_qty), f.trade_date, f.settl_type, f.settl_date, _us(f.transact_time),
-            _us(f.received_at), text(f.spot_rate), text(f.forward_points), f.content_hash)
-
-
-def conflict_row(c: Conflict) -> tuple[Any, ...]:
-    return (c.conflict_id, c.journal_id, c.session, c.exec_id, c.original_hash, c.conflicting_hash,
-            c.received_us)
-
-
-def price_row(q: Quote, journal_id: int, received_us: int) -> tuple[Any, ...]:
-    """A market_prices row in ``repository.PRICE_COLUMNS`` order."""
-    return (q.symbol, q.session, text(q.bid), text(q.offer), str(q.price), journal_id, received_us)
 
 
 class ChangesWriter:
