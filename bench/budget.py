@@ -1,22 +1,23 @@
 #!/usr/bin/env python3
-"""The CPU budget of a fill on this machine, part by part, against the targets.
+"""The CPU a fill costs, part by part, against issue 13's targets.
 
-Runs the benchmarks that measure each part alone, one after the other, and
-adds up their CPU per fill:
+Runs the benchmarks that measure each part alone, one after the other:
 
 - the LP simulator streaming ExecutionReports (bench/sim_stream.py: CPU of
   the simulator process per report while it streams to a lean peer);
 - the FIX gateway: quickfix receiving, validating and handing each message
   over the pipe (bench/quickfix_ceiling.py, ``gateway``: CPU of the gateway
-  process per message), and the engine's side decoding it;
+  process per message), and quickfix alone counting the same messages
+  (``count``, its message log on, as the gateway runs it);
 - the intake and post-trade in the engine (bench/inprocess.py: CPU per fill,
-  the database driver's thread included, no FIX);
+  the database driver's thread included, no FIX), and the bare split of the
+  same ExecutionReports into a dict in the same process (the baseline).
 
-then prints, for the intake path (simulator -> journal, issue 3) and the
-whole pipeline (issue 4), the CPU a fill costs, the cores a target rate
-needs at that cost, and the most this machine could do if every core were
-busy all the time with no waiting (an upper bound: the measured end-to-end
-rates in bench/intake.py and bench/pipeline.py are below it).
+It prints each part's CPU per fill and the ratios the targets are stated
+in: the engine's work (intake + post-trade) against the bare split (target
+at most 8x), the gateway against quickfix counting alone (at most 1.3x).
+A throughput on this two-core machine would measure the machine: these are
+costs per fill, each against a baseline measured in the same run.
 
     python bench/budget.py --count 100000
 """
@@ -31,7 +32,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = {"intake": 30_000, "pipeline": 25_000}
+ENGINE_TARGET = 8.0        # (intake + post-trade) / bare split, at most
+GATEWAY_TARGET = 1.3       # gateway / quickfix counting alone, at most
 
 
 def run(script: str, *args: str) -> list[dict[str, object]]:
@@ -56,33 +58,37 @@ def main() -> int:
     assert isinstance(runs, list)
     gateway = next(r for r in runs if r["mode"] == "gateway")
     count_only = next(r for r in runs if r["mode"] == "count" and r["message_log"])
-    engine = lines[-1]
+    engine = next(line for line in reversed(lines) if "intake_cpu_us_per_fill" in line)
+    baseline = float(next(line for line in lines if "baseline_split_us" in line)["baseline_split_us"])  # type: ignore[arg-type]  # inprocess.py prints a number there
     lean = sim["lean_peer"]
     assert isinstance(lean, dict)
     parts = {
-        "simulator_us": float(lean["sender_cpu_us_per_er"]),
-        "gateway_us": float(gateway["gateway_cpu_us_per_message"]),
-        "engine_side_of_pipe_us": float(gateway["engine_side_cpu_us_per_message"]),
         "intake_us": float(engine["intake_cpu_us_per_fill"]),  # type: ignore[arg-type]  # inprocess.py prints a number there
         "posttrade_us": float(engine["posttrade_cpu_us_per_fill"]),  # type: ignore[arg-type]  # inprocess.py prints a number there
+        "gateway_us": float(gateway["gateway_cpu_us_per_message"]),
+        "quickfix_count_only_us": float(count_only["process_cpu_us_per_message"]),
+        "engine_side_of_pipe_us": float(gateway["engine_side_cpu_us_per_message"]),
+        "simulator_us": float(lean["sender_cpu_us_per_er"]),
     }
-    cores = os.cpu_count() or 1
-    intake_path = parts["simulator_us"] + parts["gateway_us"] + parts["engine_side_of_pipe_us"] + \
-        parts["intake_us"]
-    pipeline = intake_path + parts["posttrade_us"]
+    engine_us = parts["intake_us"] + parts["posttrade_us"]
     result: dict[str, object] = {
-        "count": args.count, "cores": cores, "raw_parse_per_s": lines[0].get("raw_parse_per_s"),
+        "count": args.count, "cores": os.cpu_count() or 1,
+        "baseline_split_us": baseline,
         "parts_cpu_per_fill": parts,
-        "for_reference": {"quickfix_count_only_us": count_only["process_cpu_us_per_message"],
+        "ratios": {
+            "engine_to_split": round(engine_us / baseline, 1),
+            "intake_to_split": round(parts["intake_us"] / baseline, 1),
+            "posttrade_to_split": round(parts["posttrade_us"] / baseline, 1),
+            "gateway_to_quickfix_count_only": round(parts["gateway_us"] / parts["quickfix_count_only_us"], 2),
+        },
+        "targets": {"engine_to_split_at_most": ENGINE_TARGET,
+                    "gateway_to_quickfix_count_only_at_most": GATEWAY_TARGET},
+        "met": {"engine": engine_us / baseline <= ENGINE_TARGET,
+                "gateway": parts["gateway_us"] / parts["quickfix_count_only_us"] <= GATEWAY_TARGET},
+        "for_reference": {"engine_us_per_fill": round(engine_us, 1),
                           "simulator_alone_per_s": sim["lp_simulator_rate_per_s"],
                           "gateway_alone_per_s": gateway["per_s"]},
     }
-    for name, per_fill in (("intake", intake_path), ("pipeline", pipeline)):
-        target = TARGETS[name]
-        result[name] = {"cpu_us_per_fill": round(per_fill, 1),
-                        "cores_needed_at_target": round(target * per_fill / 1e6, 2),
-                        "target_per_s": target,
-                        "upper_bound_per_s_all_cores_busy": round(cores / per_fill * 1e6)}
     print(json.dumps(result, indent=2))
     return 0
 
