@@ -26,9 +26,8 @@ import contextlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import structlog
 
@@ -520,9 +519,6 @@ class PostTrade(InboxCommands):
                     self._stale = True
                     raise
 
-    async def _pending_inbox(self) -> list[tuple[int, str, str]]:
-        return await self.store.pending_inbox()
-
     async def _tick(self, now: datetime | None = None, inbox: list[tuple[int, str, str]] | None = None,
                     timers: bool = True) -> None:
         """Inbox, confirmation expiry, settlement cut-offs and escalations (one
@@ -543,7 +539,7 @@ class PostTrade(InboxCommands):
             breaks += expired
             breaks += self.settle.run_cut_offs(now, w)
         events: list[MarginEvent] = []
-        for inbox_id, kind, payload_text in await self._pending_inbox() if inbox is None else inbox:
+        for inbox_id, kind, payload_text in await self.store.pending_inbox() if inbox is None else inbox:
             origin = Origin(inbox_id)
             written = w.extent()
             try:
@@ -589,7 +585,7 @@ class PostTrade(InboxCommands):
         backs off and later ticks try it again."""
         await self._load_state(keep_confirm=True)
         await self._tick(now, inbox=[])                # not a command's fault if this fails
-        for row in await self._pending_inbox():
+        for row in await self.store.pending_inbox():
             try:
                 await self._tick(now, inbox=[row], timers=False)
             except Exception as exc:
@@ -613,8 +609,3 @@ def _allocates(match: MatchResult) -> bool:
     if match.state is MatchState.CONFIRMED:
         return True
     return match.state is MatchState.MISMATCHED and all(d.field == "account" for d in match.differences)
-
-
-def _date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
-

@@ -6,19 +6,16 @@ table both ways, in one place).  Column orders: ``repository.JOURNAL_COLUMNS``,
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from adapters.db.rows import stored_date, text
 from stp.fills import ExecKind, Fill, Side
 from stp.intake import Conflict, JournalEntry
 from stp.marketdata import Quote
 from stp.timestamps import datetime_to_us
 from stp.valuedates import CurrencyPair
-
-
-def text(d: Decimal | None) -> str | None:
-    return None if d is None else str(d)
 
 
 def _us(dt: datetime | None) -> int | None:
@@ -52,11 +49,6 @@ def price_row(q: Quote, journal_id: int, received_us: int) -> tuple[Any, ...]:
     return (q.symbol, q.session, text(q.bid), text(q.offer), str(q.price), journal_id, received_us)
 
 
-def _date(value: Any) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
-
 # -- the fills row back as the typed event ---------------------------------------
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KINDS = {kind.value: kind for kind in ExecKind}
@@ -89,8 +81,8 @@ def fill_from_row(r: tuple[Any, ...]) -> Fill:
         order_id=r[4], cl_ord_id=r[5], account=r[6], pair=_pair(r[7]),
         side=_SIDES.get(r[8]) or Side(r[8]), currency=r[9],
         last_qty=Decimal(r[10]), last_px=Decimal(r[11]), cum_qty=_dec(r[12]), leaves_qty=_dec(r[13]),
-        avg_px=_dec(r[14]), order_qty=_dec(r[15]), trade_date=_date(r[16]), settl_type=r[17],
-        settl_date=_date(r[18]),
+        avg_px=_dec(r[14]), order_qty=_dec(r[15]), trade_date=stored_date(r[16]), settl_type=r[17],
+        settl_date=stored_date(r[18]),
         transact_time=None if r[19] is None else _EPOCH + timedelta(0, 0, int(r[19])),
         received_at=_EPOCH + timedelta(0, 0, int(r[20])), spot_rate=_dec(r[21]),
         forward_points=_dec(r[22]), content_hash=r[23])

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.intake_rows import fill_from_row
 from adapters.db.repository import Database, database_unavailable, now_us
-from adapters.db.rows import ChangesWriter
+from adapters.db.rows import ChangesWriter, stored_date
 from stp.booking import Booking, BookingKind, Posting, TradeAmounts
 from stp.breaks import StoredBreak
 from stp.changes import BatchChanges, MarkingFills
@@ -136,7 +136,7 @@ class PostTradeStore:
                         heads[booking_id] = r[:11]
                         postings[booking_id] = []
                     if r[11] is not None:
-                        postings[booking_id].append(Posting(r[11], r[12], Decimal(r[13]), _date(r[14])))
+                        postings[booking_id].append(Posting(r[11], r[12], Decimal(r[13]), stored_date(r[14])))
         out: dict[tuple[str, str], Booking] = {}
         for booking_id, r in heads.items():
             key = (r[1], r[2])
@@ -159,7 +159,7 @@ class PostTradeStore:
         return Booking(
             booking_id=r[0], kind=BookingKind.TRADE, fill_key=(session, exec_id), reverses=None,
             account=r[1], counterparty=r[2], pair=r[3],
-            postings=tuple(Posting(p[0], p[1], Decimal(p[2]), _date(p[3])) for p in postings),
+            postings=tuple(Posting(p[0], p[1], Decimal(p[2]), stored_date(p[3])) for p in postings),
             trade=_trade(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]))
 
 
@@ -300,7 +300,7 @@ class PostTradeStore:
     async def counterparty_nets(self, counterparty: str) -> dict[tuple[str, date], Decimal]:
         rows = await self.fetch("SELECT currency, value_date, amount FROM nets WHERE counterparty = ?",
                                 (counterparty,))
-        return {(str(c), d): Decimal(a) for c, vd, a in rows if (d := _date(vd)) is not None}
+        return {(str(c), d): Decimal(a) for c, vd, a in rows if (d := stored_date(vd)) is not None}
 
 
 _BREAK_COLUMNS = "break_id, type, severity, state, keys, summary, cut_off_us, occurrence"
@@ -319,14 +319,9 @@ def _day(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def _date(value: Any) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
-
 
 def _trade(account: str, counterparty: str, pair: str, side: str, base: str, quote: str, price: str,
            value_date: Any) -> TradeAmounts:
     return TradeAmounts(account=account, counterparty=counterparty, pair=CurrencyPair.parse(pair),
                         side=Side(side), base_amount=Decimal(base), quote_amount=Decimal(quote),
-                        price=Decimal(price), value_date=_date(value_date))
+                        price=Decimal(price), value_date=stored_date(value_date))

@@ -89,6 +89,13 @@ def text(d: Decimal | None) -> str | None:
     return None if d is None else str(d)
 
 
+def stored_date(value: Any) -> date | None:
+    """A date column as stored: a date (asyncpg), its ISO text (SQLite), or NULL."""
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
 def to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
